@@ -1,0 +1,316 @@
+//! Settings: the command line and `ROWCAST_*` / `DATABASE_URL` environment, parsed and
+//! validated once at startup into a plain [`Config`] that is passed down explicitly.
+//!
+//! Every flag has an environment variable; a bad value stops the process with a message
+//! that names the variable and what it expects.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rowcast",
+    version,
+    about = "Realtime backend on plain Postgres"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server against DATABASE_URL (required).
+    Serve(ServerArgs),
+    /// Run the server for development: without DATABASE_URL, start and manage a local Postgres.
+    Dev(ServerArgs),
+    /// Apply migrations (the server's and the app's) and exit.
+    Migrate(ServerArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Postgres connection string. Required for `serve`; optional for `dev` and `migrate`
+    /// (without it they use the embedded Postgres in --data-dir).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "ROWCAST_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Maximum connections in the database pool (1-1000).
+    #[arg(long, env = "ROWCAST_POOL_SIZE", default_value = "16", value_parser = parse_pool_size)]
+    pub pool_size: usize,
+
+    /// Longest a single SQL statement may run (e.g. 30s, 500ms).
+    #[arg(long, env = "ROWCAST_STATEMENT_TIMEOUT", default_value = "30s", value_parser = duration_parser("ROWCAST_STATEMENT_TIMEOUT"))]
+    pub statement_timeout: Duration,
+
+    /// Longest to wait for a database connection (e.g. 5s).
+    #[arg(long, env = "ROWCAST_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration_parser("ROWCAST_CONNECT_TIMEOUT"))]
+    pub connect_timeout: Duration,
+
+    /// Longest graceful shutdown waits for in-flight requests before exiting.
+    #[arg(long, env = "ROWCAST_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration_parser("ROWCAST_SHUTDOWN_TIMEOUT"))]
+    pub shutdown_timeout: Duration,
+
+    /// Directory of the app's own migrations (NNNN_name.sql), applied after the server's.
+    #[arg(long, env = "ROWCAST_APP_MIGRATIONS")]
+    pub app_migrations: Option<PathBuf>,
+
+    /// Apply pending migrations when the server starts.
+    #[arg(long, env = "ROWCAST_MIGRATE_ON_START", default_value = "true", value_parser = bool_parser("ROWCAST_MIGRATE_ON_START"))]
+    pub migrate_on_start: bool,
+
+    /// Where `dev` keeps its state; the embedded Postgres cluster lives in DATA_DIR/pg.
+    #[arg(long, env = "ROWCAST_DATA_DIR", default_value = ".rowcast")]
+    pub data_dir: PathBuf,
+
+    /// Directory holding initdb/pg_ctl/postgres; found automatically when unset.
+    #[arg(long, env = "ROWCAST_PG_BINDIR")]
+    pub pg_bindir: Option<PathBuf>,
+
+    /// Log format: `json` (default for serve) or `pretty` (default for dev).
+    #[arg(long, env = "ROWCAST_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `rowcast=debug`).
+    #[arg(long, env = "ROWCAST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// What the process was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    Dev,
+    Migrate,
+}
+
+/// Validated settings, built once in `main` and passed explicitly from there on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub embedded: EmbeddedConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `None` means "use the embedded cluster" (only allowed in dev and migrate).
+    pub url: Option<String>,
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub app_migrations: Option<PathBuf>,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    pub pg_bindir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// A setting that failed validation: which one, and what it expects.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {expected}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub expected: String,
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let (mode, args) = match cli.command {
+            Command::Serve(a) => (Mode::Serve, a),
+            Command::Dev(a) => (Mode::Dev, a),
+            Command::Migrate(a) => (Mode::Migrate, a),
+        };
+        Config::from_args(mode, args)
+    }
+
+    pub fn from_args(mode: Mode, args: ServerArgs) -> Result<Config, ConfigError> {
+        let url = args.database_url.filter(|u| !u.trim().is_empty());
+        if let Some(url) = &url {
+            // The error text of the parser can echo the string, which may hold a password.
+            tokio_postgres::Config::from_str(url).map_err(|_| ConfigError {
+                setting: "DATABASE_URL",
+                expected:
+                    "a Postgres connection string such as postgres://user:password@host:5432/dbname"
+                        .into(),
+            })?;
+        } else if mode == Mode::Serve {
+            return Err(ConfigError {
+                setting: "DATABASE_URL",
+                expected: "a Postgres connection string (required by `serve`; use `rowcast dev` for an embedded database)".into(),
+            });
+        }
+        if let Some(dir) = &args.app_migrations {
+            if !dir.is_dir() {
+                return Err(ConfigError {
+                    setting: "ROWCAST_APP_MIGRATIONS",
+                    expected: format!("an existing directory (got {})", dir.display()),
+                });
+            }
+        }
+        let format = args.log_format.unwrap_or(match mode {
+            Mode::Serve => LogFormat::Json,
+            Mode::Dev | Mode::Migrate => LogFormat::Pretty,
+        });
+        if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
+            return Err(ConfigError {
+                setting: "ROWCAST_LOG",
+                expected: "a tracing filter such as `info` or `rowcast=debug,info`".into(),
+            });
+        }
+        Ok(Config {
+            mode,
+            database: DatabaseConfig {
+                url,
+                pool_size: args.pool_size,
+                statement_timeout: args.statement_timeout,
+                connect_timeout: args.connect_timeout,
+                app_migrations: args.app_migrations,
+                migrate_on_start: args.migrate_on_start,
+            },
+            http: HttpConfig {
+                listen: args.listen,
+                shutdown_timeout: args.shutdown_timeout,
+            },
+            embedded: EmbeddedConfig {
+                data_dir: args.data_dir,
+                pg_bindir: args.pg_bindir,
+            },
+            log: LogConfig {
+                format,
+                filter: args.log,
+            },
+        })
+    }
+
+    /// Defaults as `rowcast serve` would have them, against `database_url`, listening on an
+    /// ephemeral loopback port. Used by tests and embedders.
+    pub fn for_database(database_url: &str) -> Config {
+        let args = ServerArgs {
+            database_url: Some(database_url.to_string()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            app_migrations: None,
+            migrate_on_start: true,
+            data_dir: PathBuf::from(".rowcast"),
+            pg_bindir: None,
+            log_format: None,
+            log: "info".into(),
+        };
+        match Config::from_args(Mode::Serve, args) {
+            Ok(c) => c,
+            Err(e) => panic!("Config::for_database needs a valid connection string: {e}"),
+        }
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "ROWCAST_LISTEN expects host:port with an IP address, e.g. 127.0.0.1:8080 or 0.0.0.0:8080".to_string())
+}
+
+fn parse_pool_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err("ROWCAST_POOL_SIZE expects a whole number from 1 to 1000".into()),
+    }
+}
+
+/// A clap value parser for a duration like `30s` or `250ms` that names its variable on error.
+pub fn duration_parser(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        humantime::parse_duration(s.trim())
+            .map_err(|_| format!("{setting} expects a duration such as 30s, 500ms or 2m"))
+    }
+}
+
+/// A clap value parser for booleans that names its variable on error.
+pub fn bool_parser(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{setting} expects true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        Config::from_cli(cli).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn serve_requires_database_url() {
+        let err = parse(&["rowcast", "serve", "--database-url", ""]).unwrap_err();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = parse(&["rowcast", "dev", "--pool-size", "0"]).unwrap_err();
+        assert!(err.contains("ROWCAST_POOL_SIZE"), "{err}");
+        let err = parse(&["rowcast", "dev", "--statement-timeout", "soon"]).unwrap_err();
+        assert!(err.contains("ROWCAST_STATEMENT_TIMEOUT"), "{err}");
+        let err = parse(&["rowcast", "dev", "--listen", "localhost"]).unwrap_err();
+        assert!(err.contains("ROWCAST_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn bad_database_url_does_not_echo_it() {
+        let err = parse(&[
+            "rowcast",
+            "serve",
+            "--database-url",
+            "postgres://u:s3cret@h:notaport/x",
+        ])
+        .unwrap_err();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn dev_defaults_are_valid() {
+        let c = parse(&["rowcast", "dev"]).expect("defaults parse");
+        assert_eq!(c.mode, Mode::Dev);
+        assert_eq!(c.log.format, LogFormat::Pretty);
+        assert_eq!(c.database.statement_timeout, Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP surface: the axum router, health and readiness, and the mapping of the
+//! client-facing [`ApiError`] onto HTTP responses. Only this layer (and the WebSocket layer)
+//! knows axum types.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde_json::json;
+
+use crate::{
+    protocol::{ApiError, ErrorCode},
+    readiness::Readiness,
+    store::{migrate::Migration, Store, StoreError},
+};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: Store,
+    pub readiness: Arc<Readiness>,
+    pub migrations: Arc<Vec<Migration>>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    let report = state
+        .readiness
+        .check(&state.store, &state.migrations, Duration::from_secs(2))
+        .await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({
+        "status": if report.ready { "ready" } else { "not-ready" },
+        "database": report.database,
+        "migrations": report.migrations,
+    });
+    if !report.ready {
+        body["code"] = json!(ErrorCode::NotReady.as_str());
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn not_found() -> HttpError {
+    HttpError(ApiError::new(ErrorCode::NotFound, "no such route"))
+}
+
+/// An [`ApiError`] on its way out as an HTTP response.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        HttpError(e.into())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.0.retry_after;
+        let mut response = (status, Json(self.0)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,11 @@
+//! Rowcast: a realtime backend on plain Postgres. This crate is the server; `main.rs` is a
+//! thin command-line wrapper around [`app::start`].
+
+pub mod app;
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod readiness;
+pub mod store;

@@ -1,0 +1,119 @@
+//! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev` or
+//! `migrate`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rowcast::{
+    app,
+    cluster::EmbeddedPostgres,
+    config::{Cli, Config, LogFormat, Mode},
+    store::{migrate, Store},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::from_cli(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rowcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+
+    // Postgres is started before the runtime so that it is also stopped after it.
+    let embedded = if config.database.url.is_none() {
+        tracing::info!(data_dir = %config.embedded.data_dir.display(), "starting embedded Postgres");
+        match EmbeddedPostgres::start(
+            &config.embedded.data_dir.join("pg"),
+            config.embedded.pg_bindir.as_deref(),
+        ) {
+            Ok(pg) => {
+                tracing::info!(port = pg.port(), "embedded Postgres is running");
+                config.database.url = Some(pg.database_url());
+                Some(pg)
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("rowcast: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(run(config)),
+        Err(e) => {
+            eprintln!("rowcast: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    };
+
+    if let Some(pg) = embedded {
+        tracing::info!("stopping embedded Postgres");
+        if let Err(e) = pg.stop() {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    }
+    code
+}
+
+async fn run(config: Config) -> ExitCode {
+    match config.mode {
+        Mode::Migrate => {
+            let url = config.database.url.clone().unwrap_or_default();
+            let result = async {
+                let store = Store::new(&url, &config.database)?;
+                let all = migrate::all_migrations(config.database.app_migrations.as_deref())?;
+                migrate::apply(store.pg_config(), &all).await
+            }
+            .await;
+            match result {
+                Ok(applied) => {
+                    tracing::info!(count = applied.len(), "migrations applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("rowcast: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Mode::Serve | Mode::Dev => {
+            let running = match app::start(config).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("rowcast: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let token = running.shutdown_token();
+            tokio::spawn(async move {
+                app::shutdown_signal().await;
+                tracing::info!("shutdown requested");
+                token.cancel();
+            });
+            running.wait().await;
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}

@@ -1,0 +1,182 @@
+//! Wire types shared by every client-facing surface: the error body and its stable codes.
+//!
+//! HTTP bodies, WebSocket frames and the TypeScript SDK all use the codes below, so a code,
+//! once published, never changes meaning. `docs/protocol.md` mirrors this file; a test keeps
+//! the two in step.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error a client can see, by stable kebab-case code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The request is malformed (query string, headers, or body shape).
+    BadRequest,
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// A required field is missing or has the wrong type.
+    InvalidField,
+    /// No route, table, column or row by that name.
+    NotFound,
+    /// Missing, malformed, forged or expired credentials.
+    Unauthorized,
+    /// The identity is valid but may not do this.
+    Forbidden,
+    /// The write conflicts with existing data (unique or foreign key).
+    Conflict,
+    /// The body or frame is larger than the configured limit.
+    PayloadTooLarge,
+    /// Too many attempts; retry after the time in `Retry-After`.
+    RateLimited,
+    /// The database cannot be reached right now; retry later.
+    DatabaseUnavailable,
+    /// The server is starting or its schema is not current yet.
+    NotReady,
+    /// The query took longer than the configured statement timeout.
+    Timeout,
+    /// Something failed inside the server; the details are in the server log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in declaration order (used to check `docs/protocol.md`).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidField,
+        ErrorCode::NotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::NotReady,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::InvalidJson => "invalid-json",
+            ErrorCode::InvalidField => "invalid-field",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload-too-large",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::DatabaseUnavailable => "database-unavailable",
+            ErrorCode::NotReady => "not-ready",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidJson | ErrorCode::InvalidField => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::DatabaseUnavailable | ErrorCode::NotReady => 503,
+            ErrorCode::Timeout => 504,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one client-facing error. Its JSON form is the HTTP error body and the payload of a
+/// WebSocket `error` frame. `message` is written for the developer using the API; it never
+/// carries database error text or secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Seconds a client should wait before retrying (rate limits, start-up).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            details: None,
+            hint: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn internal() -> Self {
+        ApiError::new(
+            ErrorCode::Internal,
+            "internal error; the server log has the details",
+        )
+    }
+
+    pub fn database_unavailable() -> Self {
+        ApiError::new(
+            ErrorCode::DatabaseUnavailable,
+            "the database is unavailable; retry shortly",
+        )
+        .with_retry_after(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_name_matches_as_str() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).expect("serializes");
+            assert_eq!(json, serde_json::Value::String(code.as_str().to_string()));
+        }
+    }
+
+    #[test]
+    fn protocol_doc_lists_every_error_code() {
+        let doc = include_str!("../../docs/protocol.md");
+        for code in ErrorCode::ALL {
+            assert!(
+                doc.contains(&format!("`{}`", code.as_str())),
+                "docs/protocol.md does not document error code `{}`",
+                code.as_str()
+            );
+        }
+    }
+}

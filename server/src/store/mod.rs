@@ -1,0 +1,172 @@
+//! The storage layer: the connection pool, migrations, and every SQL statement the server
+//! runs. Nothing outside `store` writes SQL.
+
+pub mod migrate;
+
+use std::{str::FromStr, time::Duration};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::{NoTls, Transaction};
+
+use crate::{
+    auth::Identity,
+    config::DatabaseConfig,
+    protocol::{ApiError, ErrorCode},
+};
+
+/// Failures of the storage layer. Database error text stays in here and in logs; clients
+/// see the mapped [`ApiError`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("migration {name}: {reason}")]
+    Migration { name: String, reason: String },
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// The SQLSTATE of a database error, if this is one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Db(e) => e.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
+    /// True when the failure is about reaching the database rather than the statement.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Db(e) => e.is_closed() || e.code().is_none() && e.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => StoreError::Db(e),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            return ApiError::database_unavailable();
+        }
+        match e.sqlstate() {
+            // query_canceled: statement_timeout fired.
+            Some("57014") => ApiError::new(ErrorCode::Timeout, "the query took too long"),
+            // insufficient_privilege (includes row-level security denials).
+            Some("42501") => ApiError::new(ErrorCode::Forbidden, "permission denied"),
+            // admin_shutdown, cannot_connect_now, crash_shutdown.
+            Some("57P01" | "57P02" | "57P03") => ApiError::database_unavailable(),
+            _ => {
+                tracing::error!(error = %e, "storage error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// The pool plus what every query needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    pg_config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Build the pool. No connection is made until first use, so this succeeds while the
+    /// database is down.
+    pub fn new(url: &str, settings: &DatabaseConfig) -> Result<Store, StoreError> {
+        let mut pg_config = tokio_postgres::Config::from_str(url).map_err(|_| {
+            StoreError::Config("DATABASE_URL is not a valid connection string".into())
+        })?;
+        pg_config.connect_timeout(settings.connect_timeout);
+        pg_config.application_name("rowcast");
+        pg_config.options(format!(
+            "-c statement_timeout={}",
+            settings.statement_timeout.as_millis()
+        ));
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.connect_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store { pool, pg_config })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Settings for a dedicated (non-pooled) connection, e.g. the LISTEN connection.
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.pg_config
+    }
+
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// A round trip to the database, bounded by `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let fut = async {
+            let client = self.client().await?;
+            client.simple_query("select 1").await?;
+            Ok::<_, StoreError>(())
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| StoreError::Unavailable("ping timed out".into()))?
+    }
+
+    /// Run `f` in one transaction as `identity`: the Postgres role and the verified claims
+    /// are set transaction-locally (`set_config(…, true)`), so row-level security sees the
+    /// caller and a pooled connection never carries an identity past the transaction.
+    ///
+    /// The transaction commits when `f` returns `Ok` and rolls back otherwise.
+    pub async fn as_identity<T>(
+        &self,
+        identity: &Identity,
+        f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let claims = identity.claims_json();
+        tx.execute(
+            "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
+            &[&identity.role.pg_role(), &claims],
+        )
+        .await?;
+        let out = f(&tx).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}

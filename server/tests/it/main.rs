@@ -1,0 +1,10 @@
+//! Integration tests: the real server, real Postgres, real sockets. One test binary so that
+//! the test run shares one private Postgres cluster (see `support`).
+
+// Tests state their expectations with unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod embedded;
+mod foundation;
