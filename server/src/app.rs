@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    auth::token::TokenKeys,
     config::Config,
     http::{self, HttpState},
     readiness::Readiness,
@@ -26,6 +27,8 @@ pub enum AppError {
     },
     #[error("no database configured")]
     NoDatabase,
+    #[error("no token secret configured (ROWCAST_JWT_SECRET)")]
+    NoTokenSecret,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
@@ -99,10 +102,21 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
 
+    let secret = config
+        .auth
+        .jwt_secret
+        .as_deref()
+        .ok_or(AppError::NoTokenSecret)?;
+    let tokens = Arc::new(TokenKeys::hs256(
+        secret.as_bytes(),
+        &config.auth.issuer,
+        &config.auth.audience,
+    ));
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
+        tokens,
     });
     let token = shutdown.clone();
     tasks.spawn(async move {

@@ -79,6 +79,19 @@ pub struct ServerArgs {
     /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `rowcast=debug`).
     #[arg(long, env = "ROWCAST_LOG", default_value = "info")]
     pub log: String,
+
+    /// Secret (32+ bytes) for signing HS256 access tokens. Required by `serve`; `dev`
+    /// generates one in DATA_DIR/jwt-secret.
+    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `iss` claim of issued tokens, and the issuer accepted on verification.
+    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim of issued tokens, and the audience accepted on verification.
+    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
+    pub jwt_audience: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +108,9 @@ pub enum Mode {
     Migrate,
 }
 
+/// The token secret [`Config::for_database`] uses; tests sign tokens with it.
+pub const TEST_JWT_SECRET: &str = "rowcast-test-secret-not-for-production-use";
+
 /// Validated settings, built once in `main` and passed explicitly from there on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -103,6 +119,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +143,27 @@ pub struct HttpConfig {
 pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     pub pg_bindir: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// `None` only before `main` has loaded or generated the dev secret.
+    pub jwt_secret: Option<String>,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +224,24 @@ impl Config {
                 expected: "a tracing filter such as `info` or `rowcast=debug,info`".into(),
             });
         }
+        let jwt_secret = args.jwt_secret.filter(|s| !s.is_empty());
+        match &jwt_secret {
+            Some(s) if s.len() < 32 => {
+                return Err(ConfigError {
+                    setting: "ROWCAST_JWT_SECRET",
+                    expected: "at least 32 bytes of secret (e.g. `openssl rand -hex 32`)".into(),
+                })
+            }
+            None if mode == Mode::Serve => {
+                return Err(ConfigError {
+                    setting: "ROWCAST_JWT_SECRET",
+                    expected:
+                        "a secret of at least 32 bytes for signing tokens (required by `serve`)"
+                            .into(),
+                })
+            }
+            _ => {}
+        }
         Ok(Config {
             mode,
             database: DatabaseConfig {
@@ -208,6 +264,11 @@ impl Config {
                 format,
                 filter: args.log,
             },
+            auth: AuthConfig {
+                jwt_secret,
+                issuer: args.jwt_issuer,
+                audience: args.jwt_audience,
+            },
         })
     }
 
@@ -227,6 +288,9 @@ impl Config {
             pg_bindir: None,
             log_format: None,
             log: "info".into(),
+            jwt_secret: Some(TEST_JWT_SECRET.into()),
+            jwt_issuer: "rowcast".into(),
+            jwt_audience: "rowcast".into(),
         };
         match Config::from_args(Mode::Serve, args) {
             Ok(c) => c,
@@ -280,6 +344,26 @@ mod tests {
     #[test]
     fn serve_requires_database_url() {
         let err = parse(&["rowcast", "serve", "--database-url", ""]).unwrap_err();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        let err = parse(&[
+            "rowcast",
+            "serve",
+            "--database-url",
+            "postgres://h/db",
+            "--jwt-secret",
+            "",
+        ])
+        .unwrap_err();
+        assert!(err.contains("ROWCAST_JWT_SECRET"), "{err}");
+        let err = parse(&[
+            "rowcast",
+            "serve",
+            "--database-url",
+            "",
+            "--jwt-secret",
+            "short",
+        ])
+        .unwrap_err();
         assert!(err.contains("DATABASE_URL"), "{err}");
     }
 

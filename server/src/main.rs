@@ -21,6 +21,18 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    if config.auth.jwt_secret.is_none() {
+        match dev_jwt_secret(&config.embedded.data_dir) {
+            Ok(secret) => config.auth.jwt_secret = Some(secret),
+            Err(e) => {
+                eprintln!(
+                    "rowcast: cannot keep the dev token secret in {}: {e}",
+                    config.embedded.data_dir.display()
+                );
+                return ExitCode::from(1);
+            }
+        }
+    }
 
     // Postgres is started before the runtime so that it is also stopped after it.
     let embedded = if config.database.url.is_none() {
@@ -116,4 +128,26 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
     }
+}
+
+/// `dev`'s token secret: generated once and kept in the data directory, so tokens survive
+/// restarts. (`serve` requires ROWCAST_JWT_SECRET instead.)
+fn dev_jwt_secret(data_dir: &std::path::Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("jwt-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if s.trim().len() >= 32 {
+            return Ok(s.trim().to_string());
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    Ok(secret)
 }

@@ -1,6 +1,8 @@
 //! Identity: who a request or socket acts as, and the Postgres role and claims that
 //! row-level security sees for it.
 
+pub mod token;
+
 use serde_json::Value;
 
 /// The Postgres role a request runs as. The names are created by the core migration.

@@ -13,7 +13,10 @@ use axum::{
 };
 use serde_json::json;
 
+pub mod identity;
+
 use crate::{
+    auth::token::TokenKeys,
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
@@ -25,6 +28,7 @@ pub struct HttpState {
     pub store: Store,
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
+    pub tokens: Arc<TokenKeys>,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -169,3 +169,44 @@ async fn database_down_at_start_then_lost_and_recovered() {
     app.wait_ready(Duration::from_secs(30)).await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn as_identity_sets_role_and_claims_for_one_transaction_only() {
+    use rowcast::auth::Identity;
+    let url = support::migrated_db().await;
+    let mut dcfg = Config::for_database(&url).database;
+    dcfg.pool_size = 1; // one connection: the next transaction reuses the same backend.
+    let store = Store::new(&url, &dcfg).unwrap();
+    let uid = uuid::Uuid::new_v4();
+    let who = Identity::user(
+        &uid.to_string(),
+        serde_json::json!({"tenant": "x'); drop table t; --"}),
+    );
+    let (role, seen_uid, tenant): (String, uuid::Uuid, String) = store
+        .as_identity(&who, async |tx| {
+            let row = tx
+                .query_one(
+                    "select current_user::text, rowcast.uid(), rowcast.claims() ->> 'tenant'",
+                    &[],
+                )
+                .await?;
+            Ok((row.get(0), row.get(1), row.get(2)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(role, "rowcast_authenticated");
+    assert_eq!(seen_uid, uid);
+    assert_eq!(tenant, "x'); drop table t; --");
+
+    let client = store.client().await.unwrap();
+    let row = client
+        .query_one("select current_user::text, rowcast.uid()", &[])
+        .await
+        .unwrap();
+    assert_ne!(row.get::<_, String>(0), "rowcast_authenticated");
+    assert_eq!(
+        row.get::<_, Option<uuid::Uuid>>(1),
+        None,
+        "identity leaked past its transaction"
+    );
+}
