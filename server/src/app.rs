@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     http::{self, HttpState},
     readiness::Readiness,
+    realtime::Realtime,
     store::{migrate, Store, StoreError},
 };
 
@@ -36,6 +37,8 @@ pub enum AppError {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub store: Store,
+    /// Realtime subscriptions of this instance (its stats are read by metrics and tests).
+    pub realtime: Arc<Realtime>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -112,11 +115,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         &config.auth.issuer,
         &config.auth.audience,
     ));
+    let realtime = Arc::new(Realtime::new(
+        config.realtime.clone(),
+        store.clone(),
+        Arc::new(crate::realtime::feed::NoLog),
+        tokens.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
         tokens,
+        realtime: realtime.clone(),
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -132,6 +144,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         store,
+        realtime,
         shutdown,
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,

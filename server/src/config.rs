@@ -31,6 +31,9 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
+    #[command(flatten)]
+    pub realtime: RealtimeArgs,
+
     /// Postgres connection string. Required for `serve`; optional for `dev` and `migrate`
     /// (without it they use the embedded Postgres in --data-dir).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -108,6 +111,74 @@ pub enum Mode {
     Migrate,
 }
 
+/// Realtime (WebSocket) limits and timings; see docs/operations.md.
+#[derive(Debug, Args, Clone)]
+pub struct RealtimeArgs {
+    /// Largest WebSocket message a client may send (bytes, 1 KiB-16 MiB).
+    #[arg(long, env = "ROWCAST_WS_MAX_MESSAGE_BYTES", default_value = "65536", value_parser = usize_parser("ROWCAST_WS_MAX_MESSAGE_BYTES", 1024, 16 << 20))]
+    pub ws_max_message_bytes: usize,
+    /// Subscriptions per WebSocket connection (1-10000).
+    #[arg(long, env = "ROWCAST_WS_MAX_SUBSCRIPTIONS", default_value = "100", value_parser = usize_parser("ROWCAST_WS_MAX_SUBSCRIPTIONS", 1, 10_000))]
+    pub ws_max_subscriptions: usize,
+    /// WebSocket connections per server (1-1000000).
+    #[arg(long, env = "ROWCAST_WS_MAX_CONNECTIONS", default_value = "20000", value_parser = usize_parser("ROWCAST_WS_MAX_CONNECTIONS", 1, 1_000_000))]
+    pub ws_max_connections: usize,
+    /// Rows one subscription's snapshot may have (1-100000000).
+    #[arg(long, env = "ROWCAST_WS_SNAPSHOT_MAX_ROWS", default_value = "100000", value_parser = usize_parser("ROWCAST_WS_SNAPSHOT_MAX_ROWS", 1, 100_000_000))]
+    pub ws_snapshot_max_rows: usize,
+    /// Outgoing frames queued per connection before it is closed as lagging (4-65536).
+    #[arg(long, env = "ROWCAST_WS_QUEUE_LEN", default_value = "256", value_parser = usize_parser("ROWCAST_WS_QUEUE_LEN", 4, 65_536))]
+    pub ws_queue_len: usize,
+    /// How often the server pings each connection.
+    #[arg(long, env = "ROWCAST_WS_HEARTBEAT_INTERVAL", default_value = "20s", value_parser = duration_parser("ROWCAST_WS_HEARTBEAT_INTERVAL"))]
+    pub ws_heartbeat_interval: Duration,
+    /// A connection from which nothing arrived for this long is closed.
+    #[arg(long, env = "ROWCAST_WS_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = duration_parser("ROWCAST_WS_HEARTBEAT_TIMEOUT"))]
+    pub ws_heartbeat_timeout: Duration,
+}
+
+impl Default for RealtimeArgs {
+    fn default() -> Self {
+        let d = crate::realtime::RealtimeSettings::default();
+        RealtimeArgs {
+            ws_max_message_bytes: d.max_message_bytes,
+            ws_max_subscriptions: d.max_subscriptions,
+            ws_max_connections: d.max_connections,
+            ws_snapshot_max_rows: d.snapshot_max_rows,
+            ws_queue_len: d.queue_len,
+            ws_heartbeat_interval: d.heartbeat_interval,
+            ws_heartbeat_timeout: d.heartbeat_timeout,
+        }
+    }
+}
+
+impl RealtimeArgs {
+    pub fn settings(&self) -> crate::realtime::RealtimeSettings {
+        crate::realtime::RealtimeSettings {
+            max_message_bytes: self.ws_max_message_bytes,
+            max_subscriptions: self.ws_max_subscriptions,
+            max_connections: self.ws_max_connections,
+            snapshot_max_rows: self.ws_snapshot_max_rows,
+            queue_len: self.ws_queue_len,
+            heartbeat_interval: self.ws_heartbeat_interval.max(Duration::from_millis(10)),
+            // A timeout shorter than the interval would close healthy idle connections.
+            heartbeat_timeout: self.ws_heartbeat_timeout.max(self.ws_heartbeat_interval),
+        }
+    }
+}
+
+/// A clap value parser for a whole number in `min..=max` that names its variable on error.
+pub fn usize_parser(
+    setting: &'static str,
+    min: usize,
+    max: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{setting} expects a whole number from {min} to {max}")),
+    }
+}
+
 /// The token secret [`Config::for_database`] uses; tests sign tokens with it.
 pub const TEST_JWT_SECRET: &str = "rowcast-test-secret-not-for-production-use";
 
@@ -115,6 +186,7 @@ pub const TEST_JWT_SECRET: &str = "rowcast-test-secret-not-for-production-use";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
+    pub realtime: crate::realtime::RealtimeSettings,
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub embedded: EmbeddedConfig,
@@ -244,6 +316,7 @@ impl Config {
         }
         Ok(Config {
             mode,
+            realtime: args.realtime.settings(),
             database: DatabaseConfig {
                 url,
                 pool_size: args.pool_size,
@@ -276,6 +349,7 @@ impl Config {
     /// ephemeral loopback port. Used by tests and embedders.
     pub fn for_database(database_url: &str) -> Config {
         let args = ServerArgs {
+            realtime: RealtimeArgs::default(),
             database_url: Some(database_url.to_string()),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             pool_size: 8,

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod realtime;
+
 /// Every error a client can see, by stable kebab-case code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -36,6 +38,10 @@ pub enum ErrorCode {
     Timeout,
     /// Something failed inside the server; the details are in the server log.
     Internal,
+    /// The access token of a live connection expired; deliveries stopped until `auth`.
+    TokenExpired,
+    /// A configured limit was reached (connections, subscriptions, snapshot rows).
+    LimitExceeded,
 }
 
 impl ErrorCode {
@@ -54,6 +60,8 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::TokenExpired,
+        ErrorCode::LimitExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +79,8 @@ impl ErrorCode {
             ErrorCode::NotReady => "not-ready",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::TokenExpired => "token-expired",
+            ErrorCode::LimitExceeded => "limit-exceeded",
         }
     }
 
@@ -78,12 +88,12 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidJson | ErrorCode::InvalidField => 400,
-            ErrorCode::Unauthorized => 401,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::LimitExceeded => 429,
             ErrorCode::Internal => 500,
             ErrorCode::DatabaseUnavailable | ErrorCode::NotReady => 503,
             ErrorCode::Timeout => 504,

@@ -14,6 +14,7 @@ use axum::{
 use serde_json::json;
 
 pub mod identity;
+pub mod realtime;
 
 use crate::{
     auth::token::TokenKeys,
@@ -29,12 +30,15 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
+    /// Live subscriptions over WebSockets (see `realtime`).
+    pub realtime: Arc<crate::realtime::Realtime>,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/realtime/v1/websocket", get(realtime::websocket))
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,0 +1,166 @@
+//! The realtime WebSocket transport (`GET /realtime/v1/websocket`): admission against the
+//! connection limit, small tungstenite buffers, and one task per connection that reads
+//! frames into the session, writes its queue out, pings, and closes with the protocol's
+//! close codes (lagging, heartbeat timeout, shutdown). The protocol itself is in
+//! `realtime::session`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    response::{IntoResponse, Response},
+};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{HttpError, HttpState};
+use crate::{
+    protocol::{realtime::CloseCode, ApiError, ErrorCode},
+    realtime::{
+        session::{Control, Session},
+        ConnectionSlot, Realtime,
+    },
+};
+
+/// Frames are written one at a time and flushed, so the write buffer never holds more than
+/// the frame being written; this cap only guards against a runaway, while still allowing
+/// rows of any size Postgres can store (jsonb tops out well below it).
+const MAX_WRITE_BUFFER: usize = 1 << 30;
+
+pub async fn websocket(State(state): State<HttpState>, ws: WebSocketUpgrade) -> Response {
+    let rt = state.realtime.clone();
+    let Some(slot) = rt.admit() else {
+        return HttpError(
+            ApiError::new(
+                ErrorCode::LimitExceeded,
+                "this server has reached its connection limit",
+            )
+            .with_hint("retry later or connect to another instance")
+            .with_retry_after(1),
+        )
+        .into_response();
+    };
+    // Frames a little over the limit get an error frame and the socket stays open; beyond
+    // twice the limit tungstenite refuses to buffer them and the socket closes with 1009.
+    let hard = rt.settings.max_message_bytes.saturating_mul(2);
+    ws.read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| {
+            let tasks = rt.tasks.clone();
+            tasks.track_future(serve(socket, rt, slot))
+        })
+}
+
+async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
+    let (mut session, mut queue, lagging) = Session::new(rt.clone(), slot);
+    let settings = rt.settings.clone();
+    let shutdown = rt.shutdown.clone();
+    let mut ticker = tokio::time::interval_at(
+        Instant::now() + settings.heartbeat_interval,
+        settings.heartbeat_interval,
+    );
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let opened = Instant::now();
+    let mut last_seen = Instant::now();
+    let send_timeout = settings.heartbeat_timeout;
+
+    let close = loop {
+        let expiry = session.until_expiry();
+        let expired = async {
+            match expiry {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Some(CloseCode::Restarting),
+            _ = lagging.cancelled() => break Some(CloseCode::Lagging),
+            out = queue.recv() => {
+                let Some(out) = out else { break None };
+                let Ok(text) = Utf8Bytes::try_from(out.frame) else {
+                    tracing::error!("a realtime frame was not UTF-8; dropping the connection");
+                    break Some(CloseCode::Restarting);
+                };
+                match tokio::time::timeout(send_timeout, socket.send(Message::Text(text))).await {
+                    Ok(Ok(())) => {}
+                    // The peer is gone or stopped reading long enough to fill TCP buffers.
+                    _ => break None,
+                }
+                drop(out.permit);
+            }
+            msg = socket.recv() => {
+                last_seen = Instant::now();
+                let control = match msg {
+                    Some(Ok(Message::Text(t))) => session.on_text(t.as_str()).await,
+                    Some(Ok(Message::Binary(b))) => {
+                        if b.len() > settings.max_message_bytes {
+                            session.on_oversized()
+                        } else {
+                            session.on_binary()
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Control::Continue,
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(e)) => {
+                        // tungstenite refuses frames over max_message_size with a capacity
+                        // error ("Space limit exceeded").
+                        let too_big = e.to_string().contains("Space limit exceeded");
+                        break too_big.then_some(CloseCode::TooBig);
+                    }
+                };
+                if let Control::Close(code) = control {
+                    break Some(code);
+                }
+            }
+            _ = ticker.tick() => {
+                if last_seen.elapsed() > settings.heartbeat_timeout {
+                    rt.stats.heartbeat_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break Some(CloseCode::HeartbeatTimeout);
+                }
+                if !session.greeted() && opened.elapsed() > settings.heartbeat_timeout {
+                    break Some(CloseCode::HelloRequired);
+                }
+                let ping = socket.send(Message::Ping(bytes::Bytes::new()));
+                if !matches!(tokio::time::timeout(send_timeout, ping).await, Ok(Ok(()))) {
+                    break None;
+                }
+            }
+            _ = expired => {
+                if let Control::Close(code) = session.on_expired() {
+                    break Some(code);
+                }
+            }
+        }
+    };
+    if let Some(code) = close {
+        // Flush what is already queued for a polite close (replies, resync notices), but
+        // never the backlog of a lagging connection.
+        if code != CloseCode::Lagging {
+            let flush = async {
+                while let Ok(out) = queue.try_recv() {
+                    let Ok(text) = Utf8Bytes::try_from(out.frame) else { break };
+                    if socket.send(Message::Text(text)).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
+        }
+        let frame = CloseFrame {
+            code: code.code(),
+            reason: Utf8Bytes::from(code.reason()),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    drop(session);
+}

@@ -1,0 +1,221 @@
+//! Deciding what one transaction means for each candidate subscription: which changes it
+//! sees as insert, update, delete or remove (evaluating the filter and the visibility rule
+//! on the old and the new row image), and the pre-serialized `changes` frame it gets.
+//! Used by the live router and by catch-up alike, so both paths give the same answer.
+
+use std::{collections::HashMap, fmt::Write, sync::Arc};
+
+use bytes::Bytes;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+use super::{
+    feed::{Change, Cursor, Op},
+    SubPlan,
+};
+use crate::{
+    policy::compile::Visibility,
+    protocol::realtime::ChangeOp,
+    store::{
+        realtime::{TableCatalog, VisibilityCheck},
+        Store, StoreError,
+    },
+};
+
+/// What a subscription gets from one transaction.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing it can see changed.
+    Nothing,
+    /// A `changes` frame.
+    Frame(Bytes),
+    /// The table was truncated (or sync was disabled): the subscription must resync.
+    Resync,
+}
+
+/// For policies outside the fast path: the visibility of each row image, per identity,
+/// answered by one SQL statement per distinct identity for the whole batch.
+#[derive(Debug, Default)]
+pub struct SqlAnswers {
+    /// (identity key, expression) → per change: (old visible, new visible).
+    answers: HashMap<(String, String), Vec<(bool, bool)>>,
+}
+
+fn identity_key(plan: &SubPlan) -> String {
+    format!("{}|{}", plan.identity.role.pg_role(), plan.identity.claims_json())
+}
+
+impl SqlAnswers {
+    /// Ask Postgres about every subscription in `plans` whose visibility is checked in SQL,
+    /// for the changes of one table.
+    pub async fn fetch(
+        store: &Store,
+        table: &TableCatalog,
+        changes: &[&Change],
+        plans: &[&Arc<SubPlan>],
+    ) -> Result<SqlAnswers, StoreError> {
+        let mut keys: Vec<(String, String)> = Vec::new();
+        let mut checks = Vec::new();
+        for plan in plans {
+            let Visibility::Sql(expr) = &plan.visibility else {
+                continue;
+            };
+            let key = (identity_key(plan), expr.clone());
+            if keys.contains(&key) {
+                continue;
+            }
+            keys.push(key);
+            let mut rows = Vec::with_capacity(changes.len() * 2);
+            for c in changes {
+                rows.push(c.old_row.clone().unwrap_or(Value::Null));
+                rows.push(c.new_row.clone().unwrap_or(Value::Null));
+            }
+            checks.push(VisibilityCheck {
+                identity: plan.identity.clone(),
+                expr: expr.clone(),
+                rows,
+            });
+        }
+        let mut out = SqlAnswers::default();
+        if checks.is_empty() {
+            return Ok(out);
+        }
+        let flags = store.visible_rows(table, &checks).await?;
+        for (key, f) in keys.into_iter().zip(flags) {
+            let pairs = f
+                .chunks(2)
+                .map(|p| (p.first() == Some(&true), p.get(1) == Some(&true)))
+                .collect();
+            out.answers.insert(key, pairs);
+        }
+        Ok(out)
+    }
+
+    fn get(&self, plan: &SubPlan, expr: &str, i: usize) -> (bool, bool) {
+        self.answers
+            .get(&(identity_key(plan), expr.to_string()))
+            .and_then(|v| v.get(i).copied())
+            .unwrap_or((false, false))
+    }
+}
+
+/// The row image as an object, if it is one.
+fn object(v: &Option<Value>) -> Option<&Map<String, Value>> {
+    v.as_ref().and_then(Value::as_object)
+}
+
+/// Serialized items shared by every subscription with the same projection.
+#[derive(Default)]
+pub struct ItemCache {
+    items: HashMap<(usize, ChangeOp, usize), Arc<str>>,
+}
+
+/// Evaluate the changes of one table within one transaction for `plan`.
+pub fn evaluate(
+    plan: &SubPlan,
+    changes: &[&Change],
+    sql: &SqlAnswers,
+    cursor: Cursor,
+    cache: &mut ItemCache,
+) -> Outcome {
+    let mut items: Vec<Arc<str>> = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        if c.op == Op::Truncate {
+            return Outcome::Resync;
+        }
+        let (old_ok, new_ok) = match &plan.visibility {
+            Visibility::Fast(p) => (
+                object(&c.old_row).is_some_and(|r| p.eval(r)),
+                object(&c.new_row).is_some_and(|r| p.eval(r)),
+            ),
+            Visibility::Sql(expr) => sql.get(plan, expr, i),
+        };
+        let old_in = old_ok && object(&c.old_row).is_some_and(|r| plan.filter.eval(r));
+        let new_in = new_ok && object(&c.new_row).is_some_and(|r| plan.filter.eval(r));
+        let op = match (c.op, old_in, new_in) {
+            (Op::Insert, _, true) => ChangeOp::Insert,
+            (Op::Update, true, true) => ChangeOp::Update,
+            (Op::Update, false, true) => ChangeOp::Insert,
+            (Op::Update, true, false) => ChangeOp::Remove,
+            (Op::Delete, true, _) => ChangeOp::Delete,
+            _ => continue,
+        };
+        let projection = plan
+            .columns
+            .as_ref()
+            .map(|c| Arc::as_ptr(c) as *const u8 as usize)
+            .unwrap_or(0);
+        let item = cache
+            .items
+            .entry((i, op, projection))
+            .or_insert_with(|| serialize_item(c, op, plan.columns.as_deref()).into());
+        items.push(item.clone());
+    }
+    if items.is_empty() {
+        return Outcome::Nothing;
+    }
+    Outcome::Frame(changes_frame(&plan.id_json, cursor, &items))
+}
+
+/// `{"type":"changes","id":…,"cursor":…,"changes":[…]}` from pre-serialized items.
+pub fn changes_frame(id_json: &str, cursor: Cursor, items: &[Arc<str>]) -> Bytes {
+    let len: usize = items.iter().map(|i| i.len() + 1).sum::<usize>() + id_json.len() + 80;
+    let mut s = String::with_capacity(len);
+    let _ = write!(
+        s,
+        r#"{{"type":"changes","id":{id_json},"cursor":"{cursor}","changes":["#
+    );
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            s.push(',');
+        }
+        s.push_str(item);
+    }
+    s.push_str("]}");
+    Bytes::from(s)
+}
+
+/// One item as the wire's `ChangeItem`, projected to `columns`.
+pub fn serialize_item(c: &Change, op: ChangeOp, columns: Option<&[String]>) -> String {
+    let row = match op {
+        ChangeOp::Insert | ChangeOp::Update => object(&c.new_row),
+        ChangeOp::Delete | ChangeOp::Remove => None,
+    };
+    let item = ItemRef {
+        op,
+        pk: &c.pk,
+        v: c.version,
+        row: row.map(|r| Projected { row: r, columns }),
+    };
+    serde_json::to_string(&item).unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+struct ItemRef<'a> {
+    op: ChangeOp,
+    pk: &'a Map<String, Value>,
+    v: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    row: Option<Projected<'a>>,
+}
+
+/// A row image limited to the subscription's columns.
+pub struct Projected<'a> {
+    pub row: &'a Map<String, Value>,
+    pub columns: Option<&'a [String]>,
+}
+
+impl Serialize for Projected<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.columns {
+            None => self.row.serialize(s),
+            Some(cols) => {
+                let mut m = s.serialize_map(Some(cols.len()))?;
+                for c in cols {
+                    m.serialize_entry(c, self.row.get(c).unwrap_or(&Value::Null))?;
+                }
+                m.end()
+            }
+        }
+    }
+}

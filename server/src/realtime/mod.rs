@@ -1,0 +1,247 @@
+//! Realtime: live subscriptions over WebSockets. This module owns the subscription
+//! registry and router ([`router`]), the per-connection session state machine
+//! ([`session`]), the snapshot → catch-up → live hand-off of each subscription
+//! ([`subscription`]), filters ([`filter`]) and the evaluation of changes against filters and
+//! visibility rules ([`evaluate`]). The WebSocket transport itself is `http::realtime`; SQL
+//! is in `store::realtime`; policies are compiled by `policy`.
+//!
+//! Guarantees (see docs/realtime.md): a subscription sees every change after its snapshot or
+//! cursor exactly in log order, grouped by transaction; nothing is skipped silently (a
+//! client that cannot keep up is closed with "lagging" and resumes from its cursor); the
+//! router never waits on a client or runs a query per subscriber.
+
+pub mod evaluate;
+pub mod feed;
+pub mod filter;
+pub mod router;
+pub mod session;
+mod subscription;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::stream::BoxStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::{token::TokenKeys, Identity},
+    policy::{compile::Visibility, Pred},
+    protocol::ApiError,
+    store::{
+        realtime::TableCatalog,
+        Store, StoreError,
+    },
+};
+use feed::{ChangeBatch, Cursor, TableName};
+use router::Router;
+
+/// Limits and timings of the realtime endpoint (see docs/operations.md).
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// Largest client frame accepted; larger ones get `payload-too-large` (and frames over
+    /// twice this close the socket with 1009).
+    pub max_message_bytes: usize,
+    pub max_subscriptions: usize,
+    pub max_connections: usize,
+    pub snapshot_max_rows: usize,
+    /// Frames queued per connection before it is closed as lagging.
+    pub queue_len: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        RealtimeSettings {
+            max_message_bytes: 64 * 1024,
+            max_subscriptions: 100,
+            max_connections: 20_000,
+            snapshot_max_rows: 100_000,
+            queue_len: 256,
+            heartbeat_interval: Duration::from_secs(20),
+            heartbeat_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Rows per snapshot frame.
+pub const SNAPSHOT_CHUNK_ROWS: usize = 500;
+
+/// Counters and gauges for logs and the metrics endpoint; plain atomics, read lock-free.
+#[derive(Debug, Default)]
+pub struct RealtimeStats {
+    /// Open WebSocket connections.
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    /// Connections refused because `max_connections` was reached.
+    pub connections_refused: AtomicU64,
+    /// Active subscriptions (buffering or live).
+    pub subscriptions: AtomicU64,
+    /// `changes` frames queued for clients by the router (live delivery).
+    pub frames_sent: AtomicU64,
+    /// Snapshot rows sent.
+    pub snapshot_rows: AtomicU64,
+    /// Milliseconds from the start of the last routed transaction to its routing.
+    pub lag_ms: AtomicU64,
+    /// Connections closed because their queue overflowed.
+    pub lagging_closes: AtomicU64,
+    /// Connections closed because the peer stopped answering.
+    pub heartbeat_closes: AtomicU64,
+    /// Subscriptions ended with `resync-required`.
+    pub resyncs: AtomicU64,
+    /// Batched SQL visibility checks (policies outside the fast path).
+    pub sql_checks: AtomicU64,
+    /// Error frames sent.
+    pub errors: AtomicU64,
+}
+
+/// Where catch-up reads committed changes: the change log, by cursor.
+pub trait ChangeSource: Send + Sync + 'static {
+    /// Every committed change after `after` up to `until` (inclusive), one transaction per
+    /// batch, in log order.
+    fn changes_between(
+        &self,
+        after: Cursor,
+        until: Cursor,
+    ) -> BoxStream<'static, Result<ChangeBatch, SourceError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The history after the cursor was pruned.
+    #[error("resync required")]
+    ResyncRequired,
+    #[error("change log read failed: {0}")]
+    Failed(ApiError),
+}
+
+/// Everything a subscription needs to evaluate changes, fixed when it starts.
+#[derive(Debug)]
+pub struct SubPlan {
+    /// The client's id for the subscription.
+    pub id: String,
+    /// `id` as a JSON string literal, ready to splice into frames.
+    pub id_json: String,
+    pub table: TableName,
+    pub catalog: Arc<TableCatalog>,
+    pub filter: Pred,
+    pub visibility: Visibility,
+    pub identity: Arc<Identity>,
+    /// The columns to send; `None` means all.
+    pub columns: Option<Arc<[String]>>,
+}
+
+/// The realtime service of one server instance. Cheap to share (`Arc`).
+pub struct Realtime {
+    pub settings: RealtimeSettings,
+    pub stats: Arc<RealtimeStats>,
+    pub router: Arc<Router>,
+    pub store: Store,
+    pub source: Arc<dyn ChangeSource>,
+    pub tokens: Arc<TokenKeys>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    catalog_cache: Mutex<HashMap<(String, String), (Instant, Arc<TableCatalog>)>>,
+}
+
+impl std::fmt::Debug for Realtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realtime")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a table's catalog facts are reused across subscribes (policy or grant changes
+/// apply to new subscriptions after at most this long).
+const CATALOG_TTL: Duration = Duration::from_secs(2);
+
+/// Holds one slot of `max_connections` until dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    stats: Arc<RealtimeStats>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.stats.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Realtime {
+    pub fn new(
+        settings: RealtimeSettings,
+        store: Store,
+        source: Arc<dyn ChangeSource>,
+        tokens: Arc<TokenKeys>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Realtime {
+        let stats = Arc::new(RealtimeStats::default());
+        // A buffering subscription may hold up to half a queue of frames; beyond that it
+        // falls back to the log (bounded memory whatever the snapshot takes).
+        let router = Arc::new(Router::new(
+            store.clone(),
+            stats.clone(),
+            (settings.queue_len / 2).max(1),
+        ));
+        Realtime {
+            settings,
+            stats,
+            router,
+            store,
+            source,
+            tokens,
+            tasks,
+            shutdown,
+            catalog_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take a connection slot, or `None` when `max_connections` are open.
+    pub fn admit(&self) -> Option<ConnectionSlot> {
+        let now = self.stats.connections.fetch_add(1, Relaxed);
+        if now as usize >= self.settings.max_connections {
+            self.stats.connections.fetch_sub(1, Relaxed);
+            self.stats.connections_refused.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.stats.connections_total.fetch_add(1, Relaxed);
+        Some(ConnectionSlot {
+            stats: self.stats.clone(),
+        })
+    }
+
+    /// The catalog facts of a table, briefly cached.
+    pub async fn catalog(
+        &self,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Arc<TableCatalog>>, StoreError> {
+        let key = (schema.to_string(), name.to_string());
+        {
+            let cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, c)) = cache.get(&key) {
+                if at.elapsed() < CATALOG_TTL {
+                    return Ok(Some(c.clone()));
+                }
+            }
+        }
+        let Some(c) = self.store.table_catalog(schema, name).await? else {
+            return Ok(None);
+        };
+        let c = Arc::new(c);
+        let mut cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 1000 {
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), c.clone()));
+        Ok(Some(c))
+    }
+}

@@ -1,0 +1,453 @@
+//! One subscription's start: validate it against the catalog and the identity's access,
+//! then either snapshot (rows visible to the identity, then `snapshot-end` with the
+//! snapshot's cursor) or take the client's cursor, catch up from the log to the router's
+//! position, and switch to live with no gap: every transaction after the snapshot/cursor
+//! comes exactly once from catch-up or from the router (see `router::GoLive`).
+
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    Arc,
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    evaluate::{evaluate, ItemCache, Outcome, SqlAnswers},
+    feed::{Change, Cursor, TableName},
+    filter::{compile_filter, pushdown},
+    router::{ConnId, GoLive, Outbound},
+    Realtime, SourceError, SubPlan, SNAPSHOT_CHUNK_ROWS,
+};
+use crate::{
+    auth::Identity,
+    policy::{compile::Visibility, Pred},
+    protocol::{
+        realtime::{ChangeItem, ChangeOp, ServerMessage},
+        ApiError, ErrorCode,
+    },
+    store::realtime::{SnapshotError, VERSION_COLUMN},
+};
+
+/// What the client asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: String,
+    pub table: String,
+    pub filter: Option<Value>,
+    pub columns: Option<Vec<String>>,
+    pub cursor: Option<String>,
+}
+
+/// The session's view of a running subscription.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// The router key once registered (0 before).
+    pub key: Arc<AtomicU64>,
+    /// Set when the subscription ended before going live (error or resync).
+    pub ended: Arc<AtomicBool>,
+    pub cancel: CancellationToken,
+}
+
+/// Where the task sends frames.
+#[derive(Debug, Clone)]
+pub struct Outlet {
+    pub conn: ConnId,
+    pub tx: mpsc::Sender<Outbound>,
+    /// Snapshot/catch-up frames may occupy at most this many queue slots.
+    pub bulk: Arc<Semaphore>,
+    pub lagging: CancellationToken,
+}
+
+impl Outlet {
+    /// Queue a snapshot/catch-up frame, waiting for a bulk slot. `false` if the connection
+    /// is gone or the subscription was cancelled.
+    async fn send_bulk(&self, frame: Bytes, cancel: &CancellationToken) -> bool {
+        let permit = tokio::select! {
+            p = self.bulk.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return false },
+            _ = cancel.cancelled() => return false,
+            _ = self.lagging.cancelled() => return false,
+        };
+        match self.tx.try_send(Outbound {
+            frame,
+            permit: Some(permit),
+        }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagging.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn send_now(&self, msg: &ServerMessage) {
+        if self.tx.try_send(Outbound::live(Bytes::from(msg.to_json()))).is_err() {
+            self.lagging.cancel();
+        }
+    }
+}
+
+/// Start a subscription task on the realtime task tracker.
+pub fn spawn(rt: Arc<Realtime>, outlet: Outlet, identity: Arc<Identity>, req: Request) -> Handle {
+    let handle = Handle {
+        key: Arc::new(AtomicU64::new(0)),
+        ended: Arc::new(AtomicBool::new(false)),
+        cancel: CancellationToken::new(),
+    };
+    let h = handle.clone();
+    let tasks = rt.tasks.clone();
+    tasks.spawn(async move {
+        let id = req.id.clone();
+        let shutdown = rt.shutdown.clone();
+        let result = tokio::select! {
+            r = run(&rt, &outlet, identity, req, &h) => r,
+            _ = h.cancel.cancelled() => Ok(()),
+            _ = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(end) = result {
+            h.ended.store(true, Relaxed);
+            let key = h.key.load(Relaxed);
+            if key != 0 {
+                rt.router.unregister(key);
+            }
+            let msg = match end {
+                End::Error(e) => {
+                    rt.stats.errors.fetch_add(1, Relaxed);
+                    ServerMessage::Error {
+                        id: Some(id),
+                        error: e,
+                    }
+                }
+                End::Resync(reason) => {
+                    rt.stats.resyncs.fetch_add(1, Relaxed);
+                    ServerMessage::ResyncRequired { id, reason }
+                }
+                End::Gone => return,
+            };
+            outlet.send_now(&msg);
+        } else if h.cancel.is_cancelled() || rt.shutdown.is_cancelled() {
+            let key = h.key.load(Relaxed);
+            if key != 0 {
+                rt.router.unregister(key);
+            }
+        }
+    });
+    handle
+}
+
+enum End {
+    Error(ApiError),
+    Resync(String),
+    Gone,
+}
+
+impl From<ApiError> for End {
+    fn from(e: ApiError) -> Self {
+        End::Error(e)
+    }
+}
+
+fn not_found(what: String) -> End {
+    End::Error(ApiError::new(ErrorCode::NotFound, what))
+}
+
+fn forbidden(what: String) -> End {
+    End::Error(ApiError::new(ErrorCode::Forbidden, what))
+}
+
+/// The columns a predicate reads.
+fn pred_columns(p: &Pred, out: &mut Vec<String>) {
+    match p {
+        Pred::Const(_) => {}
+        Pred::Cmp { column, .. } | Pred::In { column, .. } | Pred::Is { column, .. } => {
+            if !out.contains(column) {
+                out.push(column.clone());
+            }
+        }
+        Pred::And(ps) | Pred::Or(ps) => ps.iter().for_each(|p| pred_columns(p, out)),
+    }
+}
+
+async fn run(
+    rt: &Arc<Realtime>,
+    outlet: &Outlet,
+    identity: Arc<Identity>,
+    req: Request,
+    handle: &Handle,
+) -> Result<(), End> {
+    // Resolve and validate everything before touching data.
+    let (schema, name) = match req.table.split_once('.') {
+        Some((s, n)) => (s.to_string(), n.to_string()),
+        None => ("public".to_string(), req.table.clone()),
+    };
+    if schema.is_empty() || name.is_empty() || req.table.len() > 128 {
+        return Err(not_found("no such table".into()));
+    }
+    let shown: String = req.table.chars().take(64).collect();
+    let catalog = rt
+        .catalog(&schema, &name)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| not_found(format!("no table `{shown}`")))?;
+    let role = identity.role;
+    let visibility = catalog
+        .access(role)
+        .visibility(&identity)
+        .ok_or_else(|| forbidden(format!("the {} role may not read `{shown}`", role.claim())))?;
+    if !catalog.synced {
+        return Err(End::Error(
+            ApiError::new(ErrorCode::BadRequest, format!("`{shown}` is not synced"))
+                .with_hint("an admin enables it with: select rowcast.enable_sync('schema.table')"),
+        ));
+    }
+    let filter = compile_filter(req.filter.as_ref(), &catalog)?;
+    let mut needed: Vec<String> = catalog.primary_key.clone();
+    pred_columns(&filter, &mut needed);
+    let columns: Option<Arc<[String]>> = match &req.columns {
+        None => {
+            for c in &catalog.columns {
+                if !catalog.can_select(role, &c.name) {
+                    return Err(forbidden(format!(
+                        "the {} role may not read every column of `{shown}`; list the columns you need",
+                        role.claim()
+                    )));
+                }
+            }
+            None
+        }
+        Some(list) => {
+            if list.is_empty() || list.len() > catalog.columns.len() {
+                return Err(End::Error(ApiError::new(
+                    ErrorCode::InvalidField,
+                    "`columns` must list between one and all of the table's columns",
+                )));
+            }
+            for c in list {
+                if catalog.column(c).is_none() {
+                    let c: String = c.chars().take(64).collect();
+                    return Err(not_found(format!("no column `{c}` in `{shown}`")));
+                }
+                if !needed.contains(c) {
+                    needed.push(c.clone());
+                }
+            }
+            Some(list.clone().into())
+        }
+    };
+    for c in &needed {
+        if !catalog.can_select(role, c) {
+            return Err(forbidden(format!(
+                "the {} role may not read column `{c}` of `{shown}`",
+                role.claim()
+            )));
+        }
+    }
+    let start = match &req.cursor {
+        Some(c) => Some(c.parse::<Cursor>().map_err(|_| {
+            End::Error(
+                ApiError::new(ErrorCode::InvalidField, "`cursor` is not a cursor this server issued")
+                    .with_hint("omit the cursor to start from a snapshot"),
+            )
+        })?),
+        None => None,
+    };
+    let plan = Arc::new(SubPlan {
+        id: req.id.clone(),
+        id_json: serde_json::to_string(&req.id).unwrap_or_else(|_| "\"\"".into()),
+        table: TableName {
+            schema: schema.clone(),
+            name: name.clone(),
+        },
+        catalog: catalog.clone(),
+        filter,
+        visibility,
+        identity: identity.clone(),
+        columns,
+    });
+
+    // Snapshot, if there is no cursor.
+    let mut from = match start {
+        Some(c) => c,
+        None => {
+            let select_cols: Vec<String> = match &plan.columns {
+                None => catalog.columns.iter().map(|c| c.name.clone()).collect(),
+                Some(_) => needed.clone(),
+            };
+            let pushed = pushdown(&plan.filter, &catalog);
+            let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<Value>>(1);
+            let read = rt.store.snapshot(
+                &identity,
+                &catalog,
+                &select_cols,
+                &pushed,
+                SNAPSHOT_CHUNK_ROWS,
+                rt.settings.snapshot_max_rows,
+                chunk_tx,
+            );
+            let forward = async {
+                // Owned here: returning early drops it, which stops the read.
+                let mut chunk_rx = chunk_rx;
+                while let Some(rows) = chunk_rx.recv().await {
+                    let items = snapshot_items(&plan, rows);
+                    if items.is_empty() {
+                        continue;
+                    }
+                    rt.stats.snapshot_rows.fetch_add(items.len() as u64, Relaxed);
+                    let msg = ServerMessage::Snapshot {
+                        id: plan.id.clone(),
+                        rows: items,
+                    };
+                    if !outlet
+                        .send_bulk(Bytes::from(msg.to_json()), &handle.cancel)
+                        .await
+                    {
+                        return false;
+                    }
+                }
+                true
+            };
+            let (read, forwarded) = tokio::join!(read, forward);
+            if !forwarded {
+                return Err(End::Gone);
+            }
+            let cursor = read.map_err(|e| match e {
+                SnapshotError::Store(e) => End::Error(e.into()),
+                SnapshotError::TooManyRows(n) => End::Error(
+                    ApiError::new(
+                        ErrorCode::LimitExceeded,
+                        format!("the snapshot has more than {n} rows"),
+                    )
+                    .with_hint("narrow the filter"),
+                ),
+                SnapshotError::Stopped => End::Gone,
+            })?;
+            let end = ServerMessage::SnapshotEnd {
+                id: plan.id.clone(),
+                cursor: cursor.to_string(),
+            };
+            if !outlet
+                .send_bulk(Bytes::from(end.to_json()), &handle.cancel)
+                .await
+            {
+                return Err(End::Gone);
+            }
+            cursor
+        }
+    };
+
+    // Register; everything after `position` reaches us through the router.
+    let (key, mut until) = rt
+        .router
+        .register(outlet.conn, plan.clone())
+        .ok_or(End::Gone)?;
+    handle.key.store(key, Relaxed);
+    if handle.cancel.is_cancelled() {
+        rt.router.unregister(key);
+        return Ok(());
+    }
+    loop {
+        if from < until {
+            catch_up(rt, outlet, &plan, from, until, &handle.cancel).await?;
+        }
+        let covered = from.max(until);
+        let marker = ServerMessage::Live {
+            id: plan.id.clone(),
+            cursor: covered.to_string(),
+        };
+        match rt
+            .router
+            .go_live(key, covered, Bytes::from(marker.to_json()))
+        {
+            GoLive::Done => return Ok(()),
+            GoLive::Gone => return Err(End::Gone),
+            GoLive::Retry { until: next } => {
+                from = covered;
+                until = next;
+            }
+        }
+    }
+}
+
+/// Send every change in `(from, until]` that the subscription sees.
+async fn catch_up(
+    rt: &Realtime,
+    outlet: &Outlet,
+    plan: &Arc<SubPlan>,
+    from: Cursor,
+    until: Cursor,
+    cancel: &CancellationToken,
+) -> Result<(), End> {
+    let mut stream = rt.source.changes_between(from, until);
+    while let Some(batch) = stream.next().await {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(SourceError::ResyncRequired) => {
+                return Err(End::Resync("cursor older than retained history".into()))
+            }
+            Err(SourceError::Failed(e)) => return Err(End::Error(e)),
+        };
+        let changes: Vec<&Change> = batch
+            .changes
+            .iter()
+            .filter(|c| c.table == plan.table)
+            .collect();
+        if changes.is_empty() {
+            continue;
+        }
+        let answers = if matches!(plan.visibility, Visibility::Sql(_)) {
+            rt.stats.sql_checks.fetch_add(1, Relaxed);
+            SqlAnswers::fetch(&rt.store, &plan.catalog, &changes, &[plan])
+                .await
+                .map_err(|e| End::Error(e.into()))?
+        } else {
+            SqlAnswers::default()
+        };
+        match evaluate(plan, &changes, &answers, batch.cursor(), &mut ItemCache::default()) {
+            Outcome::Nothing => {}
+            Outcome::Resync => return Err(End::Resync("truncate".into())),
+            Outcome::Frame(f) => {
+                if !outlet.send_bulk(f, cancel).await {
+                    return Err(End::Gone);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Snapshot rows as items: filtered (the pushdown covers only part of the filter),
+/// keyed and versioned, projected to the requested columns.
+fn snapshot_items(plan: &SubPlan, rows: Vec<Value>) -> Vec<ChangeItem> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Value::Object(row) = row else { continue };
+        if !plan.filter.eval(&row) {
+            continue;
+        }
+        let pk: Map<String, Value> = plan
+            .catalog
+            .primary_key
+            .iter()
+            .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let v = row.get(VERSION_COLUMN).and_then(Value::as_i64).unwrap_or(0);
+        let row = match &plan.columns {
+            None => row,
+            Some(cols) => cols
+                .iter()
+                .map(|c| (c.clone(), row.get(c).cloned().unwrap_or(Value::Null)))
+                .collect(),
+        };
+        out.push(ChangeItem {
+            op: ChangeOp::Insert,
+            pk: Value::Object(pk),
+            v,
+            row: Some(Value::Object(row)),
+        });
+    }
+    out
+}
