@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(
             slow.visibility(&who),
             Some(Visibility::Sql(
-                "((lower(team) = 'red'::text)) AND (public)".into()
+                "(((lower(team) = 'red'::text))) AND (public)".into()
             ))
         );
         assert!(!slow.is_fast());
