@@ -9,6 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::token::TokenKeys,
+    capture::Capture,
     config::Config,
     http::{self, HttpState},
     readiness::Readiness,
@@ -36,6 +37,8 @@ pub enum AppError {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub store: Store,
+    /// Change capture of this instance: subscribe to the live tail, read changes by cursor.
+    pub capture: Capture,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -102,6 +105,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
 
+    let capture = Capture::new(store.clone(), config.capture.clone());
+    capture.spawn(&tasks, &shutdown, readiness.clone());
+
     let secret = config
         .auth
         .jwt_secret
@@ -117,6 +123,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         readiness,
         migrations,
         tokens,
+        capture: capture.clone(),
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -132,6 +139,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         store,
+        capture,
         shutdown,
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,

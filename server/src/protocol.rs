@@ -36,6 +36,8 @@ pub enum ErrorCode {
     Timeout,
     /// Something failed inside the server; the details are in the server log.
     Internal,
+    /// The cursor is older than the retained change history: resync from a snapshot.
+    ResyncRequired,
 }
 
 impl ErrorCode {
@@ -54,6 +56,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::ResyncRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::NotReady => "not-ready",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::ResyncRequired => "resync-required",
         }
     }
 
@@ -87,6 +91,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::DatabaseUnavailable | ErrorCode::NotReady => 503,
             ErrorCode::Timeout => 504,
+            ErrorCode::ResyncRequired => 410,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod identity;
 
 use crate::{
     auth::token::TokenKeys,
+    capture::Capture,
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
@@ -29,6 +30,8 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
+    /// Change capture: the live tail and reads by cursor (see `capture`).
+    pub capture: Capture,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -1,6 +1,7 @@
 //! The storage layer: the connection pool, migrations, and every SQL statement the server
 //! runs. Nothing outside `store` writes SQL.
 
+pub mod changes;
 pub mod migrate;
 
 use std::{str::FromStr, time::Duration};
@@ -26,6 +27,8 @@ pub enum StoreError {
     Migration { name: String, reason: String },
     #[error("invalid database configuration: {0}")]
     Config(String),
+    #[error("unexpected data from the database: {0}")]
+    Decode(String),
 }
 
 impl StoreError {
