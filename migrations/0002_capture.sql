@@ -58,6 +58,12 @@ end $$;
 -- AFTER ROW: append the change to the log in the writer's transaction. TG_ARGV holds the
 -- primary-key columns. A primary-key change is logged as D (old key) + I (new key).
 -- SECURITY DEFINER: any writing role is captured without rights on the log.
+--
+-- Versions: U carries the _v the BEFORE trigger stored (drawn under the row lock). I and D
+-- draw a fresh version here, after the statement's unique-index checks, which wait for a
+-- concurrent deleter/inserter of the same key to commit: so a key deleted by one
+-- transaction and inserted by another gets versions in their commit order. An I's version
+-- is therefore >= the _v stored in the row (snapshot reads see the stored one).
 create function rowcast.capture_row() returns trigger
 language plpgsql security definer set search_path = pg_catalog, rowcast
 as $$
@@ -76,7 +82,7 @@ begin
   end loop;
   if tg_op = 'INSERT' then
     insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row)
-    values (tg_table_schema, tg_table_name, 'I', kn, (n ->> '_v')::bigint, n);
+    values (tg_table_schema, tg_table_name, 'I', kn, nextval('rowcast.row_version_seq'), n);
   elsif tg_op = 'UPDATE' then
     if kn = ko then
       insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row, old_row)
@@ -84,7 +90,7 @@ begin
     else
       insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row, old_row)
       values (tg_table_schema, tg_table_name, 'D', ko, nextval('rowcast.row_version_seq'), null, o),
-             (tg_table_schema, tg_table_name, 'I', kn, (n ->> '_v')::bigint, n, null);
+             (tg_table_schema, tg_table_name, 'I', kn, nextval('rowcast.row_version_seq'), n, null);
     end if;
   else
     insert into rowcast.change_log (table_schema, table_name, op, pk, version, old_row)

@@ -49,8 +49,10 @@ pub struct Change {
     pub op: Op,
     /// The primary key as a JSON object (`{"id": 7}`); empty for `Truncate`.
     pub pk: Map<String, Value>,
-    /// The row's version after this change (the tombstone's version for `Delete`). Comparable
-    /// with the `_v` column that snapshot reads see (null `_v` counts as 0).
+    /// The row's version after this change (the tombstone's version for `Delete`). Per key,
+    /// versions follow commit order. Comparable with the `_v` column snapshot reads see
+    /// (null `_v` counts as 0): a row state's `_v` is <= the version of the change that
+    /// produced it and < the version of every later change of that key.
     pub version: i64,
     /// The whole new row (`Insert`, `Update`), including `_v`.
     pub new_row: Option<Value>,
