@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ROWCAST := $(CARGO) run --quiet --bin rowcast --
 
-.PHONY: dev serve migrate test fmt lint check build clean
+.PHONY: dev serve migrate test fmt lint check build clean bench-capture
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
 dev:
@@ -27,6 +27,11 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Capture benchmark: write cost of capture (NOTIFY on/off) and commit-to-reader latency.
+## Not part of `make test`; results go in docs/benchmarks.md.
+bench-capture:
+	$(CARGO) run --release --locked -p rowcast-bench -- capture
 
 build:
 	$(CARGO) build --release --bin rowcast

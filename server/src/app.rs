@@ -9,6 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::token::TokenKeys,
+    capture::Capture,
     config::Config,
     http::{self, HttpState},
     readiness::Readiness,
@@ -37,6 +38,8 @@ pub enum AppError {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub store: Store,
+    /// Change capture of this instance: subscribe to the live tail, read changes by cursor.
+    pub capture: Capture,
     /// Realtime subscriptions of this instance (its stats are read by metrics and tests).
     pub realtime: Arc<Realtime>,
     shutdown: CancellationToken,
@@ -105,6 +108,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
 
+    let capture = Capture::new(store.clone(), config.capture.clone());
+    capture.spawn(&tasks, &shutdown, readiness.clone());
+
     let secret = config
         .auth
         .jwt_secret
@@ -118,16 +124,21 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let realtime = Arc::new(Realtime::new(
         config.realtime.clone(),
         store.clone(),
-        Arc::new(crate::realtime::feed::NoLog),
+        Arc::new(capture.clone()),
         tokens.clone(),
         tasks.clone(),
         shutdown.clone(),
+    ));
+    tasks.spawn(crate::realtime::live::follow(
+        realtime.clone(),
+        capture.clone(),
     ));
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
         tokens,
+        capture: capture.clone(),
         realtime: realtime.clone(),
     });
     let token = shutdown.clone();
@@ -144,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         store,
+        capture,
         realtime,
         shutdown,
         tasks,

@@ -8,6 +8,8 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::capture::CaptureConfig;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rowcast",
@@ -27,6 +29,27 @@ pub enum Command {
     Dev(ServerArgs),
     /// Apply migrations (the server's and the app's) and exit.
     Migrate(ServerArgs),
+    /// Opt tables in or out of sync (applies pending migrations first, like `migrate`).
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SyncArgs {
+    #[command(subcommand)]
+    pub action: SyncAction,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// What `rowcast sync` does.
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
+pub enum SyncAction {
+    /// Start capturing changes of TABLE (`todos`, `public.todos`); idempotent.
+    Enable { table: String },
+    /// Stop capturing changes of TABLE; removes its triggers and `_v` column.
+    Disable { table: String },
+    /// List the synced tables.
+    List,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -95,6 +118,24 @@ pub struct ServerArgs {
     /// `aud` claim of issued tokens, and the audience accepted on verification.
     #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
     pub jwt_audience: String,
+
+    /// Longest the change reader waits before looking at the log without a notification
+    /// (bounds delivery latency when NOTIFY is off or lost), 10ms-60s.
+    #[arg(long, env = "ROWCAST_POLL_INTERVAL", default_value = "200ms", value_parser = bounded_duration_parser("ROWCAST_POLL_INTERVAL", Duration::from_millis(10), Duration::from_secs(60)))]
+    pub poll_interval: Duration,
+
+    /// Ring the NOTIFY doorbell on every writing transaction to synced tables and LISTEN for
+    /// it (lower latency for writes from psql and other services; see docs/benchmarks.md).
+    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "true", value_parser = bool_parser("ROWCAST_NOTIFY"))]
+    pub notify: bool,
+
+    /// Keep captured changes at least this long (e.g. 7d); `0` keeps them by age forever.
+    #[arg(long, env = "ROWCAST_RETENTION", default_value = "7d", value_parser = duration_parser("ROWCAST_RETENTION"))]
+    pub retention: Duration,
+
+    /// Prune the oldest captured changes beyond this many; `0` means no cap.
+    #[arg(long, env = "ROWCAST_RETENTION_MAX_CHANGES", default_value = "0", value_parser = u64_parser("ROWCAST_RETENTION_MAX_CHANGES"))]
+    pub retention_max_changes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +150,7 @@ pub enum Mode {
     Serve,
     Dev,
     Migrate,
+    Sync,
 }
 
 /// Realtime (WebSocket) limits and timings; see docs/operations.md.
@@ -192,6 +234,7 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub capture: CaptureConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -258,6 +301,7 @@ impl Config {
             Command::Serve(a) => (Mode::Serve, a),
             Command::Dev(a) => (Mode::Dev, a),
             Command::Migrate(a) => (Mode::Migrate, a),
+            Command::Sync(a) => (Mode::Sync, a.server),
         };
         Config::from_args(mode, args)
     }
@@ -288,7 +332,7 @@ impl Config {
         }
         let format = args.log_format.unwrap_or(match mode {
             Mode::Serve => LogFormat::Json,
-            Mode::Dev | Mode::Migrate => LogFormat::Pretty,
+            Mode::Dev | Mode::Migrate | Mode::Sync => LogFormat::Pretty,
         });
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(ConfigError {
@@ -342,6 +386,14 @@ impl Config {
                 issuer: args.jwt_issuer,
                 audience: args.jwt_audience,
             },
+            capture: CaptureConfig {
+                poll_interval: args.poll_interval,
+                notify: args.notify,
+                retention: (!args.retention.is_zero()).then_some(args.retention),
+                retention_max_changes: (args.retention_max_changes > 0)
+                    .then_some(args.retention_max_changes),
+                ..CaptureConfig::default()
+            },
         })
     }
 
@@ -365,6 +417,10 @@ impl Config {
             jwt_secret: Some(TEST_JWT_SECRET.into()),
             jwt_issuer: "rowcast".into(),
             jwt_audience: "rowcast".into(),
+            poll_interval: Duration::from_millis(200),
+            notify: true,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_max_changes: 0,
         };
         match Config::from_args(Mode::Serve, args) {
             Ok(c) => c,
@@ -392,6 +448,33 @@ pub fn duration_parser(
     move |s: &str| {
         humantime::parse_duration(s.trim())
             .map_err(|_| format!("{setting} expects a duration such as 30s, 500ms or 2m"))
+    }
+}
+
+/// A clap value parser for a duration within `[min, max]` that names its variable on error.
+pub fn bounded_duration_parser(
+    setting: &'static str,
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match humantime::parse_duration(s.trim()) {
+        Ok(d) if d >= min && d <= max => Ok(d),
+        _ => Err(format!(
+            "{setting} expects a duration from {} to {}, such as 200ms",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )),
+    }
+}
+
+/// A clap value parser for a whole number that names its variable on error.
+pub fn u64_parser(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{setting} expects a whole number (0 or more)"))
     }
 }
 
@@ -462,6 +545,23 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("DATABASE_URL"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn capture_settings_are_validated() {
+        let err = parse(&["rowcast", "dev", "--poll-interval", "1ms"]).unwrap_err();
+        assert!(err.contains("ROWCAST_POLL_INTERVAL"), "{err}");
+        let err = parse(&["rowcast", "dev", "--notify", "maybe"]).unwrap_err();
+        assert!(err.contains("ROWCAST_NOTIFY"), "{err}");
+        let err = parse(&["rowcast", "dev", "--retention", "forever"]).unwrap_err();
+        assert!(err.contains("ROWCAST_RETENTION"), "{err}");
+        let err = parse(&["rowcast", "dev", "--retention-max-changes", "-5"]).unwrap_err();
+        assert!(err.contains("ROWCAST_RETENTION_MAX_CHANGES"), "{err}");
+        let c = parse(&["rowcast", "dev", "--retention", "0", "--notify", "off"]).expect("valid");
+        assert_eq!(c.capture.retention, None);
+        assert!(!c.capture.notify);
+        let c = parse(&["rowcast", "sync", "enable", "public.todos"]).expect("valid");
+        assert_eq!(c.mode, Mode::Sync);
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev` or
-//! `migrate`.
+//! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev`,
+//! `migrate` or `sync`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use rowcast::{
-    app,
+    app, capture,
     cluster::EmbeddedPostgres,
-    config::{Cli, Config, LogFormat, Mode},
+    config::{Cli, Command, Config, LogFormat, Mode, SyncAction},
     store::{migrate, Store},
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let sync_action = match &cli.command {
+        Command::Sync(s) => Some(s.action.clone()),
+        _ => None,
+    };
     let mut config = match Config::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
     };
 
     let code = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(run(config)),
+        Ok(rt) => rt.block_on(run(config, sync_action)),
         Err(e) => {
             eprintln!("rowcast: cannot start the async runtime: {e}");
             ExitCode::from(1)
@@ -74,8 +78,12 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, sync_action: Option<SyncAction>) -> ExitCode {
     match config.mode {
+        Mode::Sync => match sync_action {
+            Some(action) => sync(&config, action).await,
+            None => ExitCode::from(2),
+        },
         Mode::Migrate => {
             let url = config.database.url.clone().unwrap_or_default();
             let result = async {
@@ -114,6 +122,50 @@ async fn run(config: Config) -> ExitCode {
             running.wait().await;
             tracing::info!("stopped");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `rowcast sync enable|disable|list`: migrate (so the capture functions exist), then do it.
+async fn sync(config: &Config, action: SyncAction) -> ExitCode {
+    let url = config.database.url.clone().unwrap_or_default();
+    let result = async {
+        let store =
+            Store::new(&url, &config.database).map_err(|e| capture::sync::SyncError::Store(e))?;
+        let all = migrate::all_migrations(config.database.app_migrations.as_deref())
+            .map_err(capture::sync::SyncError::Store)?;
+        migrate::apply(store.pg_config(), &all)
+            .await
+            .map_err(capture::sync::SyncError::Store)?;
+        match &action {
+            SyncAction::Enable { table } => {
+                capture::sync::enable(&store, table).await?;
+                println!("sync enabled on {table}");
+            }
+            SyncAction::Disable { table } => {
+                capture::sync::disable(&store, table).await?;
+                println!("sync disabled on {table}");
+            }
+            SyncAction::List => {
+                for t in capture::sync::list(&store).await? {
+                    println!(
+                        "{}.{}\tprimary key ({})\tsince {}",
+                        t.schema,
+                        t.name,
+                        t.primary_key.join(", "),
+                        t.enabled_at.to_rfc3339()
+                    );
+                }
+            }
+        }
+        Ok::<_, capture::sync::SyncError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rowcast: {e}");
+            ExitCode::from(1)
         }
     }
 }

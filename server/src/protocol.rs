@@ -38,6 +38,8 @@ pub enum ErrorCode {
     Timeout,
     /// Something failed inside the server; the details are in the server log.
     Internal,
+    /// The cursor is older than the retained change history: resync from a snapshot.
+    ResyncRequired,
     /// The access token of a live connection expired; deliveries stopped until `auth`.
     TokenExpired,
     /// A configured limit was reached (connections, subscriptions, snapshot rows).
@@ -60,6 +62,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::ResyncRequired,
         ErrorCode::TokenExpired,
         ErrorCode::LimitExceeded,
     ];
@@ -79,6 +82,7 @@ impl ErrorCode {
             ErrorCode::NotReady => "not-ready",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::ResyncRequired => "resync-required",
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::LimitExceeded => "limit-exceeded",
         }
@@ -97,6 +101,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::DatabaseUnavailable | ErrorCode::NotReady => 503,
             ErrorCode::Timeout => 504,
+            ErrorCode::ResyncRequired => 410,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod realtime;
 
 use crate::{
     auth::token::TokenKeys,
+    capture::Capture,
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
@@ -30,6 +31,8 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
+    /// Change capture: the live tail and reads by cursor (see `capture`).
+    pub capture: Capture,
     /// Live subscriptions over WebSockets (see `realtime`).
     pub realtime: Arc<crate::realtime::Realtime>,
 }

@@ -13,6 +13,7 @@
 pub mod evaluate;
 pub mod feed;
 pub mod filter;
+pub mod live;
 pub mod router;
 pub mod session;
 mod subscription;

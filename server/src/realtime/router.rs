@@ -120,6 +120,7 @@ pub struct Router {
     store: Store,
     /// Frames a buffering subscription may hold before it falls back to the log.
     buffer_limit: usize,
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Router {
@@ -136,6 +137,7 @@ impl Router {
             stats,
             store,
             buffer_limit: buffer_limit.max(1),
+            ready: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -167,9 +169,27 @@ impl Router {
         remove_conn(&mut reg, id, &self.stats);
     }
 
-    /// Set the starting position of the live tail (after a (re)subscription to it).
+    /// Set the starting position of the live tail (its first subscription).
     pub fn set_position(&self, position: Cursor) {
         self.lock().position = position;
+    }
+
+    /// Move the position forward (never back) after a replay or a resync.
+    pub fn advance_to(&self, position: Cursor) {
+        let mut reg = self.lock();
+        reg.position = reg.position.max(position);
+    }
+
+    /// The router follows the live tail: subscriptions may register.
+    pub fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Wait until the router follows the live tail.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        // The sender lives as long as the router, which the caller holds.
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     pub fn position(&self) -> Cursor {

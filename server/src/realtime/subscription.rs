@@ -340,6 +340,7 @@ async fn run(
     };
 
     // Register; everything after `position` reaches us through the router.
+    rt.router.wait_ready().await;
     let (key, mut until) = rt
         .router
         .register(outlet.conn, plan.clone())

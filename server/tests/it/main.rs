@@ -6,5 +6,6 @@
 
 mod support;
 
+mod capture;
 mod embedded;
 mod foundation;
