@@ -29,8 +29,8 @@ pub enum Outcome {
     Nothing,
     /// A `changes` frame.
     Frame(Bytes),
-    /// The table was truncated (or sync was disabled): the subscription must resync.
-    Resync,
+    /// The subscription must resync, for this reason (e.g. the table was truncated).
+    Resync(&'static str),
 }
 
 /// For policies outside the fast path: the visibility of each row image, per identity,
@@ -121,7 +121,7 @@ pub fn evaluate(
     let mut items: Vec<Arc<str>> = Vec::new();
     for (i, c) in changes.iter().enumerate() {
         if c.op == Op::Truncate {
-            return Outcome::Resync;
+            return Outcome::Resync("truncate");
         }
         let (old_ok, new_ok) = match &plan.visibility {
             Visibility::Fast(p) => (

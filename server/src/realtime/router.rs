@@ -361,7 +361,7 @@ impl Router {
                             tracing::warn!(error = %e, "visibility check failed; resyncing its subscribers");
                             for (key, plan) in &subs {
                                 if matches!(plan.visibility, Visibility::Sql(_)) {
-                                    out.push((*key, Outcome::Resync));
+                                    out.push((*key, Outcome::Resync("visibility check failed")));
                                 }
                             }
                             SqlAnswers::default()
@@ -385,15 +385,15 @@ impl Router {
         }
         let mut reg = self.lock();
         let mut lagging: Vec<ConnId> = Vec::new();
-        let mut resync: Vec<SubKey> = Vec::new();
+        let mut resync: Vec<(SubKey, &str)> = Vec::new();
         for (key, outcome) in out {
             let Some(sub) = reg.subs.get_mut(&key) else {
                 continue;
             };
             let frame = match outcome {
                 Outcome::Nothing => continue,
-                Outcome::Resync => {
-                    resync.push(key);
+                Outcome::Resync(reason) => {
+                    resync.push((key, reason));
                     continue;
                 }
                 Outcome::Frame(f) => f,
@@ -430,8 +430,8 @@ impl Router {
                 }
             }
         }
-        for key in resync {
-            self.resync_locked(&mut reg, key, "truncate");
+        for (key, reason) in resync {
+            self.resync_locked(&mut reg, key, reason);
         }
         for conn in lagging {
             if reg.conns.contains_key(&conn) {

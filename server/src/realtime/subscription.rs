@@ -409,7 +409,7 @@ async fn catch_up(
         };
         match evaluate(plan, &changes, &answers, batch.cursor(), &mut ItemCache::default()) {
             Outcome::Nothing => {}
-            Outcome::Resync => return Err(End::Resync("truncate".into())),
+            Outcome::Resync(reason) => return Err(End::Resync(reason.into())),
             Outcome::Frame(f) => {
                 if !outlet.send_bulk(f, cancel).await {
                     return Err(End::Gone);

@@ -107,7 +107,13 @@ impl Store {
         schema: &str,
         name: &str,
     ) -> Result<Option<TableCatalog>, StoreError> {
-        let client = self.client().await?;
+        let mut conn = self.client().await?;
+        // With only pg_catalog on the search path, pg_get_expr qualifies every name
+        // (rowcast.uid(), public.f()), so the text means the same in any session.
+        let client = conn.transaction().await?;
+        client
+            .execute("select set_config('search_path', 'pg_catalog', true)", &[])
+            .await?;
         let Some(t) = client
             .query_opt(
                 "select c.oid, c.relrowsecurity,
@@ -209,6 +215,7 @@ impl Store {
                 Access::Policies(std::mem::take(&mut per_role[i]))
             }
         });
+        client.commit().await?;
         Ok(Some(TableCatalog {
             schema: schema.to_string(),
             name: name.to_string(),

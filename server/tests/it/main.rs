@@ -9,3 +9,4 @@ mod support;
 mod capture;
 mod embedded;
 mod foundation;
+mod realtime;

@@ -274,6 +274,11 @@ impl TestApp {
         connect(&self.db_url).await
     }
 
+    /// The running server's realtime service (stats, settings).
+    pub fn realtime(&self) -> &std::sync::Arc<rowcast::realtime::Realtime> {
+        &self.running.as_ref().expect("server running").realtime
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
