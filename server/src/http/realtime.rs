@@ -161,6 +161,16 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
             socket.send(Message::Close(Some(frame))),
         )
         .await;
+        // Wait briefly for the peer's close reply, reading what it still sends: closing a
+        // TCP socket with unread data resets it, and the peer would never see the code.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(m) = socket.recv().await {
+                if matches!(m, Ok(Message::Close(_))) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     drop(session);
 }

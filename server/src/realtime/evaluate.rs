@@ -66,9 +66,15 @@ impl SqlAnswers {
             }
             keys.push(key);
             let mut rows = Vec::with_capacity(changes.len() * 2);
+            // A missing image is an empty object (jsonb_populate_record needs an object);
+            // its answer is never used.
+            let image = |r: &Option<Value>| match r {
+                Some(v @ Value::Object(_)) => v.clone(),
+                _ => Value::Object(Map::new()),
+            };
             for c in changes {
-                rows.push(c.old_row.clone().unwrap_or(Value::Null));
-                rows.push(c.new_row.clone().unwrap_or(Value::Null));
+                rows.push(image(&c.old_row));
+                rows.push(image(&c.new_row));
             }
             checks.push(VisibilityCheck {
                 identity: plan.identity.clone(),

@@ -285,16 +285,27 @@ async fn run(
                 &select_cols,
                 &pushed,
                 SNAPSHOT_CHUNK_ROWS,
-                rt.settings.snapshot_max_rows,
                 chunk_tx,
             );
+            let max_rows = rt.settings.snapshot_max_rows;
             let forward = async {
                 // Owned here: returning early drops it, which stops the read.
                 let mut chunk_rx = chunk_rx;
+                let mut sent = 0usize;
                 while let Some(rows) = chunk_rx.recv().await {
                     let items = snapshot_items(&plan, rows);
                     if items.is_empty() {
                         continue;
+                    }
+                    sent += items.len();
+                    if sent > max_rows {
+                        return Err(End::Error(
+                            ApiError::new(
+                                ErrorCode::LimitExceeded,
+                                format!("the snapshot has more than {max_rows} rows"),
+                            )
+                            .with_hint("narrow the filter"),
+                        ));
                     }
                     rt.stats.snapshot_rows.fetch_add(items.len() as u64, Relaxed);
                     let msg = ServerMessage::Snapshot {
@@ -305,24 +316,15 @@ async fn run(
                         .send_bulk(Bytes::from(msg.to_json()), &handle.cancel)
                         .await
                     {
-                        return false;
+                        return Err(End::Gone);
                     }
                 }
-                true
+                Ok(())
             };
             let (read, forwarded) = tokio::join!(read, forward);
-            if !forwarded {
-                return Err(End::Gone);
-            }
+            forwarded?;
             let cursor = read.map_err(|e| match e {
                 SnapshotError::Store(e) => End::Error(e.into()),
-                SnapshotError::TooManyRows(n) => End::Error(
-                    ApiError::new(
-                        ErrorCode::LimitExceeded,
-                        format!("the snapshot has more than {n} rows"),
-                    )
-                    .with_hint("narrow the filter"),
-                ),
                 SnapshotError::Stopped => End::Gone,
             })?;
             let end = ServerMessage::SnapshotEnd {

@@ -93,8 +93,6 @@ pub fn quote_ident(s: &str) -> String {
 pub enum SnapshotError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("more than {0} rows")]
-    TooManyRows(usize),
     /// The consumer of the chunks went away.
     #[error("stopped")]
     Stopped,
@@ -239,7 +237,6 @@ impl Store {
         columns: &[String],
         pushdown: &[Pushdown],
         chunk_rows: usize,
-        max_rows: usize,
         chunks: tokio::sync::mpsc::Sender<Vec<Value>>,
     ) -> Result<Cursor, SnapshotError> {
         let mut client = self.client().await?;
@@ -292,17 +289,12 @@ impl Store {
             .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         let portal = tx.bind(&sql, &refs).await.map_err(StoreError::from)?;
-        let mut total = 0usize;
         loop {
             let rows = tx
                 .query_portal(&portal, chunk_rows.clamp(1, i32::MAX as usize) as i32)
                 .await
                 .map_err(StoreError::from)?;
             let n = rows.len();
-            total += n;
-            if total > max_rows {
-                return Err(SnapshotError::TooManyRows(max_rows));
-            }
             let chunk = rows
                 .iter()
                 .map(|r| r.try_get::<_, Value>(0))
