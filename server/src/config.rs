@@ -169,7 +169,7 @@ pub struct RealtimeArgs {
     #[arg(long, env = "ROWCAST_WS_SNAPSHOT_MAX_ROWS", default_value = "100000", value_parser = usize_parser("ROWCAST_WS_SNAPSHOT_MAX_ROWS", 1, 100_000_000))]
     pub ws_snapshot_max_rows: usize,
     /// Outgoing frames queued per connection before it is closed as lagging (4-65536).
-    #[arg(long, env = "ROWCAST_WS_QUEUE_LEN", default_value = "256", value_parser = usize_parser("ROWCAST_WS_QUEUE_LEN", 4, 65_536))]
+    #[arg(long, env = "ROWCAST_WS_QUEUE_LEN", default_value = "1024", value_parser = usize_parser("ROWCAST_WS_QUEUE_LEN", 4, 65_536))]
     pub ws_queue_len: usize,
     /// How often the server pings each connection.
     #[arg(long, env = "ROWCAST_WS_HEARTBEAT_INTERVAL", default_value = "20s", value_parser = duration_parser("ROWCAST_WS_HEARTBEAT_INTERVAL"))]

@@ -62,7 +62,12 @@ pub async fn follow(rt: Arc<Realtime>, capture: Capture) {
                 _ = shutdown.cancelled() => return,
             };
             match ev {
-                Ok(LiveEvent::Batch(batch)) => rt.router.dispatch(&batch).await,
+                Ok(LiveEvent::Batch(batch)) => {
+                    rt.router.dispatch(&batch).await;
+                    // The tail publishes a page of transactions at once; let connection
+                    // tasks drain between them so a burst is not mistaken for a slow client.
+                    tokio::task::yield_now().await;
+                }
                 Ok(LiveEvent::ResyncRequired { floor }) => {
                     rt.router.resync_all("history pruned");
                     rt.router.advance_to(floor);

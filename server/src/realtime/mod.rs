@@ -64,7 +64,7 @@ impl Default for RealtimeSettings {
             max_subscriptions: 100,
             max_connections: 20_000,
             snapshot_max_rows: 100_000,
-            queue_len: 256,
+            queue_len: 1024,
             heartbeat_interval: Duration::from_secs(20),
             heartbeat_timeout: Duration::from_secs(60),
         }

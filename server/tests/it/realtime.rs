@@ -543,8 +543,9 @@ async fn resume_after_random_disconnects_during_writes() {
             // Read a random number of messages, then drop the socket without a goodbye.
             let budget = rng.gen_range(1..40);
             for _ in 0..budget {
-                if c.next_within(Duration::from_secs(1)).await.is_none() {
-                    break;
+                match tokio::time::timeout(Duration::from_secs(1), c.next()).await {
+                    Ok(Some(_)) => {}
+                    _ => break,
                 }
                 if c.views["t"].resync.is_some() {
                     panic!("unexpected resync: {:?}", c.views["t"]);
@@ -769,7 +770,7 @@ async fn tokens_on_a_live_socket_refresh_and_expiry() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_while_a_fast_one_keeps_receiving() {
-    let app = todos_app("true", |c| c.realtime.queue_len = 8).await;
+    let app = todos_app("true", |c| c.realtime.queue_len = 64).await;
     let db = app.db().await;
     let mut fast = Client::connect(&app, None).await;
     fast.subscribe("t", "todos", None, None).await;
@@ -777,18 +778,19 @@ async fn a_slow_consumer_is_closed_while_a_fast_one_keeps_receiving() {
     let mut slow = Client::connect(&app, None).await;
     slow.subscribe("t", "todos", None, None).await;
     slow.until_live("t").await;
-    // Big rows so the slow client's TCP buffers fill and frames back up in its queue.
-    let payload = "p".repeat(64 * 1024);
-    for i in 0..200i64 {
-        db.execute("insert into todos (id, title) values ($1, $2)", &[&i, &payload])
-            .await
-            .unwrap();
-        if i % 20 == 0 {
-            fast.drain(Duration::from_millis(5)).await;
+    // Big rows so the slow client's TCP buffers fill and frames back up in its queue,
+    // while the fast client reads as they come.
+    let writer = tokio::spawn(async move {
+        let payload = "p".repeat(64 * 1024);
+        for i in 0..400i64 {
+            db.execute("insert into todos (id, title) values ($1, $2)", &[&i, &payload])
+                .await
+                .unwrap();
         }
-    }
-    fast.until("fast gets every row", Duration::from_secs(60), |v| v["t"].visible().len() == 200)
+    });
+    fast.until("fast gets every row", Duration::from_secs(60), |v| v["t"].visible().len() == 400)
         .await;
+    writer.await.unwrap();
     // The slow one was closed with "lagging" (after whatever was already in flight).
     let code = loop {
         match tokio::time::timeout(Duration::from_secs(30), slow.ws.next()).await.unwrap() {
