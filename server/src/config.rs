@@ -217,7 +217,9 @@ pub fn usize_parser(
 ) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
     move |s: &str| match s.trim().parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{setting} expects a whole number from {min} to {max}")),
+        _ => Err(format!(
+            "{setting} expects a whole number from {min} to {max}"
+        )),
     }
 }
 

@@ -144,7 +144,9 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
         if code != CloseCode::Lagging {
             let flush = async {
                 while let Ok(out) = queue.try_recv() {
-                    let Ok(text) = Utf8Bytes::try_from(out.frame) else { break };
+                    let Ok(text) = Utf8Bytes::try_from(out.frame) else {
+                        break;
+                    };
                     if socket.send(Message::Text(text)).await.is_err() {
                         break;
                     }

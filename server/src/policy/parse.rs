@@ -12,7 +12,10 @@ use super::{CmpOp, ColumnKind};
 /// A value inside a policy, before it is bound to an identity.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operand {
-    Column { name: String, kind: ColumnKind },
+    Column {
+        name: String,
+        kind: ColumnKind,
+    },
     /// A SQL literal as JSON (strings stay strings until coerced to the column's kind).
     Literal(Value),
     /// `rowcast.uid()`
@@ -288,7 +291,10 @@ impl Parser {
             self.at += 1;
             let mut words = Vec::new();
             while let Some(Tok::Ident(w)) = self.peek() {
-                if ["AND", "OR", "ANY"].iter().any(|k| w.eq_ignore_ascii_case(k)) {
+                if ["AND", "OR", "ANY"]
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k))
+                {
                     break;
                 }
                 words.push(w.to_ascii_lowercase());
@@ -523,10 +529,7 @@ mod tests {
         );
         assert_eq!(parse_policy("true", &c), Some(PolicyExpr::Const(true)));
         assert_eq!(
-            parse_policy(
-                "(owner = ((rowcast.claims() ->> 'sub'::text))::uuid)",
-                &c
-            ),
+            parse_policy("(owner = ((rowcast.claims() ->> 'sub'::text))::uuid)", &c),
             Some(PolicyExpr::Cmp(
                 col("owner", ColumnKind::Uuid),
                 CmpOp::Eq,
@@ -544,10 +547,7 @@ mod tests {
                 PolicyExpr::And(vec![
                     PolicyExpr::In(
                         col("status", ColumnKind::Text),
-                        vec![
-                            Operand::Literal(json!("a")),
-                            Operand::Literal(json!("b"))
-                        ]
+                        vec![Operand::Literal(json!("a")), Operand::Literal(json!("b"))]
                     ),
                     PolicyExpr::Cmp(
                         col("n", ColumnKind::Int),

@@ -47,7 +47,8 @@ pub enum ClientMessage {
 
 impl ClientMessage {
     /// Every `type` tag a client may send (used to check `docs/protocol.md`).
-    pub const TYPES: &'static [&'static str] = &["hello", "auth", "subscribe", "unsubscribe", "ping"];
+    pub const TYPES: &'static [&'static str] =
+        &["hello", "auth", "subscribe", "unsubscribe", "ping"];
 }
 
 /// One change inside a `changes` frame.
@@ -260,8 +261,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseFailure> {
     serde_json::from_value::<ClientMessage>(value).map_err(|e| ParseFailure {
         id,
         // serde's message names the field and expectation; it never holds server data.
-        error: ApiError::new(ErrorCode::InvalidField, "a field is missing or has the wrong type")
-            .with_details(e.to_string()),
+        error: ApiError::new(
+            ErrorCode::InvalidField,
+            "a field is missing or has the wrong type",
+        )
+        .with_details(e.to_string()),
     })
 }
 
@@ -286,7 +290,12 @@ mod tests {
         ];
         let tags: Vec<String> = samples
             .iter()
-            .map(|m| serde_json::to_value(m).unwrap()["type"].as_str().unwrap().to_string())
+            .map(|m| {
+                serde_json::to_value(m).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(tags, ClientMessage::TYPES);
 
@@ -336,7 +345,12 @@ mod tests {
         ];
         let tags: Vec<String> = samples
             .iter()
-            .map(|m| serde_json::to_value(m).unwrap()["type"].as_str().unwrap().to_string())
+            .map(|m| {
+                serde_json::to_value(m).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(tags, ServerMessage::TYPES);
         // Round trip through the JSON form.
@@ -371,7 +385,10 @@ mod tests {
         assert_eq!(code("{"), ErrorCode::InvalidJson);
         assert_eq!(code("[]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"nope","id":"x"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"subscribe","id":"x"}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"subscribe","id":"x"}"#),
+            ErrorCode::InvalidField
+        );
         let f = parse_client_message(r#"{"type":"subscribe","id":"x","table":5}"#).unwrap_err();
         assert_eq!(f.id.as_deref(), Some("x"));
     }

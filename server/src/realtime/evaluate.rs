@@ -42,7 +42,11 @@ pub struct SqlAnswers {
 }
 
 fn identity_key(plan: &SubPlan) -> String {
-    format!("{}|{}", plan.identity.role.pg_role(), plan.identity.claims_json())
+    format!(
+        "{}|{}",
+        plan.identity.role.pg_role(),
+        plan.identity.claims_json()
+    )
 }
 
 impl SqlAnswers {

@@ -42,14 +42,21 @@ fn bad(message: impl Into<String>) -> ApiError {
     )
 }
 
-fn node(f: &Value, table: &TableCatalog, depth: usize, nodes: &mut usize) -> Result<Pred, ApiError> {
+fn node(
+    f: &Value,
+    table: &TableCatalog,
+    depth: usize,
+    nodes: &mut usize,
+) -> Result<Pred, ApiError> {
     *nodes += 1;
     if *nodes > MAX_NODES || depth > MAX_DEPTH {
         return Err(bad(format!(
             "the filter is too large (at most {MAX_NODES} conditions, nested {MAX_DEPTH} deep)"
         )));
     }
-    let obj = f.as_object().ok_or_else(|| bad("a filter must be an object"))?;
+    let obj = f
+        .as_object()
+        .ok_or_else(|| bad("a filter must be an object"))?;
     for (key, combine) in [("and", true), ("or", false)] {
         if let Some(list) = obj.get(key) {
             if obj.len() != 1 {
@@ -150,7 +157,10 @@ fn node(f: &Value, table: &TableCatalog, depth: usize, nodes: &mut usize) -> Res
                 _ => return Err(bad("`is` takes null, true, false or \"not_null\"")),
             };
             if matches!(what, IsWhat::True | IsWhat::False) && kind != ColumnKind::Bool {
-                return Err(bad(format!("`is true/false` needs a boolean column, not `{}`", col.name)));
+                return Err(bad(format!(
+                    "`is true/false` needs a boolean column, not `{}`",
+                    col.name
+                )));
             }
             Ok(Pred::Is {
                 column: col.name.clone(),

@@ -8,10 +8,7 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{
-    feed::LiveEvent,
-    Realtime,
-};
+use super::{feed::LiveEvent, Realtime};
 use crate::capture::{Capture, CaptureError};
 
 pub async fn follow(rt: Arc<Realtime>, capture: Capture) {
@@ -73,7 +70,10 @@ pub async fn follow(rt: Arc<Realtime>, capture: Capture) {
                     rt.router.advance_to(floor);
                 }
                 Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "realtime router lagged behind the live tail; replaying from the log");
+                    tracing::warn!(
+                        missed = n,
+                        "realtime router lagged behind the live tail; replaying from the log"
+                    );
                     continue 'subscribe;
                 }
                 Err(RecvError::Closed) => return,
@@ -81,4 +81,3 @@ pub async fn follow(rt: Arc<Realtime>, capture: Capture) {
         }
     }
 }
-

@@ -34,10 +34,7 @@ use crate::{
     auth::{token::TokenKeys, Identity},
     policy::{compile::Visibility, Pred},
     protocol::ApiError,
-    store::{
-        realtime::TableCatalog,
-        Store, StoreError,
-    },
+    store::{realtime::TableCatalog, Store, StoreError},
 };
 use feed::{ChangeBatch, Cursor, TableName};
 use router::Router;
@@ -148,8 +145,11 @@ pub struct Realtime {
     pub tokens: Arc<TokenKeys>,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
-    catalog_cache: Mutex<HashMap<(String, String), (Instant, Arc<TableCatalog>)>>,
+    catalog_cache: Mutex<CatalogCache>,
 }
+
+/// (schema, table) → when read, and what.
+type CatalogCache = HashMap<(String, String), (Instant, Arc<TableCatalog>)>;
 
 impl std::fmt::Debug for Realtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -33,6 +33,9 @@ use crate::{
 pub type ConnId = u64;
 pub type SubKey = u64;
 
+/// The subscriptions one table's changes may concern (index into the batch's tables).
+type Candidates = Vec<(usize, Vec<(SubKey, Arc<SubPlan>)>)>;
+
 /// A frame on its way to one client. Snapshot and catch-up frames hold a permit so that
 /// they can fill at most half of the queue: live frames always find room in a healthy
 /// connection.
@@ -152,7 +155,12 @@ impl Router {
     }
 
     /// Start routing to a connection.
-    pub fn add_connection(&self, id: ConnId, tx: mpsc::Sender<Outbound>, lagging: CancellationToken) {
+    pub fn add_connection(
+        &self,
+        id: ConnId,
+        tx: mpsc::Sender<Outbound>,
+        lagging: CancellationToken,
+    ) {
         self.lock().conns.insert(
             id,
             Conn {
@@ -260,7 +268,9 @@ impl Router {
         };
         let conn_id = sub.conn;
         let frames = match &mut sub.state {
-            State::Buffering { overflowed: true, .. } => {
+            State::Buffering {
+                overflowed: true, ..
+            } => {
                 sub.state = State::Buffering {
                     frames: Vec::new(),
                     overflowed: false,
@@ -305,7 +315,7 @@ impl Router {
         // Collect candidates under the lock, and advance the position in the same critical
         // section: a subscription registered after this point catches this transaction up
         // from the log; one registered before is a candidate here.
-        let mut work: Vec<(usize, Vec<(SubKey, Arc<SubPlan>)>)> = Vec::new();
+        let mut work: Candidates = Vec::new();
         {
             let mut reg = self.lock();
             reg.position = cursor.max(reg.position);
@@ -338,7 +348,9 @@ impl Router {
         if work.is_empty() {
             return;
         }
-        let lag_ms = (chrono::Utc::now() - batch.started_at).num_milliseconds().max(0) as u64;
+        let lag_ms = (chrono::Utc::now() - batch.started_at)
+            .num_milliseconds()
+            .max(0) as u64;
         self.stats.lag_ms.store(lag_ms, Relaxed);
 
         let mut out: Vec<(SubKey, Outcome)> = Vec::new();
@@ -371,7 +383,9 @@ impl Router {
             };
             let mut cache = ItemCache::default();
             for (key, plan) in &subs {
-                if matches!(plan.visibility, Visibility::Sql(_)) && out.iter().any(|(k, _)| k == key) {
+                if matches!(plan.visibility, Visibility::Sql(_))
+                    && out.iter().any(|(k, _)| k == key)
+                {
                     continue;
                 }
                 let outcome = evaluate(plan, changes, &answers, cursor, &mut cache);
@@ -468,7 +482,11 @@ impl Router {
                 reason: reason.to_string(),
             }
             .to_json();
-            if conn.tx.try_send(Outbound::live(Bytes::from(frame))).is_err() {
+            if conn
+                .tx
+                .try_send(Outbound::live(Bytes::from(frame)))
+                .is_err()
+            {
                 conn.lagging.cancel();
             }
         }
@@ -484,10 +502,7 @@ fn choose_index(plan: &SubPlan) -> Option<(String, ColumnKind, String)> {
         conjuncts.push(p);
     }
     conjuncts.push(&plan.filter);
-    conjuncts
-        .into_iter()
-        .flat_map(|p| p.equalities())
-        .next()
+    conjuncts.into_iter().flat_map(|p| p.equalities()).next()
 }
 
 fn remove_sub(reg: &mut Registry, key: SubKey, stats: &RealtimeStats) -> Option<Sub> {

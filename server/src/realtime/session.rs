@@ -21,7 +21,9 @@ use super::{
 use crate::{
     auth::Identity,
     protocol::{
-        realtime::{parse_client_message, ClientMessage, CloseCode, ServerMessage, PROTOCOL_VERSION},
+        realtime::{
+            parse_client_message, ClientMessage, CloseCode, ServerMessage, PROTOCOL_VERSION,
+        },
         ApiError, ErrorCode,
     },
 };

@@ -85,7 +85,11 @@ impl Outlet {
     }
 
     fn send_now(&self, msg: &ServerMessage) {
-        if self.tx.try_send(Outbound::live(Bytes::from(msg.to_json()))).is_err() {
+        if self
+            .tx
+            .try_send(Outbound::live(Bytes::from(msg.to_json())))
+            .is_err()
+        {
             self.lagging.cancel();
         }
     }
@@ -249,8 +253,11 @@ async fn run(
     let start = match &req.cursor {
         Some(c) => Some(c.parse::<Cursor>().map_err(|_| {
             End::Error(
-                ApiError::new(ErrorCode::InvalidField, "`cursor` is not a cursor this server issued")
-                    .with_hint("omit the cursor to start from a snapshot"),
+                ApiError::new(
+                    ErrorCode::InvalidField,
+                    "`cursor` is not a cursor this server issued",
+                )
+                .with_hint("omit the cursor to start from a snapshot"),
             )
         })?),
         None => None,
@@ -307,7 +314,9 @@ async fn run(
                             .with_hint("narrow the filter"),
                         ));
                     }
-                    rt.stats.snapshot_rows.fetch_add(items.len() as u64, Relaxed);
+                    rt.stats
+                        .snapshot_rows
+                        .fetch_add(items.len() as u64, Relaxed);
                     let msg = ServerMessage::Snapshot {
                         id: plan.id.clone(),
                         rows: items,
@@ -409,7 +418,13 @@ async fn catch_up(
         } else {
             SqlAnswers::default()
         };
-        match evaluate(plan, &changes, &answers, batch.cursor(), &mut ItemCache::default()) {
+        match evaluate(
+            plan,
+            &changes,
+            &answers,
+            batch.cursor(),
+            &mut ItemCache::default(),
+        ) {
             Outcome::Nothing => {}
             Outcome::Resync(reason) => return Err(End::Resync(reason.into())),
             Outcome::Frame(f) => {

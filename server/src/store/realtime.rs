@@ -262,8 +262,7 @@ impl Store {
             .map_err(|_| StoreError::Config(format!("unexpected xmin {xmin:?}")))?;
 
         let mut select: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-        if table.column(VERSION_COLUMN).is_some() && !columns.iter().any(|c| c == VERSION_COLUMN)
-        {
+        if table.column(VERSION_COLUMN).is_some() && !columns.iter().any(|c| c == VERSION_COLUMN) {
             select.push(quote_ident(VERSION_COLUMN));
         }
         let mut conditions = Vec::new();
@@ -322,16 +321,15 @@ impl Store {
         checks: &[VisibilityCheck],
     ) -> Result<Vec<Vec<bool>>, StoreError> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
         let mut out = Vec::with_capacity(checks.len());
         for check in checks {
             tx.execute(
                 "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
-                &[&check.identity.role.pg_role(), &check.identity.claims_json()],
+                &[
+                    &check.identity.role.pg_role(),
+                    &check.identity.claims_json(),
+                ],
             )
             .await?;
             let sql = format!(

@@ -118,7 +118,13 @@ impl Client {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
     }
 
-    async fn subscribe(&mut self, id: &str, table: &str, filter: Option<Value>, cursor: Option<String>) {
+    async fn subscribe(
+        &mut self,
+        id: &str,
+        table: &str,
+        filter: Option<Value>,
+        cursor: Option<String>,
+    ) {
         let mut m = json!({"type": "subscribe", "id": id, "table": table});
         if let Some(f) = filter {
             m["filter"] = f;
@@ -170,10 +176,18 @@ impl Client {
             return;
         };
         match m["type"].as_str().unwrap() {
-            "snapshot" => m["rows"].as_array().unwrap().iter().for_each(|i| view.apply_item(i)),
+            "snapshot" => m["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .for_each(|i| view.apply_item(i)),
             "snapshot-end" => view.cursor = Some(m["cursor"].as_str().unwrap().into()),
             "changes" => {
-                m["changes"].as_array().unwrap().iter().for_each(|i| view.apply_item(i));
+                m["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .for_each(|i| view.apply_item(i));
                 view.cursor = Some(m["cursor"].as_str().unwrap().into());
             }
             "live" => {
@@ -187,11 +201,20 @@ impl Client {
     }
 
     /// Read until `done` holds for the views (or panic after `timeout`).
-    async fn until(&mut self, what: &str, timeout: Duration, done: impl Fn(&HashMap<String, View>) -> bool) {
+    async fn until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&HashMap<String, View>) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !done(&self.views) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}; views: {:?}", self.views);
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; views: {:?}",
+                self.views
+            );
             match tokio::time::timeout(left, self.next_within(left)).await {
                 Ok(Some(_)) => {}
                 Ok(None) => panic!("socket closed ({:?}) while waiting for {what}", self.closed),
@@ -203,7 +226,8 @@ impl Client {
     async fn until_live(&mut self, id: &str) {
         let id = id.to_string();
         self.until("live", Duration::from_secs(20), |v| {
-            v.get(&id).is_some_and(|x| x.live || x.error.is_some() || x.resync.is_some())
+            v.get(&id)
+                .is_some_and(|x| x.live || x.error.is_some() || x.resync.is_some())
         })
         .await;
         let v = &self.views[&id];
@@ -279,13 +303,22 @@ async fn snapshot_then_live_changes_reach_matching_subscribers_only() {
     .await;
     ca.until_live("all").await;
     ca.until_live("open").await;
-    assert_eq!(ca.views["all"].visible().len(), 1, "snapshot has only a's row");
-    assert!(ca.views["all"].visible().contains_key(&json!({"id": 1}).to_string()));
+    assert_eq!(
+        ca.views["all"].visible().len(),
+        1,
+        "snapshot has only a's row"
+    );
+    assert!(ca.views["all"]
+        .visible()
+        .contains_key(&json!({"id": 1}).to_string()));
 
     // A write by the admin in plain SQL...
-    db.execute("insert into todos (id, owner, title) values (3, $1::text::uuid, 'a3')", &[&a])
-        .await
-        .unwrap();
+    db.execute(
+        "insert into todos (id, owner, title) values (3, $1::text::uuid, 'a3')",
+        &[&a],
+    )
+    .await
+    .unwrap();
     // ...and one by the user through their role (as REST does: role + claims, RLS on).
     let claims = json!({"sub": a, "role": "authenticated"}).to_string();
     db.batch_execute(&format!(
@@ -297,27 +330,46 @@ async fn snapshot_then_live_changes_reach_matching_subscribers_only() {
     .await
     .unwrap();
     // Someone else's row and a non-matching one.
-    db.execute("insert into todos (id, owner) values (5, $1::text::uuid)", &[&b])
-        .await
-        .unwrap();
+    db.execute(
+        "insert into todos (id, owner) values (5, $1::text::uuid)",
+        &[&b],
+    )
+    .await
+    .unwrap();
     ca.until("both writes", Duration::from_secs(20), |v| {
         v["all"].visible().len() == 3 && v["open"].visible().len() == 2
     })
     .await;
     // The done row (4) is in `all` but not in `open`.
-    assert!(!ca.views["open"].visible().contains_key(&json!({"id": 4}).to_string()));
+    assert!(!ca.views["open"]
+        .visible()
+        .contains_key(&json!({"id": 4}).to_string()));
     // A row that starts matching arrives as an insert, one that stops as a remove.
-    db.execute("update todos set done = false where id = 4", &[]).await.unwrap();
-    ca.until("4 enters open", Duration::from_secs(20), |v| v["open"].visible().len() == 3)
-        .await;
-    db.execute("update todos set done = true where id = 1", &[]).await.unwrap();
-    ca.until("1 leaves open", Duration::from_secs(20), |v| v["open"].visible().len() == 2)
-        .await;
+    db.execute("update todos set done = false where id = 4", &[])
+        .await
+        .unwrap();
+    ca.until("4 enters open", Duration::from_secs(20), |v| {
+        v["open"].visible().len() == 3
+    })
+    .await;
+    db.execute("update todos set done = true where id = 1", &[])
+        .await
+        .unwrap();
+    ca.until("1 leaves open", Duration::from_secs(20), |v| {
+        v["open"].visible().len() == 2
+    })
+    .await;
     let ops: Vec<String> = ca
         .log
         .iter()
         .filter(|m| m["type"] == "changes" && m["id"] == "open")
-        .flat_map(|m| m["changes"].as_array().unwrap().iter().map(|i| i["op"].as_str().unwrap().to_string()))
+        .flat_map(|m| {
+            m["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["op"].as_str().unwrap().to_string())
+        })
         .collect();
     assert!(ops.contains(&"remove".to_string()), "{ops:?}");
     ca.drain(Duration::from_millis(300)).await;
@@ -363,22 +415,32 @@ async fn two_users_never_see_each_other(policy: &str) -> TestApp {
     .await
     .unwrap();
     let (va, vb) = (db_view(&db, &a, "").await, db_view(&db, &b, "").await);
-    ca.until("a converges", Duration::from_secs(20), |v| v["t"].visible() == va)
-        .await;
-    cb.until("b converges", Duration::from_secs(20), |v| v["t"].visible() == vb)
-        .await;
+    ca.until("a converges", Duration::from_secs(20), |v| {
+        v["t"].visible() == va
+    })
+    .await;
+    cb.until("b converges", Duration::from_secs(20), |v| {
+        v["t"].visible() == vb
+    })
+    .await;
     for c in [&mut ca, &mut cb, &mut anon] {
         c.drain(Duration::from_millis(300)).await;
     }
     // a only ever heard of keys 1, 10 (until it moved away: a remove), 3 (moved in).
     let mut ka = ca.views["t"].keys();
     ka.sort();
-    let mut expect_a: Vec<String> = [1, 3, 10].iter().map(|i| json!({"id": i}).to_string()).collect();
+    let mut expect_a: Vec<String> = [1, 3, 10]
+        .iter()
+        .map(|i| json!({"id": i}).to_string())
+        .collect();
     expect_a.sort();
     assert_eq!(ka, expect_a, "a heard of keys it could never see");
     let mut kb = cb.views["t"].keys();
     kb.sort();
-    let mut expect_b: Vec<String> = [2, 3, 10, 11].iter().map(|i| json!({"id": i}).to_string()).collect();
+    let mut expect_b: Vec<String> = [2, 3, 10, 11]
+        .iter()
+        .map(|i| json!({"id": i}).to_string())
+        .collect();
     expect_b.sort();
     assert_eq!(kb, expect_b, "b heard of keys it could never see");
     for m in &ca.log {
@@ -388,7 +450,9 @@ async fn two_users_never_see_each_other(policy: &str) -> TestApp {
         assert!(!m.to_string().contains(&a), "b received a's data: {m}");
     }
     assert!(
-        anon.log.iter().all(|m| m["type"] != "changes" && m["type"] != "snapshot"),
+        anon.log
+            .iter()
+            .all(|m| m["type"] != "changes" && m["type"] != "snapshot"),
         "anonymous received rows: {:?}",
         anon.log
     );
@@ -435,16 +499,21 @@ async fn handoff_run(seed: u64, policy: &str) {
                 let id: i64 = rng.gen_range(0..60);
                 let owner = &users[rng.gen_range(0..users.len())];
                 let r = match rng.gen_range(0..4) {
-                    0 | 1 => db
-                        .execute(
+                    0 | 1 => {
+                        db.execute(
                             "insert into todos (id, owner, n) values ($1, $2::text::uuid, $3)
                              on conflict (id) do update set owner = excluded.owner, n = excluded.n",
                             &[&id, owner, &rng.gen_range(0..10i32)],
                         )
-                        .await,
-                    2 => db
-                        .execute("update todos set n = n + 1, done = not done where id = $1", &[&id])
-                        .await,
+                        .await
+                    }
+                    2 => {
+                        db.execute(
+                            "update todos set n = n + 1, done = not done where id = $1",
+                            &[&id],
+                        )
+                        .await
+                    }
                     _ => db.execute("delete from todos where id = $1", &[&id]).await,
                 };
                 r.unwrap();
@@ -458,8 +527,13 @@ async fn handoff_run(seed: u64, policy: &str) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
         let mut c = Client::connect(&app, Some(&token_for(u, Duration::from_secs(600)))).await;
         c.subscribe("all", "todos", None, None).await;
-        c.subscribe("small", "todos", Some(json!({"column": "n", "op": "lt", "value": 5})), None)
-            .await;
+        c.subscribe(
+            "small",
+            "todos",
+            Some(json!({"column": "n", "op": "lt", "value": 5})),
+            None,
+        )
+        .await;
         clients.push((i, c));
     }
     for w in writers {
@@ -506,14 +580,15 @@ async fn resume_after_random_disconnects_during_writes() {
         let uid = new_uid();
         let token = token_for(&uid, Duration::from_secs(600));
         let db = app.db().await;
-        let writer = {
-            let db = app.db().await;
-            let uid = uid.clone();
-            tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(seed + 100);
-                for _ in 0..500 {
-                    let id: i64 = rng.gen_range(0..40);
-                    match rng.gen_range(0..3) {
+        let writer =
+            {
+                let db = app.db().await;
+                let uid = uid.clone();
+                tokio::spawn(async move {
+                    let mut rng = StdRng::seed_from_u64(seed + 100);
+                    for _ in 0..500 {
+                        let id: i64 = rng.gen_range(0..40);
+                        match rng.gen_range(0..3) {
                         0 => db
                             .execute(
                                 "insert into todos (id, owner, n) values ($1, $2::text::uuid, 0)
@@ -528,10 +603,10 @@ async fn resume_after_random_disconnects_during_writes() {
                             .unwrap(),
                         _ => db.execute("delete from todos where id = $1", &[&id]).await.unwrap(),
                     };
-                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..3))).await;
-                }
-            })
-        };
+                        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..3))).await;
+                    }
+                })
+            };
         let mut rng = StdRng::seed_from_u64(seed);
         let mut view = View::default();
         let mut cursor: Option<String> = None;
@@ -564,9 +639,11 @@ async fn resume_after_random_disconnects_during_writes() {
         let mut c = Client::connect(&app, Some(&token)).await;
         c.views.insert("t".into(), view);
         c.subscribe("t", "todos", None, cursor).await;
-        c.until(&format!("seed {seed}: resumed view equals the database"), Duration::from_secs(30), |v| {
-            v["t"].visible() == expect
-        })
+        c.until(
+            &format!("seed {seed}: resumed view equals the database"),
+            Duration::from_secs(30),
+            |v| v["t"].visible() == expect,
+        )
         .await;
         assert!(reconnects > 3);
         app.shutdown().await;
@@ -585,26 +662,46 @@ async fn bad_input_gets_error_frames_and_the_socket_stays_open() {
     let cases: Vec<(Message, &str, Option<&str>)> = vec![
         (Message::text("{not json"), "invalid-json", None),
         (Message::text("[1,2]"), "bad-request", None),
-        (Message::text(r#"{"type":"launch","id":"x"}"#), "bad-request", Some("x")),
-        (Message::text(r#"{"type":"subscribe","id":"s1"}"#), "invalid-field", Some("s1")),
-        (Message::text(r#"{"type":"subscribe","id":"s2","table":"nope"}"#), "not-found", Some("s2")),
         (
-            Message::text(r#"{"type":"subscribe","id":"s3","table":"todos","filter":{"column":"nope","op":"eq","value":1}}"#),
+            Message::text(r#"{"type":"launch","id":"x"}"#),
+            "bad-request",
+            Some("x"),
+        ),
+        (
+            Message::text(r#"{"type":"subscribe","id":"s1"}"#),
+            "invalid-field",
+            Some("s1"),
+        ),
+        (
+            Message::text(r#"{"type":"subscribe","id":"s2","table":"nope"}"#),
+            "not-found",
+            Some("s2"),
+        ),
+        (
+            Message::text(
+                r#"{"type":"subscribe","id":"s3","table":"todos","filter":{"column":"nope","op":"eq","value":1}}"#,
+            ),
             "not-found",
             Some("s3"),
         ),
         (
-            Message::text(r#"{"type":"subscribe","id":"s4","table":"todos","filter":{"column":"n","op":"like","value":1}}"#),
+            Message::text(
+                r#"{"type":"subscribe","id":"s4","table":"todos","filter":{"column":"n","op":"like","value":1}}"#,
+            ),
             "invalid-field",
             Some("s4"),
         ),
         (
-            Message::text(r#"{"type":"subscribe","id":"s5","table":"todos","filter":{"column":"n","op":"eq","value":"abc"}}"#),
+            Message::text(
+                r#"{"type":"subscribe","id":"s5","table":"todos","filter":{"column":"n","op":"eq","value":"abc"}}"#,
+            ),
             "invalid-field",
             Some("s5"),
         ),
         (
-            Message::text(r#"{"type":"subscribe","id":"s6","table":"todos","columns":["id","secret"]}"#),
+            Message::text(
+                r#"{"type":"subscribe","id":"s6","table":"todos","columns":["id","secret"]}"#,
+            ),
             "not-found",
             Some("s6"),
         ),
@@ -619,8 +716,16 @@ async fn bad_input_gets_error_frames_and_the_socket_stays_open() {
             Some("s8"),
         ),
         (Message::binary(vec![1u8, 2, 3]), "bad-request", None),
-        (Message::text(format!(r#"{{"type":"ping","ref":"{}"}}"#, "x".repeat(5000))), "payload-too-large", None),
-        (Message::text(r#"{"type":"unsubscribe","id":"never"}"#), "not-found", Some("never")),
+        (
+            Message::text(format!(r#"{{"type":"ping","ref":"{}"}}"#, "x".repeat(5000))),
+            "payload-too-large",
+            None,
+        ),
+        (
+            Message::text(r#"{"type":"unsubscribe","id":"never"}"#),
+            "not-found",
+            Some("never"),
+        ),
     ];
     for (frame, code, id) in cases {
         c.ws.send(frame).await.unwrap();
@@ -632,19 +737,29 @@ async fn bad_input_gets_error_frames_and_the_socket_stays_open() {
     // A reused id while the first is active.
     c.subscribe("dup", "todos", None, None).await;
     c.until_live("dup").await;
-    c.send(json!({"type": "subscribe", "id": "dup", "table": "todos"})).await;
+    c.send(json!({"type": "subscribe", "id": "dup", "table": "todos"}))
+        .await;
     let m = c.next().await.unwrap();
-    assert_eq!((m["type"].as_str(), m["code"].as_str(), m["id"].as_str()), (Some("error"), Some("conflict"), Some("dup")));
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_str(), m["id"].as_str()),
+        (Some("error"), Some("conflict"), Some("dup"))
+    );
     // Still fully working.
     c.send(json!({"type": "ping", "ref": "r1"})).await;
     let m = c.next().await.unwrap();
     assert_eq!(m, json!({"type": "pong", "ref": "r1"}));
     // The other client was untouched.
     let db = app.db().await;
-    db.execute("insert into todos (id, owner) values (1, $1::text::uuid)", &[&uid])
-        .await
-        .unwrap();
-    other.until("other still receives", Duration::from_secs(20), |v| v["o"].visible().len() == 1)
+    db.execute(
+        "insert into todos (id, owner) values (1, $1::text::uuid)",
+        &[&uid],
+    )
+    .await
+    .unwrap();
+    other
+        .until("other still receives", Duration::from_secs(20), |v| {
+            v["o"].visible().len() == 1
+        })
         .await;
     // Far over the limit: the server closes with 1009 without reading the rest of the
     // frame, so the client sees that code or (more often) a reset; either way it ends.
@@ -660,10 +775,14 @@ async fn bad_input_gets_error_frames_and_the_socket_stays_open() {
     raw.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
     assert_eq!(close_code(&mut raw).await, Some(4003));
     let mut raw = Client::open(&app).await;
-    raw.send(Message::text(r#"{"type":"hello","v":1,"token":"forged"}"#)).await.unwrap();
+    raw.send(Message::text(r#"{"type":"hello","v":1,"token":"forged"}"#))
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut raw).await, Some(4001));
     let mut raw = Client::open(&app).await;
-    raw.send(Message::text(r#"{"type":"hello","v":99}"#)).await.unwrap();
+    raw.send(Message::text(r#"{"type":"hello","v":99}"#))
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut raw).await, Some(4002));
     app.shutdown().await;
 }
@@ -671,7 +790,10 @@ async fn bad_input_gets_error_frames_and_the_socket_stays_open() {
 /// Read until the close frame; its code.
 async fn close_code(ws: &mut Ws) -> Option<u16> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await.ok()?? {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .ok()??
+        {
             Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
             Ok(_) => continue,
             Err(_) => return None,
@@ -688,20 +810,45 @@ async fn limits_on_subscriptions_connections_and_snapshot_rows() {
     })
     .await;
     let db = app.db().await;
-    db.execute("insert into todos (id) select g from generate_series(1, 10) g", &[])
-        .await
-        .unwrap();
+    db.execute(
+        "insert into todos (id) select g from generate_series(1, 10) g",
+        &[],
+    )
+    .await
+    .unwrap();
     let mut c = Client::connect(&app, None).await;
-    c.subscribe("a", "todos", Some(json!({"column": "id", "op": "lte", "value": 3})), None).await;
+    c.subscribe(
+        "a",
+        "todos",
+        Some(json!({"column": "id", "op": "lte", "value": 3})),
+        None,
+    )
+    .await;
     c.until_live("a").await;
     c.subscribe("big", "todos", None, None).await;
-    c.until("snapshot limit", Duration::from_secs(20), |v| v["big"].error.is_some()).await;
-    assert_eq!(c.views["big"].error.as_ref().unwrap()["code"], "limit-exceeded");
-    c.subscribe("b", "todos", Some(json!({"column": "id", "op": "eq", "value": 1})), None).await;
+    c.until("snapshot limit", Duration::from_secs(20), |v| {
+        v["big"].error.is_some()
+    })
+    .await;
+    assert_eq!(
+        c.views["big"].error.as_ref().unwrap()["code"],
+        "limit-exceeded"
+    );
+    c.subscribe(
+        "b",
+        "todos",
+        Some(json!({"column": "id", "op": "eq", "value": 1})),
+        None,
+    )
+    .await;
     c.until_live("b").await;
-    c.send(json!({"type": "subscribe", "id": "c", "table": "todos"})).await;
+    c.send(json!({"type": "subscribe", "id": "c", "table": "todos"}))
+        .await;
     let m = c.next().await.unwrap();
-    assert_eq!((m["code"].as_str(), m["id"].as_str()), (Some("limit-exceeded"), Some("c")));
+    assert_eq!(
+        (m["code"].as_str(), m["id"].as_str()),
+        (Some("limit-exceeded"), Some("c"))
+    );
 
     let _c2 = Client::connect(&app, None).await;
     let _c3 = Client::connect(&app, None).await;
@@ -726,40 +873,61 @@ async fn tokens_on_a_live_socket_refresh_and_expiry() {
     c.subscribe("t", "todos", None, None).await;
     c.until_live("t").await;
     // A fresh token for the same user: subscriptions continue.
-    c.send(json!({"type": "auth", "token": token_for(&a, Duration::from_secs(600))})).await;
+    c.send(json!({"type": "auth", "token": token_for(&a, Duration::from_secs(600))}))
+        .await;
     let m = c.next().await.unwrap();
     assert_eq!(m["type"], "authenticated", "{m}");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    db.execute("insert into todos (id, owner) values (1, $1::text::uuid)", &[&a])
-        .await
-        .unwrap();
-    c.until("delivery after the first token's expiry", Duration::from_secs(20), |v| {
-        v["t"].visible().len() == 1
-    })
+    db.execute(
+        "insert into todos (id, owner) values (1, $1::text::uuid)",
+        &[&a],
+    )
+    .await
+    .unwrap();
+    c.until(
+        "delivery after the first token's expiry",
+        Duration::from_secs(20),
+        |v| v["t"].visible().len() == 1,
+    )
     .await;
     assert!(c.log.iter().all(|m| m["type"] != "error"), "{:?}", c.log);
     // A token for someone else: the subscription must start over.
-    c.send(json!({"type": "auth", "token": token_for(&b, Duration::from_secs(600))})).await;
-    c.until("resync after identity change", Duration::from_secs(20), |v| v["t"].resync.is_some())
+    c.send(json!({"type": "auth", "token": token_for(&b, Duration::from_secs(600))}))
         .await;
+    c.until(
+        "resync after identity change",
+        Duration::from_secs(20),
+        |v| v["t"].resync.is_some(),
+    )
+    .await;
 
     // Expiry without refresh: deliveries stop and the client is told why.
     let mut e = Client::connect(&app, Some(&token_for(&a, Duration::from_secs(2)))).await;
     e.subscribe("t", "todos", None, None).await;
     e.until_live("t").await;
     let m = e.next_within(Duration::from_secs(10)).await.unwrap();
-    assert_eq!((m["type"].as_str(), m["code"].as_str()), (Some("error"), Some("token-expired")), "{m}");
-    db.execute("insert into todos (id, owner) values (2, $1::text::uuid)", &[&a])
-        .await
-        .unwrap();
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_str()),
+        (Some("error"), Some("token-expired")),
+        "{m}"
+    );
+    db.execute(
+        "insert into todos (id, owner) values (2, $1::text::uuid)",
+        &[&a],
+    )
+    .await
+    .unwrap();
     e.drain(Duration::from_millis(1500)).await;
     assert!(
-        !e.views["t"].visible().contains_key(&json!({"id": 2}).to_string()),
+        !e.views["t"]
+            .visible()
+            .contains_key(&json!({"id": 2}).to_string()),
         "delivered after the token expired"
     );
     // A refresh and a resume from the cursor gets what was missed.
     let cursor = e.views["t"].cursor.clone();
-    e.send(json!({"type": "auth", "token": token_for(&a, Duration::from_secs(600))})).await;
+    e.send(json!({"type": "auth", "token": token_for(&a, Duration::from_secs(600))}))
+        .await;
     e.subscribe("t", "todos", None, cursor).await;
     e.until("resumed after refresh", Duration::from_secs(20), |v| {
         v["t"].visible().contains_key(&json!({"id": 2}).to_string())
@@ -783,17 +951,25 @@ async fn a_slow_consumer_is_closed_while_a_fast_one_keeps_receiving() {
     let writer = tokio::spawn(async move {
         let payload = "p".repeat(64 * 1024);
         for i in 0..400i64 {
-            db.execute("insert into todos (id, title) values ($1, $2)", &[&i, &payload])
-                .await
-                .unwrap();
+            db.execute(
+                "insert into todos (id, title) values ($1, $2)",
+                &[&i, &payload],
+            )
+            .await
+            .unwrap();
         }
     });
-    fast.until("fast gets every row", Duration::from_secs(60), |v| v["t"].visible().len() == 400)
-        .await;
+    fast.until("fast gets every row", Duration::from_secs(60), |v| {
+        v["t"].visible().len() == 400
+    })
+    .await;
     writer.await.unwrap();
     // The slow one was closed with "lagging" (after whatever was already in flight).
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(30), slow.ws.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(30), slow.ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Close(f))) => break f.map(|f| f.code),
             Some(Ok(_)) => continue,
             _ => break None,
@@ -816,15 +992,24 @@ async fn truncate_and_pruned_history_require_resync_and_shutdown_says_reconnect(
     c.subscribe("t", "todos", None, None).await;
     c.until_live("t").await;
     let old = c.views["t"].cursor.clone();
-    db.execute("insert into todos (id) values (1), (2)", &[]).await.unwrap();
-    c.until("insert", Duration::from_secs(20), |v| v["t"].visible().len() == 2).await;
+    db.execute("insert into todos (id) values (1), (2)", &[])
+        .await
+        .unwrap();
+    c.until("insert", Duration::from_secs(20), |v| {
+        v["t"].visible().len() == 2
+    })
+    .await;
     db.execute("truncate todos", &[]).await.unwrap();
-    c.until("resync after truncate", Duration::from_secs(20), |v| v["t"].resync.is_some())
-        .await;
+    c.until("resync after truncate", Duration::from_secs(20), |v| {
+        v["t"].resync.is_some()
+    })
+    .await;
     assert_eq!(c.views["t"].resync.as_deref(), Some("truncate"));
     // Resubscribing with the id again works (the old subscription ended).
     for i in 3..6i64 {
-        db.execute("insert into todos (id) values ($1)", &[&i]).await.unwrap();
+        db.execute("insert into todos (id) values ($1)", &[&i])
+            .await
+            .unwrap();
     }
     support::eventually(Duration::from_secs(20), "prune", || {
         let cap = app.capture().clone();
@@ -832,15 +1017,21 @@ async fn truncate_and_pruned_history_require_resync_and_shutdown_says_reconnect(
     })
     .await;
     c.subscribe("t", "todos", None, old).await;
-    c.until("resync for a pruned cursor", Duration::from_secs(20), |v| v["t"].resync.is_some())
-        .await;
+    c.until("resync for a pruned cursor", Duration::from_secs(20), |v| {
+        v["t"].resync.is_some()
+    })
+    .await;
     c.subscribe("t2", "todos", None, None).await;
     c.until_live("t2").await;
     assert_eq!(c.views["t2"].visible().len(), 3);
 
     app.shutdown().await;
     while c.next().await.is_some() {}
-    assert_eq!(c.closed, Some(1012), "shutdown tells clients to reconnect and resume");
+    assert_eq!(
+        c.closed,
+        Some(1012),
+        "shutdown tells clients to reconnect and resume"
+    );
 }
 
 #[tokio::test]
