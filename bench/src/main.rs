@@ -57,7 +57,9 @@ fn main() -> Result<(), Error> {
         return Err(format!("unknown benchmark {what:?}; available: capture").into());
     }
     let s = settings();
-    let root = tempfile::Builder::new().prefix("rowcast-bench-").tempdir()?;
+    let root = tempfile::Builder::new()
+        .prefix("rowcast-bench-")
+        .tempdir()?;
     cluster::prepare_parent_dir(root.path())?;
     let pg = EmbeddedPostgres::start(&root.path().join("pg"), None)?;
     let bindir = cluster::find_bindir(None)?;
@@ -107,7 +109,10 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
     }
 
     println!();
-    println!("# commit-to-reader latency at 1,000 changes/s ({}s)", s.latency_seconds);
+    println!(
+        "# commit-to-reader latency at 1,000 changes/s ({}s)",
+        s.latency_seconds
+    );
     println!("NOTIFY | poll interval | delivered | p50 ms | p99 ms | max ms");
     println!("---|---|---|---|---|---");
     for notify in [true, false] {
@@ -146,7 +151,12 @@ fn pgbench(
     let out = Command::new(bindir.join("pgbench"))
         .args(["-n", "-M", "prepared", "-f"])
         .arg(&script)
-        .args(["-c", &clients.to_string(), "-j", &clients.min(4).to_string()])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(4).to_string(),
+        ])
         .args(["-T", &seconds.to_string()])
         .arg(pg.database_url())
         .output()?;
