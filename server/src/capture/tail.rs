@@ -115,8 +115,14 @@ async fn catch_up(shared: &Shared) -> Result<(), CaptureError> {
 
 /// First read after start: apply the doorbell setting and start "live from now".
 async fn initialize(shared: &Shared) -> Result<Cursor, CaptureError> {
-    let client = shared.store.client().await?;
-    if let Err(e) = changes::set_doorbell(&**client, shared.config.notify).await {
+    let mut client = shared.store.client().await?;
+    let switched = async {
+        let tx = client.transaction().await?;
+        changes::set_doorbell(&tx, shared.config.notify).await?;
+        tx.commit().await?;
+        Ok::<_, crate::store::StoreError>(())
+    };
+    if let Err(e) = switched.await {
         // Only the owner of rowcast.change_log may switch it; capture still works (the poll
         // interval bounds latency), so say so and carry on.
         tracing::warn!(error = %e, notify = shared.config.notify, "cannot switch the NOTIFY doorbell");

@@ -237,8 +237,14 @@ pub async fn lag_probe(client: &impl GenericClient) -> Result<LagProbe, StoreErr
 }
 
 /// Turn the NOTIFY doorbell trigger on or off. Only alters the table when the state
-/// differs, so a normal start takes no lock on the log.
-pub async fn set_doorbell(client: &impl GenericClient, on: bool) -> Result<(), StoreError> {
+/// differs, so a normal start takes no lock on the log. Call it in a transaction: the
+/// ALTER gives up after 2 s (`lock_timeout`) rather than queue every writer behind it while
+/// a long transaction holds the log.
+pub async fn set_doorbell(
+    tx: &tokio_postgres::Transaction<'_>,
+    on: bool,
+) -> Result<(), StoreError> {
+    let client = tx;
     let row = client
         .query_one(
             "select tgenabled::text from pg_trigger
@@ -254,6 +260,9 @@ pub async fn set_doorbell(client: &impl GenericClient, on: bool) -> Result<(), S
         } else {
             "alter table rowcast.change_log disable trigger rowcast_doorbell"
         };
+        client
+            .batch_execute("set local lock_timeout = '2s'")
+            .await?;
         client.batch_execute(sql).await?;
     }
     Ok(())

@@ -943,3 +943,33 @@ async fn the_sync_command_enables_lists_and_disables() {
     assert!(out.status.success());
     assert_eq!(triggers_on(&db, "cli_t").await, 0);
 }
+
+#[tokio::test]
+async fn with_notify_off_the_doorbell_is_disabled_and_polling_delivers() {
+    let h = Harness::start(CaptureConfig {
+        notify: false,
+        ..fast()
+    })
+    .await;
+    let db = h.db().await;
+    db.batch_execute("create table nf (id int primary key); select rowcast.enable_sync('nf');")
+        .await
+        .unwrap();
+    let mut sub = h.capture.subscribe().await;
+    let state: String = db
+        .query_one(
+            "select tgenabled::text from pg_trigger where tgname = 'rowcast_doorbell'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "D", "the doorbell trigger is disabled");
+    db.batch_execute("insert into nf values (1)").await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(20), sub.events.recv()).await {
+        Ok(Ok(LiveEvent::Batch(b))) => assert_eq!(json!(b.changes[0].pk), json!({"id": 1})),
+        other => panic!("no batch by polling: {other:?}"),
+    }
+    assert_eq!(h.capture.stats().snapshot().listener_connects, 0);
+    h.stop().await;
+}
