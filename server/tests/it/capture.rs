@@ -38,7 +38,11 @@ struct Harness {
 
 impl Harness {
     async fn start(config: CaptureConfig) -> Harness {
-        let url = support::migrated_db().await;
+        Harness::start_on(support::migrated_db().await, config)
+    }
+
+    /// Another instance on the same database.
+    fn start_on(url: String, config: CaptureConfig) -> Harness {
         let store = Store::new(&url, &Config::for_database(&url).database).unwrap();
         let capture = Capture::new(store.clone(), config);
         let readiness = Arc::new(Readiness::default());
@@ -972,4 +976,41 @@ async fn with_notify_off_the_doorbell_is_disabled_and_polling_delivers() {
     }
     assert_eq!(h.capture.stats().snapshot().listener_connects, 0);
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_read_the_same_log_without_coordinating() {
+    let one = Harness::start(fast()).await;
+    let two = Harness::start_on(one.url.clone(), fast());
+    let db = one.db().await;
+    db.batch_execute(
+        "create table multi (id int primary key); select rowcast.enable_sync('multi');",
+    )
+    .await
+    .unwrap();
+    let mut subs = vec![one.capture.subscribe().await, two.capture.subscribe().await];
+    for i in 0..20 {
+        db.execute("insert into multi values ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    for sub in &mut subs {
+        let mut ids = Vec::new();
+        while ids.len() < 20 {
+            match tokio::time::timeout(Duration::from_secs(20), sub.events.recv()).await {
+                Ok(Ok(LiveEvent::Batch(b))) => {
+                    ids.extend(b.changes.iter().map(|c| (c.cursor, json!(c.pk))))
+                }
+                other => panic!("instance stopped delivering: {other:?}"),
+            }
+        }
+        seen.push(ids);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "both instances deliver the same changes in the same order"
+    );
+    one.stop().await;
+    two.stop().await;
 }
