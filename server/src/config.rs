@@ -124,7 +124,7 @@ pub struct ServerArgs {
     /// Ring the NOTIFY doorbell on every writing transaction to synced tables and LISTEN for
     /// it: lower latency for writes from psql and other services, but a cluster-wide lock at
     /// every notifying commit (off by default; see docs/benchmarks.md).
-    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "false", value_parser = bool_parser("ROWCAST_NOTIFY"))]
+    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "false", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_NOTIFY"))]
     pub notify: bool,
 
     /// Keep captured changes at least this long (e.g. 7d); `0` keeps them by age forever.
@@ -482,7 +482,7 @@ mod tests {
         assert!(err.contains("ROWCAST_NOTIFY"), "{err}");
         let err = parse(&["rowcast", "dev", "--retention", "forever"]).unwrap_err();
         assert!(err.contains("ROWCAST_RETENTION"), "{err}");
-        let err = parse(&["rowcast", "dev", "--retention-max-changes", "-5"]).unwrap_err();
+        let err = parse(&["rowcast", "dev", "--retention-max-changes=-5"]).unwrap_err();
         assert!(err.contains("ROWCAST_RETENTION_MAX_CHANGES"), "{err}");
         let c = parse(&["rowcast", "dev", "--retention", "0", "--notify", "off"]).expect("valid");
         assert_eq!(c.capture.retention, None);
