@@ -112,8 +112,8 @@ begin
 end $$;
 
 -- The doorbell: statement-level with a constant payload, so Postgres folds it into at most
--- one notification per writing transaction. The server enables or disables this trigger at
--- start according to ROWCAST_NOTIFY.
+-- one notification per writing transaction. Created disabled: a server started with
+-- ROWCAST_NOTIFY=true enables it (ENABLE ALWAYS), one started with false disables it.
 create function rowcast.ring_doorbell() returns trigger
 language plpgsql
 as $$
@@ -124,7 +124,7 @@ end $$;
 
 create trigger rowcast_doorbell after insert on rowcast.change_log
   for each statement execute function rowcast.ring_doorbell();
-alter table rowcast.change_log enable always trigger rowcast_doorbell;
+alter table rowcast.change_log disable trigger rowcast_doorbell;
 
 -- Opt a table in. Idempotent; re-run it after changing the table's primary key.
 create function rowcast.enable_sync(target regclass) returns void

@@ -121,12 +121,13 @@ pub struct ServerArgs {
 
     /// Longest the change reader waits before looking at the log without a notification
     /// (bounds delivery latency when NOTIFY is off or lost), 10ms-60s.
-    #[arg(long, env = "ROWCAST_POLL_INTERVAL", default_value = "200ms", value_parser = bounded_duration_parser("ROWCAST_POLL_INTERVAL", Duration::from_millis(10), Duration::from_secs(60)))]
+    #[arg(long, env = "ROWCAST_POLL_INTERVAL", default_value = "50ms", value_parser = bounded_duration_parser("ROWCAST_POLL_INTERVAL", Duration::from_millis(10), Duration::from_secs(60)))]
     pub poll_interval: Duration,
 
     /// Ring the NOTIFY doorbell on every writing transaction to synced tables and LISTEN for
-    /// it (lower latency for writes from psql and other services; see docs/benchmarks.md).
-    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "true", value_parser = bool_parser("ROWCAST_NOTIFY"))]
+    /// it: lower latency for writes from psql and other services, but a cluster-wide lock at
+    /// every notifying commit (off by default; see docs/benchmarks.md).
+    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "false", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_NOTIFY"))]
     pub notify: bool,
 
     /// Keep captured changes at least this long (e.g. 7d); `0` keeps them by age forever.
@@ -419,8 +420,8 @@ impl Config {
             jwt_secret: Some(TEST_JWT_SECRET.into()),
             jwt_issuer: "rowcast".into(),
             jwt_audience: "rowcast".into(),
-            poll_interval: Duration::from_millis(200),
-            notify: true,
+            poll_interval: Duration::from_millis(50),
+            notify: false,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_max_changes: 0,
         };
@@ -557,7 +558,7 @@ mod tests {
         assert!(err.contains("ROWCAST_NOTIFY"), "{err}");
         let err = parse(&["rowcast", "dev", "--retention", "forever"]).unwrap_err();
         assert!(err.contains("ROWCAST_RETENTION"), "{err}");
-        let err = parse(&["rowcast", "dev", "--retention-max-changes", "-5"]).unwrap_err();
+        let err = parse(&["rowcast", "dev", "--retention-max-changes=-5"]).unwrap_err();
         assert!(err.contains("ROWCAST_RETENTION_MAX_CHANGES"), "{err}");
         let c = parse(&["rowcast", "dev", "--retention", "0", "--notify", "off"]).expect("valid");
         assert_eq!(c.capture.retention, None);

@@ -130,8 +130,7 @@ async fn run(config: Config, sync_action: Option<SyncAction>) -> ExitCode {
 async fn sync(config: &Config, action: SyncAction) -> ExitCode {
     let url = config.database.url.clone().unwrap_or_default();
     let result = async {
-        let store =
-            Store::new(&url, &config.database).map_err(|e| capture::sync::SyncError::Store(e))?;
+        let store = Store::new(&url, &config.database).map_err(capture::sync::SyncError::Store)?;
         let all = migrate::all_migrations(config.database.app_migrations.as_deref())
             .map_err(capture::sync::SyncError::Store)?;
         migrate::apply(store.pg_config(), &all)

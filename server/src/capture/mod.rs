@@ -84,8 +84,8 @@ pub struct CaptureConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
-            poll_interval: Duration::from_millis(200),
-            notify: true,
+            poll_interval: Duration::from_millis(50),
+            notify: false,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_max_changes: None,
             retention_interval: Duration::from_secs(30),
@@ -327,7 +327,7 @@ async fn read_batches(
 ) -> Result<Read, CaptureError> {
     let client = store.client().await?;
     let page = changes::read_page(
-        &**client,
+        &client,
         (after.xid(), after.id()),
         (until.xid(), until.id()),
         page_size,
@@ -348,7 +348,7 @@ async fn read_batches(
             let (xid, mut last_id) = (last.xid, last.id);
             loop {
                 let more =
-                    changes::read_rest_of_transaction(&**client, xid, last_id, page_size).await?;
+                    changes::read_rest_of_transaction(&client, xid, last_id, page_size).await?;
                 let n = more.len() as i64;
                 if let Some(l) = more.last() {
                     last_id = l.id;

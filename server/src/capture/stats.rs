@@ -47,7 +47,7 @@ impl CaptureStats {
         let pid = self.blocking_pid.load(Relaxed);
         StatsSnapshot {
             oldest_undelivered_ms: self.oldest_undelivered_ms.load(Relaxed),
-            blocking_pid: (pid > 0).then(|| pid as i32),
+            blocking_pid: (pid > 0).then_some(pid as i32),
             last_delivery_ms: self.last_delivery_ms.load(Relaxed),
             batches_published: self.batches_published.load(Relaxed),
             changes_published: self.changes_published.load(Relaxed),

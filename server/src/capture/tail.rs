@@ -44,7 +44,7 @@ pub(super) async fn run(
                 continue;
             }
         }
-        if last_probe.is_none_or(|t| t.elapsed() >= shared.config.lag_probe_interval) {
+        if last_probe.map_or(true, |t| t.elapsed() >= shared.config.lag_probe_interval) {
             last_probe = Some(Instant::now());
             probe_lag(&shared, &mut last_warning).await;
         }
@@ -102,7 +102,7 @@ async fn catch_up(shared: &Shared) -> Result<(), CaptureError> {
         }
         {
             let mut p = lock(shared);
-            if p.is_none_or(|c| c < read.position) {
+            if p.map_or(true, |c| c < read.position) {
                 *p = Some(read.position);
             }
         }
@@ -115,8 +115,14 @@ async fn catch_up(shared: &Shared) -> Result<(), CaptureError> {
 
 /// First read after start: apply the doorbell setting and start "live from now".
 async fn initialize(shared: &Shared) -> Result<Cursor, CaptureError> {
-    let client = shared.store.client().await?;
-    if let Err(e) = changes::set_doorbell(&**client, shared.config.notify).await {
+    let mut client = shared.store.client().await?;
+    let switched = async {
+        let tx = client.transaction().await?;
+        changes::set_doorbell(&tx, shared.config.notify).await?;
+        tx.commit().await?;
+        Ok::<_, crate::store::StoreError>(())
+    };
+    if let Err(e) = switched.await {
         // Only the owner of rowcast.change_log may switch it; capture still works (the poll
         // interval bounds latency), so say so and carry on.
         tracing::warn!(error = %e, notify = shared.config.notify, "cannot switch the NOTIFY doorbell");
@@ -154,7 +160,8 @@ async fn probe_lag(shared: &Shared, last_warning: &mut Option<Instant>) {
                 0
             };
             shared.stats.blocking_pid.store(pid as i64, Relaxed);
-            if held >= 5_000 && last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            if held >= 5_000
+                && last_warning.map_or(true, |t| t.elapsed() >= Duration::from_secs(10))
             {
                 *last_warning = Some(Instant::now());
                 tracing::warn!(

@@ -43,8 +43,12 @@ fn parse_xid(s: &str) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Decode(format!("not an xid8: {s:?}")))
 }
 
-const ROW_COLUMNS: &str = "l.xid::text, l.id, l.created_at, l.table_schema, l.table_name, \
-                           l.op::text, l.pk, l.version, l.new_row, l.old_row";
+macro_rules! row_columns {
+    () => {
+        "l.xid::text, l.id, l.created_at, l.table_schema, l.table_name, \
+         l.op::text, l.pk, l.version, l.new_row, l.old_row"
+    };
+}
 
 fn change_row(r: &Row, at: usize) -> Result<ChangeRow, StoreError> {
     let xid: String = r.try_get(at)?;
@@ -64,29 +68,33 @@ fn change_row(r: &Row, at: usize) -> Result<ChangeRow, StoreError> {
 
 /// Up to `limit` changes with `after < (xid, id) <= until` whose transaction is below the
 /// watermark, in log order, plus the floor and watermark seen by the same snapshot (one
-/// statement, so the three agree with each other).
+/// statement, so the three agree with each other). Prepared once per pooled connection:
+/// the live tail runs it on every wake-up.
 pub async fn read_page(
-    client: &impl GenericClient,
+    client: &deadpool_postgres::Client,
     after: (u64, i64),
     until: (u64, i64),
     limit: i64,
 ) -> Result<Page, StoreError> {
-    let sql = format!(
-        "select f.xid::text, f.id, pg_snapshot_xmin(pg_current_snapshot())::text, {ROW_COLUMNS}
-         from rowcast.change_floor f
-         left join lateral (
-             select * from rowcast.change_log c
-             where (c.xid, c.id) > ($1::text::xid8, $2::int8)
-               and (c.xid, c.id) <= ($3::text::xid8, $4::int8)
-               and c.xid < pg_snapshot_xmin(pg_current_snapshot())
-             order by c.xid, c.id
-             limit $5
-         ) l on true
-         order by l.xid, l.id"
-    );
+    let stmt = client
+        .prepare_cached(concat!(
+            "select f.xid::text, f.id, pg_snapshot_xmin(pg_current_snapshot())::text, ",
+            row_columns!(),
+            " from rowcast.change_floor f
+              left join lateral (
+                  select * from rowcast.change_log c
+                  where (c.xid, c.id) > ($1::text::xid8, $2::int8)
+                    and (c.xid, c.id) <= ($3::text::xid8, $4::int8)
+                    and c.xid < pg_snapshot_xmin(pg_current_snapshot())
+                  order by c.xid, c.id
+                  limit $5
+              ) l on true
+              order by l.xid, l.id"
+        ))
+        .await?;
     let rows = client
         .query(
-            &sql,
+            &stmt,
             &[
                 &after.0.to_string(),
                 &after.1,
@@ -117,17 +125,21 @@ pub async fn read_page(
 /// The rest of one transaction's changes after `after_id` (the transaction is known to have
 /// ended, so no watermark is needed).
 pub async fn read_rest_of_transaction(
-    client: &impl GenericClient,
+    client: &deadpool_postgres::Client,
     xid: u64,
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<ChangeRow>, StoreError> {
-    let sql = format!(
-        "select {ROW_COLUMNS} from rowcast.change_log l
-         where l.xid = $1::text::xid8 and l.id > $2 order by l.id limit $3"
-    );
+    let stmt = client
+        .prepare_cached(concat!(
+            "select ",
+            row_columns!(),
+            " from rowcast.change_log l
+              where l.xid = $1::text::xid8 and l.id > $2 order by l.id limit $3"
+        ))
+        .await?;
     let rows = client
-        .query(&sql, &[&xid.to_string(), &after_id, &limit])
+        .query(&stmt, &[&xid.to_string(), &after_id, &limit])
         .await?;
     rows.iter().map(|r| change_row(r, 0)).collect()
 }
@@ -237,8 +249,14 @@ pub async fn lag_probe(client: &impl GenericClient) -> Result<LagProbe, StoreErr
 }
 
 /// Turn the NOTIFY doorbell trigger on or off. Only alters the table when the state
-/// differs, so a normal start takes no lock on the log.
-pub async fn set_doorbell(client: &impl GenericClient, on: bool) -> Result<(), StoreError> {
+/// differs, so a normal start takes no lock on the log. Call it in a transaction: the
+/// ALTER gives up after 2 s (`lock_timeout`) rather than queue every writer behind it while
+/// a long transaction holds the log.
+pub async fn set_doorbell(
+    tx: &tokio_postgres::Transaction<'_>,
+    on: bool,
+) -> Result<(), StoreError> {
+    let client = tx;
     let row = client
         .query_one(
             "select tgenabled::text from pg_trigger
@@ -254,6 +272,9 @@ pub async fn set_doorbell(client: &impl GenericClient, on: bool) -> Result<(), S
         } else {
             "alter table rowcast.change_log disable trigger rowcast_doorbell"
         };
+        client
+            .batch_execute("set local lock_timeout = '2s'")
+            .await?;
         client.batch_execute(sql).await?;
     }
     Ok(())

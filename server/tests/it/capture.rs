@@ -38,7 +38,11 @@ struct Harness {
 
 impl Harness {
     async fn start(config: CaptureConfig) -> Harness {
-        let url = support::migrated_db().await;
+        Harness::start_on(support::migrated_db().await, config)
+    }
+
+    /// Another instance on the same database.
+    fn start_on(url: String, config: CaptureConfig) -> Harness {
         let store = Store::new(&url, &Config::for_database(&url).database).unwrap();
         let capture = Capture::new(store.clone(), config);
         let readiness = Arc::new(Readiness::default());
@@ -347,6 +351,8 @@ async fn convergence_run(seed: u64, kill_listener: bool) {
             Duration::from_millis(100)
         },
         live_capacity: 1 << 16,
+        // The listener test needs the doorbell; otherwise alternate so both modes run.
+        notify: kill_listener || seed % 2 == 1,
         ..fast()
     };
     let h = Harness::start(config).await;
@@ -942,4 +948,71 @@ async fn the_sync_command_enables_lists_and_disables() {
     let out = run(&["sync", "disable", "public.cli_t"]);
     assert!(out.status.success());
     assert_eq!(triggers_on(&db, "cli_t").await, 0);
+}
+
+#[tokio::test]
+async fn with_notify_off_the_doorbell_is_disabled_and_polling_delivers() {
+    let h = Harness::start(CaptureConfig {
+        notify: false,
+        ..fast()
+    })
+    .await;
+    let db = h.db().await;
+    db.batch_execute("create table nf (id int primary key); select rowcast.enable_sync('nf');")
+        .await
+        .unwrap();
+    let mut sub = h.capture.subscribe().await;
+    let state: String = db
+        .query_one(
+            "select tgenabled::text from pg_trigger where tgname = 'rowcast_doorbell'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "D", "the doorbell trigger is disabled");
+    db.batch_execute("insert into nf values (1)").await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(20), sub.events.recv()).await {
+        Ok(Ok(LiveEvent::Batch(b))) => assert_eq!(json!(b.changes[0].pk), json!({"id": 1})),
+        other => panic!("no batch by polling: {other:?}"),
+    }
+    assert_eq!(h.capture.stats().snapshot().listener_connects, 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_read_the_same_log_without_coordinating() {
+    let one = Harness::start(fast()).await;
+    let two = Harness::start_on(one.url.clone(), fast());
+    let db = one.db().await;
+    db.batch_execute(
+        "create table multi (id int primary key); select rowcast.enable_sync('multi');",
+    )
+    .await
+    .unwrap();
+    let mut subs = vec![one.capture.subscribe().await, two.capture.subscribe().await];
+    for i in 0..20 {
+        db.execute("insert into multi values ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    for sub in &mut subs {
+        let mut ids = Vec::new();
+        while ids.len() < 20 {
+            match tokio::time::timeout(Duration::from_secs(20), sub.events.recv()).await {
+                Ok(Ok(LiveEvent::Batch(b))) => {
+                    ids.extend(b.changes.iter().map(|c| (c.cursor, json!(c.pk))))
+                }
+                other => panic!("instance stopped delivering: {other:?}"),
+            }
+        }
+        seen.push(ids);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "both instances deliver the same changes in the same order"
+    );
+    one.stop().await;
+    two.stop().await;
 }
