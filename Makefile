@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ROWCAST := $(CARGO) run --quiet --bin rowcast --
 
-.PHONY: dev serve migrate test fmt lint check build clean bench-capture
+.PHONY: dev serve migrate test fmt lint check build clean bench-capture bench-realtime
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
 dev:
@@ -39,3 +39,10 @@ build:
 clean:
 	$(CARGO) clean
 	rm -rf .rowcast
+
+## Realtime benchmark: latency, throughput, loss, memory and CPU per message over WebSockets
+## (10k connections; raises the open-file limit to the hard limit). Not part of `make test`; results go in
+## docs/benchmarks.md. Smaller runs: BENCH_SCENARIOS=idle BENCH_IDLE_CONNS=1000 make bench-realtime
+bench-realtime:
+	$(CARGO) build --release --locked --bin rowcast -p rowcast
+	ulimit -n $$(ulimit -Hn) && $(CARGO) run --release --locked -p rowcast-bench --bin rowcast-bench-realtime

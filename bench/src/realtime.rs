@@ -1,0 +1,414 @@
+//! `rowcast-bench-realtime`: load generator for the realtime endpoint. Starts its own
+//! Postgres and the release `rowcast` server as a separate process (so its memory and CPU can
+//! be read from /proc), opens WebSocket clients on loopback, writes stamped rows, and reports
+//! commit-to-client latency (the writer stamps each row with the wall clock; clients are on
+//! the same machine and clock), delivered messages per second, loss, server memory per
+//! connection and server CPU per delivered message.
+//!
+//! Scenarios (`BENCH_SCENARIOS=owner,fanout,idle,public`; sizes from env, see `Sizes`):
+//! - owner:  N connections, each subscribed to its own rows under an owner-only policy;
+//!   W writes/s spread over the users for S seconds.
+//! - fanout: N subscribers of a public table; single writes fanned out to all.
+//! - idle:   server RSS per idle subscribed connection.
+//! - public: M subscribers of a public table; P writes/s for S seconds.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::{SinkExt, StreamExt};
+use rowcast::{
+    auth::{token::TokenKeys, Identity},
+    cluster::{self, EmbeddedPostgres},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::NoTls;
+use tokio_tungstenite::tungstenite::Message;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const SECRET: &str = "rowcast-bench-secret-0123456789abcdef0123456789";
+
+struct Sizes {
+    owner_conns: usize,
+    owner_rate: u64,
+    fanout_conns: usize,
+    fanout_writes: usize,
+    idle_conns: usize,
+    public_conns: usize,
+    public_rate: u64,
+    seconds: u64,
+}
+
+fn env(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn main() -> Result<(), Error> {
+    let sizes = Sizes {
+        owner_conns: env("BENCH_OWNER_CONNS", 10_000) as usize,
+        owner_rate: env("BENCH_OWNER_RATE", 1_000),
+        fanout_conns: env("BENCH_FANOUT_CONNS", 10_000) as usize,
+        fanout_writes: env("BENCH_FANOUT_WRITES", 10) as usize,
+        idle_conns: env("BENCH_IDLE_CONNS", 10_000) as usize,
+        public_conns: env("BENCH_PUBLIC_CONNS", 1_000) as usize,
+        public_rate: env("BENCH_PUBLIC_RATE", 100),
+        seconds: env("BENCH_SECONDS", 30),
+    };
+    let scenarios = std::env::var("BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "idle,fanout,owner,public".into());
+    let server_bin = std::env::var("ROWCAST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/rowcast"));
+    let root = tempfile::Builder::new()
+        .prefix("rowcast-bench-rt-")
+        .tempdir()?;
+    cluster::prepare_parent_dir(root.path())?;
+    let pg = EmbeddedPostgres::start(&root.path().join("pg"), None)?;
+    let result = tokio::runtime::Runtime::new()?.block_on(async {
+        let mut out = Vec::new();
+        for s in scenarios.split(',') {
+            let r = run_scenario(s.trim(), &pg, &server_bin, &sizes).await?;
+            println!("{r}");
+            out.push(r);
+        }
+        Ok::<_, Error>(out)
+    });
+    pg.stop()?;
+    result.map(|_| ())
+}
+
+/// The server as a child process.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    async fn start(bin: &Path, url: &str) -> Result<Server, Error> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let child = Command::new(bin)
+            .arg("serve")
+            .env("DATABASE_URL", url)
+            .env("ROWCAST_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ROWCAST_JWT_SECRET", SECRET)
+            .env("ROWCAST_WS_MAX_CONNECTIONS", "50000")
+            .env("ROWCAST_POOL_SIZE", "16")
+            .env("ROWCAST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let s = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if s.http_get("/ready").await.is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                return Err("server not ready within 60s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn http_get(&self, path: &str) -> Result<String, Error> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    fn proc_stat(&self) -> (u64, u64) {
+        // (RSS KiB, utime+stime ticks)
+        let pid = self.child.id();
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+            })
+            .unwrap_or(0);
+        let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = after.split_whitespace().collect();
+                // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        (rss, ticks)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn ticks_per_sec() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on Linux.
+    100.0
+}
+
+/// Latencies and counts collected by clients.
+#[derive(Default)]
+struct Collector {
+    latencies_us: Mutex<Vec<i64>>,
+    delivered: AtomicU64,
+    connected: AtomicU64,
+    live: AtomicU64,
+    closed: AtomicU64,
+}
+
+/// One client: hello, subscribe, then record the `sent_us` stamp of every delivered row.
+async fn client(
+    port: u16,
+    token: Option<String>,
+    filter: Option<String>,
+    table: &'static str,
+    c: Arc<Collector>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let url = format!("ws://127.0.0.1:{port}/realtime/v1/websocket");
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+        c.closed.fetch_add(1, Relaxed);
+        return;
+    };
+    c.connected.fetch_add(1, Relaxed);
+    let hello = match token {
+        Some(t) => format!(r#"{{"type":"hello","v":1,"token":"{t}"}}"#),
+        None => r#"{"type":"hello","v":1}"#.to_string(),
+    };
+    let sub = match filter {
+        Some(f) => format!(r#"{{"type":"subscribe","id":"s","table":"{table}","filter":{f}}}"#),
+        None => format!(r#"{{"type":"subscribe","id":"s","table":"{table}"}}"#),
+    };
+    if ws.send(Message::text(hello)).await.is_err() || ws.send(Message::text(sub)).await.is_err() {
+        c.closed.fetch_add(1, Relaxed);
+        return;
+    }
+    let mut local = Vec::new();
+    loop {
+        let msg = tokio::select! {
+            m = ws.next() => m,
+            _ = stop.cancelled() => break,
+        };
+        let Some(Ok(msg)) = msg else {
+            c.closed.fetch_add(1, Relaxed);
+            break;
+        };
+        let Message::Text(t) = msg else { continue };
+        let t = t.as_str();
+        let now = now_us();
+        if t.starts_with(r#"{"type":"changes""#) {
+            let mut rest = t;
+            while let Some(i) = rest.find(r#""sent_us":"#) {
+                rest = &rest[i + 10..];
+                let end = rest.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(rest.len());
+                if let Ok(sent) = rest[..end].parse::<i64>() {
+                    local.push(now - sent);
+                    c.delivered.fetch_add(1, Relaxed);
+                }
+            }
+            if local.len() >= 256 {
+                c.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).append(&mut local);
+            }
+        } else if t.starts_with(r#"{"type":"live""#) {
+            c.live.fetch_add(1, Relaxed);
+        }
+    }
+    c.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).append(&mut local);
+}
+
+fn pct(v: &mut [i64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+async fn wait_for(what: &str, timeout: Duration, f: impl Fn() -> bool) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) -> Result<String, Error> {
+    let admin = pg.database_url();
+    let (a, conn) = tokio_postgres::connect(&admin, NoTls).await?;
+    tokio::spawn(conn);
+    let dbname = format!("bench_rt_{}", name);
+    a.batch_execute(&format!("drop database if exists {dbname}; create database {dbname}")).await?;
+    let url = pg.url_for(&dbname);
+    let server = Server::start(bin, &url).await?;
+    let (db, conn) = tokio_postgres::connect(&url, NoTls).await?;
+    tokio::spawn(conn);
+    db.batch_execute(
+        "create table public.owned (id bigserial primary key, owner uuid not null, sent_us bigint not null, body text not null default '');
+         alter table public.owned enable row level security;
+         create policy own on public.owned for select using (owner = rowcast.uid());
+         grant select on public.owned to rowcast_authenticated;
+         select rowcast.enable_sync('public.owned');
+         create table public.feed (id bigserial primary key, sent_us bigint not null, body text not null default '');
+         grant select on public.feed to rowcast_anon, rowcast_authenticated;
+         select rowcast.enable_sync('public.feed');",
+    )
+    .await?;
+    let keys = TokenKeys::hs256(SECRET.as_bytes(), "rowcast", "rowcast");
+    let c = Arc::new(Collector::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (rss0, _) = server.proc_stat();
+    let (conns, table, owner) = match name {
+        "owner" => (z.owner_conns, "owned", true),
+        "fanout" => (z.fanout_conns, "feed", false),
+        "idle" => (z.idle_conns, "feed", false),
+        "public" => (z.public_conns, "feed", false),
+        other => return Err(format!("unknown scenario {other}").into()),
+    };
+    let users: Vec<String> = (0..conns).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let started = Instant::now();
+    for (i, u) in users.iter().enumerate() {
+        let token = owner.then(|| {
+            keys.sign(&Identity::user(u, serde_json::json!({})), Duration::from_secs(3600))
+                .unwrap_or_default()
+        });
+        tokio::spawn(client(server.port, token, None, table, c.clone(), stop.clone()));
+        // Pace connection starts (the accept backlog is finite).
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    wait_for("all subscriptions live", Duration::from_secs(300), || {
+        c.live.load(Relaxed) + c.closed.load(Relaxed) >= conns as u64
+    })
+    .await?;
+    let setup = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, ticks1) = server.proc_stat();
+    let per_conn_kib = (rss1.saturating_sub(rss0)) as f64 / conns.max(1) as f64;
+    let mut report = format!(
+        "scenario {name}: {conns} connections ({} live, {} failed) in {:.1}s; server RSS {} MiB -> {} MiB, {:.1} KiB per connection",
+        c.live.load(Relaxed),
+        c.closed.load(Relaxed),
+        setup.as_secs_f64(),
+        rss0 / 1024,
+        rss1 / 1024,
+        per_conn_kib
+    );
+    if name == "idle" {
+        stop.cancel();
+        return Ok(report);
+    }
+    // Writes.
+    let (writes, secs, rate) = match name {
+        "fanout" => (z.fanout_writes as u64, 0, 0),
+        "owner" => (z.owner_rate * z.seconds, z.seconds, z.owner_rate),
+        _ => (z.public_rate * z.seconds, z.seconds, z.public_rate),
+    };
+    let expected = if owner { writes } else { writes * c.live.load(Relaxed) };
+    let t0 = Instant::now();
+    if name == "fanout" {
+        for _ in 0..writes {
+            db.execute("insert into public.feed (sent_us) values ($1)", &[&now_us()]).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    } else {
+        // Several writer connections, each paced to its share of the rate.
+        let writers = 8u64;
+        let mut handles = Vec::new();
+        for w in 0..writers {
+            let (wdb, wconn) = tokio_postgres::connect(&url, NoTls).await?;
+            tokio::spawn(wconn);
+            let users = users.clone();
+            let per = rate as f64 / writers as f64;
+            handles.push(tokio::spawn(async move {
+                let total = (per * secs as f64) as u64;
+                let start = Instant::now();
+                for i in 0..total {
+                    let due = start + Duration::from_secs_f64(i as f64 / per);
+                    tokio::time::sleep_until(due.into()).await;
+                    let r = if owner {
+                        let u = &users[((w * 7919 + i * 104_729) as usize) % users.len()];
+                        wdb.execute(
+                            "insert into public.owned (owner, sent_us) values ($1::text::uuid, $2)",
+                            &[u, &now_us()],
+                        )
+                        .await
+                    } else {
+                        wdb.execute("insert into public.feed (sent_us) values ($1)", &[&now_us()])
+                            .await
+                    };
+                    if r.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.await?;
+        }
+    }
+    let write_time = t0.elapsed();
+    // Let deliveries settle.
+    let settle = Instant::now();
+    while c.delivered.load(Relaxed) < expected && settle.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = t0.elapsed();
+    let (rss2, ticks2) = server.proc_stat();
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = c.delivered.load(Relaxed);
+    let mut lat = std::mem::take(&mut *c.latencies_us.lock().unwrap_or_else(|p| p.into_inner()));
+    let cpu_s = (ticks2 - ticks1) as f64 / ticks_per_sec();
+    report.push_str(&format!(
+        "\n  writes {writes} in {:.1}s; delivered {delivered} of {expected} expected (loss {}), {:.0} msgs/s over {:.1}s; latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms; server CPU {:.2}s = {:.2} µs per delivered message; RSS at end {} MiB; disconnected clients {}",
+        write_time.as_secs_f64(),
+        expected.saturating_sub(delivered),
+        delivered as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0),
+        cpu_s,
+        cpu_s * 1e6 / delivered.max(1) as f64,
+        rss2 / 1024,
+        c.closed.load(Relaxed),
+    ));
+    Ok(report)
+}
