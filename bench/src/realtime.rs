@@ -273,7 +273,8 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
     let (a, conn) = tokio_postgres::connect(&admin, NoTls).await?;
     tokio::spawn(conn);
     let dbname = format!("bench_rt_{}", name);
-    a.batch_execute(&format!("drop database if exists {dbname}; create database {dbname}")).await?;
+    a.batch_execute(&format!("drop database if exists {dbname}")).await?;
+    a.batch_execute(&format!("create database {dbname}")).await?;
     let url = pg.url_for(&dbname);
     let server = Server::start(bin, &url).await?;
     let (db, conn) = tokio_postgres::connect(&url, NoTls).await?;
@@ -335,16 +336,17 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
         return Ok(report);
     }
     // Writes.
-    let (writes, secs, rate) = match name {
+    let (_planned, secs, rate) = match name {
         "fanout" => (z.fanout_writes as u64, 0, 0),
         "owner" => (z.owner_rate * z.seconds, z.seconds, z.owner_rate),
         _ => (z.public_rate * z.seconds, z.seconds, z.public_rate),
     };
-    let expected = if owner { writes } else { writes * c.live.load(Relaxed) };
+    let written = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     if name == "fanout" {
-        for _ in 0..writes {
+        for _ in 0..z.fanout_writes {
             db.execute("insert into public.feed (sent_us) values ($1)", &[&now_us()]).await?;
+            written.fetch_add(1, Relaxed);
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     } else {
@@ -355,6 +357,7 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
             let (wdb, wconn) = tokio_postgres::connect(&url, NoTls).await?;
             tokio::spawn(wconn);
             let users = users.clone();
+            let written = written.clone();
             let per = rate as f64 / writers as f64;
             handles.push(tokio::spawn(async move {
                 let total = (per * secs as f64) as u64;
@@ -376,6 +379,7 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
                     if r.is_err() {
                         return;
                     }
+                    written.fetch_add(1, Relaxed);
                 }
             }));
         }
@@ -384,6 +388,8 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
         }
     }
     let write_time = t0.elapsed();
+    let writes = written.load(Relaxed);
+    let expected = if owner { writes } else { writes * c.live.load(Relaxed) };
     // Let deliveries settle.
     let settle = Instant::now();
     while c.delivered.load(Relaxed) < expected && settle.elapsed() < Duration::from_secs(30) {

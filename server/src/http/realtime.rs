@@ -138,6 +138,7 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
             }
         }
     };
+    tracing::debug!(close = ?close.map(CloseCode::code), "realtime connection ends");
     if let Some(code) = close {
         // Flush what is already queued for a polite close (replies, resync notices), but
         // never the backlog of a lagging connection.

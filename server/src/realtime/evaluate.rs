@@ -27,8 +27,8 @@ use crate::{
 pub enum Outcome {
     /// Nothing it can see changed.
     Nothing,
-    /// A `changes` frame.
-    Frame(Bytes),
+    /// A `changes` frame holding this many changes.
+    Frame(Bytes, usize),
     /// The subscription must resync, for this reason (e.g. the table was truncated).
     Resync(&'static str),
 }
@@ -164,7 +164,7 @@ pub fn evaluate(
     if items.is_empty() {
         return Outcome::Nothing;
     }
-    Outcome::Frame(changes_frame(&plan.id_json, cursor, &items))
+    Outcome::Frame(changes_frame(&plan.id_json, cursor, &items), items.len())
 }
 
 /// `{"type":"changes","id":…,"cursor":…,"changes":[…]}` from pre-serialized items.

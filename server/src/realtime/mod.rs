@@ -83,6 +83,10 @@ pub struct RealtimeStats {
     pub subscriptions: AtomicU64,
     /// `changes` frames queued for clients by the router (live delivery).
     pub frames_sent: AtomicU64,
+    /// Changes inside those frames (one per change per subscription).
+    pub changes_delivered: AtomicU64,
+    /// Changes sent during catch-up (resume and snapshot hand-off).
+    pub catch_up_changes: AtomicU64,
     /// Snapshot rows sent.
     pub snapshot_rows: AtomicU64,
     /// Milliseconds from the start of the last routed transaction to its routing.

@@ -64,7 +64,7 @@ struct Conn {
 
 enum State {
     Buffering {
-        frames: Vec<(Cursor, Bytes)>,
+        frames: Vec<(Cursor, Bytes, u64)>,
         overflowed: bool,
     },
     Live {
@@ -285,11 +285,12 @@ impl Router {
             return GoLive::Gone;
         };
         let mut ok = conn.tx.try_send(Outbound::live(marker)).is_ok();
-        for (cursor, frame) in frames {
+        for (cursor, frame, n) in frames {
             if ok && cursor > covered {
                 ok = conn.tx.try_send(Outbound::live(frame)).is_ok();
                 if ok {
                     self.stats.frames_sent.fetch_add(1, Relaxed);
+                    self.stats.changes_delivered.fetch_add(n, Relaxed);
                 }
             }
         }
@@ -410,8 +411,9 @@ impl Router {
                     resync.push((key, reason));
                     continue;
                 }
-                Outcome::Frame(f) => f,
+                Outcome::Frame(f, n) => (f, n as u64),
             };
+            let (frame, n) = frame;
             match &mut sub.state {
                 State::Buffering { frames, overflowed } => {
                     if *overflowed {
@@ -421,7 +423,7 @@ impl Router {
                         frames.clear();
                         *overflowed = true;
                     } else {
-                        frames.push((cursor, frame));
+                        frames.push((cursor, frame, n));
                     }
                 }
                 State::Live { floor } => {
@@ -433,6 +435,7 @@ impl Router {
                         match conn.tx.try_send(Outbound::live(frame)) {
                             Ok(()) => {
                                 self.stats.frames_sent.fetch_add(1, Relaxed);
+                                self.stats.changes_delivered.fetch_add(n, Relaxed);
                             }
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 conn.lagging.cancel();
@@ -449,6 +452,7 @@ impl Router {
         }
         for conn in lagging {
             if reg.conns.contains_key(&conn) {
+                tracing::info!(conn, "closing a realtime connection whose queue is full (lagging)");
                 self.stats.lagging_closes.fetch_add(1, Relaxed);
                 remove_conn(&mut reg, conn, &self.stats);
             }

@@ -427,10 +427,11 @@ async fn catch_up(
         ) {
             Outcome::Nothing => {}
             Outcome::Resync(reason) => return Err(End::Resync(reason.into())),
-            Outcome::Frame(f) => {
+            Outcome::Frame(f, n) => {
                 if !outlet.send_bulk(f, cancel).await {
                     return Err(End::Gone);
                 }
+                rt.stats.catch_up_changes.fetch_add(n as u64, Relaxed);
             }
         }
     }
