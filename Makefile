@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ROWCAST := $(CARGO) run --quiet --bin rowcast --
 
-.PHONY: dev serve migrate test fmt lint check build clean
+.PHONY: dev serve migrate token test fmt lint check build clean
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
 dev:
@@ -17,6 +17,10 @@ serve:
 ## Apply the server's and the app's migrations and exit.
 migrate:
 	$(ROWCAST) migrate
+
+## Print a service-key token (bypasses RLS; for admin tooling). Pass ARGS="--sub <uuid>" for a user's token.
+token:
+	@$(ROWCAST) token $(if $(ARGS),$(ARGS),--role service)
 
 ## Everything CI checks: formatting, lints, and all tests (starts its own Postgres).
 test: fmt lint

@@ -8,8 +8,11 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::token::TokenKeys,
-    config::Config,
+    auth::{
+        service::Auth,
+        token::{SigningAlgorithm, TokenKeys},
+    },
+    config::{AuthConfig, Config},
     http::{self, HttpState},
     readiness::Readiness,
     store::{migrate, Store, StoreError},
@@ -29,6 +32,8 @@ pub enum AppError {
     NoDatabase,
     #[error("no token secret configured (ROWCAST_JWT_SECRET)")]
     NoTokenSecret,
+    #[error("auth settings: {0}")]
+    Auth(String),
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
@@ -102,25 +107,26 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
 
-    let secret = config
-        .auth
-        .jwt_secret
-        .as_deref()
-        .ok_or(AppError::NoTokenSecret)?;
-    let tokens = Arc::new(TokenKeys::hs256(
-        secret.as_bytes(),
-        &config.auth.issuer,
-        &config.auth.audience,
-    ));
+    let tokens = Arc::new(token_keys(&config.auth)?);
+    let auth = Arc::new(
+        Auth::new(store.clone(), tokens.clone(), &config.auth)
+            .map_err(|e| AppError::Auth(e.to_string()))?,
+    );
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
         tokens,
+        auth,
+        max_body_bytes: config.http.max_body_bytes,
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
-        let served = axum::serve(listener, router)
+        // Connect info gives handlers the client address (sign-in rate limits).
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(token.cancelled_owned())
             .await;
         if let Err(e) = served {
@@ -136,6 +142,27 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,
     })
+}
+
+/// The keys that sign our tokens and verify bearer tokens, from validated settings.
+pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
+    let keys = match (config.algorithm, &config.private_key_pem) {
+        (SigningAlgorithm::Hs256, _) => {
+            let secret = config
+                .jwt_secret
+                .as_deref()
+                .ok_or(AppError::NoTokenSecret)?;
+            TokenKeys::hs256(secret.as_bytes(), &config.issuer, &config.audience)
+        }
+        (alg, Some(pem)) => TokenKeys::asymmetric(alg, pem, &config.issuer, &config.audience)
+            .map_err(|e| AppError::Auth(format!("ROWCAST_JWT_PRIVATE_KEY_FILE: {e}")))?,
+        (_, None) => {
+            return Err(AppError::Auth(
+                "ROWCAST_JWT_PRIVATE_KEY_FILE is required for rs256/es256".into(),
+            ))
+        }
+    };
+    Ok(keys.with_providers(config.providers.clone()))
 }
 
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it

@@ -1,13 +1,14 @@
-//! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev` or
-//! `migrate`.
+//! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev`,
+//! `migrate` or `token`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use rowcast::{
     app,
+    auth::{token::SigningAlgorithm, Identity},
     cluster::EmbeddedPostgres,
-    config::{Cli, Config, LogFormat, Mode},
+    config::{Cli, Config, LogFormat, Mode, TokenRequest},
     store::{migrate, Store},
 };
 
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    if config.auth.jwt_secret.is_none() {
+    if config.auth.jwt_secret.is_none() && config.auth.algorithm == SigningAlgorithm::Hs256 {
         match dev_jwt_secret(&config.embedded.data_dir) {
             Ok(secret) => config.auth.jwt_secret = Some(secret),
             Err(e) => {
@@ -32,6 +33,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         }
+    }
+
+    if config.mode == Mode::Token {
+        return print_token(&config);
     }
 
     // Postgres is started before the runtime so that it is also stopped after it.
@@ -96,6 +101,7 @@ async fn run(config: Config) -> ExitCode {
                 }
             }
         }
+        Mode::Token => print_token(&config),
         Mode::Serve | Mode::Dev => {
             let running = match app::start(config).await {
                 Ok(r) => r,
@@ -114,6 +120,38 @@ async fn run(config: Config) -> ExitCode {
             running.wait().await;
             tracing::info!("stopped");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `rowcast token`: print a signed access token (the service key, or a user's token) with
+/// the same keys the server uses.
+fn print_token(config: &Config) -> ExitCode {
+    let keys = match app::token_keys(&config.auth) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("rowcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (identity, ttl) = match &config.token_request {
+        Some(TokenRequest::Service { ttl }) => (Identity::service(), *ttl),
+        Some(TokenRequest::User { sub, ttl }) => {
+            (Identity::user(&sub.to_string(), serde_json::json!({})), *ttl)
+        }
+        None => {
+            eprintln!("rowcast: token: nothing to sign");
+            return ExitCode::from(2);
+        }
+    };
+    match keys.sign(&identity, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rowcast: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
+
 /// Every error a client can see, by stable kebab-case code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -36,6 +38,8 @@ pub enum ErrorCode {
     Timeout,
     /// Something failed inside the server; the details are in the server log.
     Internal,
+    /// Sign-in refused: wrong email or password, or a spent/revoked refresh token.
+    InvalidCredentials,
 }
 
 impl ErrorCode {
@@ -54,6 +58,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::InvalidCredentials,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +76,7 @@ impl ErrorCode {
             ErrorCode::NotReady => "not-ready",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::InvalidCredentials => "invalid-credentials",
         }
     }
 
@@ -78,6 +84,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidJson | ErrorCode::InvalidField => 400,
+            ErrorCode::InvalidCredentials => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,

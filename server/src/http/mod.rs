@@ -13,10 +13,12 @@ use axum::{
 };
 use serde_json::json;
 
+pub mod auth;
+pub mod body;
 pub mod identity;
 
 use crate::{
-    auth::token::TokenKeys,
+    auth::{service::Auth, token::TokenKeys},
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
@@ -29,13 +31,20 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
+    /// Sign-up, sign-in, sessions and users (`/auth/v1`).
+    pub auth: Arc<Auth>,
+    /// Largest accepted request body (`ROWCAST_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
 }
 
 pub fn router(state: HttpState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(auth::routes())
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 

@@ -2,6 +2,7 @@
 //! runs. Nothing outside `store` writes SQL.
 
 pub mod migrate;
+pub mod users;
 
 use std::{str::FromStr, time::Duration};
 
