@@ -127,8 +127,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }

@@ -388,7 +388,13 @@ impl Config {
             }
             _ => {}
         }
-        let auth = auth_config(&args.auth, mode, jwt_secret, args.jwt_issuer, args.jwt_audience)?;
+        let auth = auth_config(
+            &args.auth,
+            mode,
+            jwt_secret,
+            args.jwt_issuer,
+            args.jwt_audience,
+        )?;
         Ok(Config {
             mode,
             database: DatabaseConfig {
@@ -453,27 +459,28 @@ fn auth_config(
     issuer: String,
     audience: String,
 ) -> Result<AuthConfig, ConfigError> {
-    let private_key_pem = match (args.jwt_algorithm, &args.jwt_private_key_file) {
-        (SigningAlgorithm::Hs256, _) => None,
-        (alg, Some(path)) => {
-            let pem = std::fs::read(path).map_err(|e| ConfigError {
+    let private_key_pem =
+        match (args.jwt_algorithm, &args.jwt_private_key_file) {
+            (SigningAlgorithm::Hs256, _) => None,
+            (alg, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| ConfigError {
+                    setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
+                    expected: format!("a readable PEM private key file ({}: {e})", path.display()),
+                })?;
+                TokenKeys::asymmetric(alg, &pem, &issuer, &audience).map_err(|e| ConfigError {
+                    setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
+                    expected: format!("a private key matching ROWCAST_JWT_ALGORITHM: {e}"),
+                })?;
+                Some(pem)
+            }
+            (_, None) if mode == Mode::Migrate => None,
+            (_, None) => return Err(ConfigError {
                 setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
-                expected: format!("a readable PEM private key file ({}: {e})", path.display()),
-            })?;
-            TokenKeys::asymmetric(alg, &pem, &issuer, &audience).map_err(|e| ConfigError {
-                setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
-                expected: format!("a private key matching ROWCAST_JWT_ALGORITHM: {e}"),
-            })?;
-            Some(pem)
-        }
-        (_, None) if mode == Mode::Migrate => None,
-        (_, None) => {
-            return Err(ConfigError {
-                setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
-                expected: "a PEM private key file (required when ROWCAST_JWT_ALGORITHM is rs256 or es256)".into(),
-            })
-        }
-    };
+                expected:
+                    "a PEM private key file (required when ROWCAST_JWT_ALGORITHM is rs256 or es256)"
+                        .into(),
+            }),
+        };
     let providers = match &args.auth_providers {
         Some(json) if !json.trim().is_empty() => parse_providers(json, &issuer)?,
         _ => Vec::new(),
@@ -528,13 +535,26 @@ pub fn parse_providers(json: &str, own_issuer: &str) -> Result<Vec<ExternalProvi
             (Some(jwks), None) => jwks,
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    bad(format!("provider {}: cannot read {} ({e})", entry.name, path.display()))
+                    bad(format!(
+                        "provider {}: cannot read {} ({e})",
+                        entry.name,
+                        path.display()
+                    ))
                 })?;
                 serde_json::from_str(&text).map_err(|e| {
-                    bad(format!("provider {}: {} is not JSON ({e})", entry.name, path.display()))
+                    bad(format!(
+                        "provider {}: {} is not JSON ({e})",
+                        entry.name,
+                        path.display()
+                    ))
                 })?
             }
-            _ => return Err(bad(format!("provider {}: exactly one of jwks or jwks_file", entry.name))),
+            _ => {
+                return Err(bad(format!(
+                    "provider {}: exactly one of jwks or jwks_file",
+                    entry.name
+                )))
+            }
         };
         if entry.issuer == own_issuer || providers.iter().any(|p| p.issuer == entry.issuer) {
             return Err(bad(format!(
@@ -567,7 +587,9 @@ pub fn u32_parser(
 ) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync + 'static {
     move |s: &str| match s.trim().parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{setting} expects a whole number from {min} to {max}")),
+        _ => Err(format!(
+            "{setting} expects a whole number from {min} to {max}"
+        )),
     }
 }
 

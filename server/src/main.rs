@@ -136,9 +136,10 @@ fn print_token(config: &Config) -> ExitCode {
     };
     let (identity, ttl) = match &config.token_request {
         Some(TokenRequest::Service { ttl }) => (Identity::service(), *ttl),
-        Some(TokenRequest::User { sub, ttl }) => {
-            (Identity::user(&sub.to_string(), serde_json::json!({})), *ttl)
-        }
+        Some(TokenRequest::User { sub, ttl }) => (
+            Identity::user(&sub.to_string(), serde_json::json!({})),
+            *ttl,
+        ),
         None => {
             eprintln!("rowcast: token: nothing to sign");
             return ExitCode::from(2);

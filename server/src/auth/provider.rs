@@ -65,8 +65,12 @@ impl ExternalProvider {
             .map_err(|e| invalid(format!("not a JWKS document ({e})")))?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
-            let alg = pinned_algorithm(&jwk.algorithm, jwk.common.key_algorithm)
-                .ok_or_else(|| invalid("only RSA, EC (P-256/P-384) and Ed25519 public keys are accepted".into()))?;
+            let alg =
+                pinned_algorithm(&jwk.algorithm, jwk.common.key_algorithm).ok_or_else(|| {
+                    invalid(
+                        "only RSA, EC (P-256/P-384) and Ed25519 public keys are accepted".into(),
+                    )
+                })?;
             let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(format!("bad key ({e})")))?;
             keys.push(ProviderKey {
                 kid: jwk.common.key_id.clone(),
@@ -104,7 +108,9 @@ impl ExternalProvider {
             validation.leeway = 5;
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
                 Ok(data) => return Ok(data.claims),
-                Err(e) => tracing::debug!(provider = %self.name, reason = %e, "rejected provider token"),
+                Err(e) => {
+                    tracing::debug!(provider = %self.name, reason = %e, "rejected provider token")
+                }
             }
         }
         Err(TokenError::Invalid)
@@ -112,7 +118,10 @@ impl ExternalProvider {
 }
 
 /// The algorithm a public key may verify; `None` for keys a provider must not use.
-fn pinned_algorithm(params: &AlgorithmParameters, named: Option<KeyAlgorithm>) -> Option<Algorithm> {
+fn pinned_algorithm(
+    params: &AlgorithmParameters,
+    named: Option<KeyAlgorithm>,
+) -> Option<Algorithm> {
     match params {
         AlgorithmParameters::RSA(_) => Some(match named {
             Some(KeyAlgorithm::RS384) => Algorithm::RS384,
@@ -159,8 +168,14 @@ mod tests {
     #[test]
     fn external_ids_are_stable_and_distinct() {
         let a = external_user_id("https://securetoken.google.com/p", "uid1");
-        assert_eq!(a, external_user_id("https://securetoken.google.com/p", "uid1"));
-        assert_ne!(a, external_user_id("https://securetoken.google.com/p", "uid2"));
+        assert_eq!(
+            a,
+            external_user_id("https://securetoken.google.com/p", "uid1")
+        );
+        assert_ne!(
+            a,
+            external_user_id("https://securetoken.google.com/p", "uid2")
+        );
         assert_ne!(a, external_user_id("https://other", "uid1"));
         assert_eq!(a.get_version_num(), 8);
     }
@@ -169,6 +184,9 @@ mod tests {
     fn symmetric_keys_are_refused() {
         let jwks = serde_json::json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
         assert!(ExternalProvider::from_jwks("x", "iss", "aud", &jwks).is_err());
-        assert!(ExternalProvider::from_jwks("x", "iss", "aud", &serde_json::json!({"keys": []})).is_err());
+        assert!(
+            ExternalProvider::from_jwks("x", "iss", "aud", &serde_json::json!({"keys": []}))
+                .is_err()
+        );
     }
 }

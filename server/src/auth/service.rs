@@ -224,9 +224,10 @@ impl Auth {
         let stored = found.as_ref().and_then(|(_, hash)| hash.clone());
         let passwords = self.passwords.clone();
         let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || passwords.verify(&password, stored.as_deref()))
-            .await
-            .map_err(|_| AuthError::Blocking)?;
+        let ok =
+            tokio::task::spawn_blocking(move || passwords.verify(&password, stored.as_deref()))
+                .await
+                .map_err(|_| AuthError::Blocking)?;
         match found {
             Some((user, _)) if ok => {
                 self.limiter.record_success(email);
@@ -454,7 +455,12 @@ impl Auth {
             + chrono::Duration::from_std(self.session_lifetime)
                 .unwrap_or_else(|_| chrono::Duration::days(30));
         self.store
-            .create_session(user.id, session_id, &hash_refresh_token(&refresh), expires_at)
+            .create_session(
+                user.id,
+                session_id,
+                &hash_refresh_token(&refresh),
+                expires_at,
+            )
             .await?;
         self.issue(user, session_id, refresh)
     }
@@ -515,11 +521,16 @@ fn user_id(who: &Identity) -> Result<Uuid, AuthError> {
 fn valid_email(email: &str) -> Result<String, AuthError> {
     let email = email.trim();
     let invalid = || AuthError::InvalidField("email is not a valid address".into());
-    if email.len() < 3 || email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.len() < 3
+        || email.len() > 254
+        || email.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(invalid());
     }
     match email.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
             Ok(email.to_lowercase())
         }
         _ => Err(invalid()),
@@ -530,7 +541,9 @@ fn object_or_none(value: Option<Value>, field: &str) -> Result<Option<Value>, Au
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(_) => Err(AuthError::InvalidField(format!("{field} must be a JSON object"))),
+        Some(_) => Err(AuthError::InvalidField(format!(
+            "{field} must be a JSON object"
+        ))),
     }
 }
 

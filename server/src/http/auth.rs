@@ -64,12 +64,10 @@ async fn sign_up(
     let issued = match (body.email, body.password) {
         (Some(email), Some(password)) => state.auth.sign_up(&email, &password, body.data).await,
         (None, None) => state.auth.sign_in_anonymous(body.data).await,
-        _ => {
-            return Err(HttpError(ApiError::new(
-                ErrorCode::InvalidField,
-                "email and password are required together (leave both out for an anonymous sign-in)",
-            )))
-        }
+        _ => return Err(HttpError(ApiError::new(
+            ErrorCode::InvalidField,
+            "email and password are required together (leave both out for an anonymous sign-in)",
+        ))),
     }
     .map_err(ApiError::from)?;
     Ok(Json(session(&state, issued)))
@@ -253,8 +251,7 @@ async fn jwks(State(state): State<HttpState>) -> Json<Value> {
 }
 
 fn user_id(id: &str) -> Result<Uuid, HttpError> {
-    Uuid::parse_str(id)
-        .map_err(|_| HttpError(ApiError::new(ErrorCode::NotFound, "no such user")))
+    Uuid::parse_str(id).map_err(|_| HttpError(ApiError::new(ErrorCode::NotFound, "no such user")))
 }
 
 fn admin_update_of(body: AdminUserRequest) -> UserUpdate {

@@ -64,7 +64,10 @@ fn json_error(e: &serde_json::Error) -> ApiError {
     let text = e.to_string();
     let named = text.starts_with("missing field") || text.starts_with("unknown field");
     let details = if named {
-        text.split(" at line ").next().unwrap_or_default().to_string()
+        text.split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string()
     } else {
         format!("at line {} column {}", e.line(), e.column())
     };
@@ -75,7 +78,8 @@ fn json_error(e: &serde_json::Error) -> ApiError {
         )
         .with_details(details),
         Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::new(ErrorCode::InvalidJson, "the body is not valid JSON").with_details(details)
+            ApiError::new(ErrorCode::InvalidJson, "the body is not valid JSON")
+                .with_details(details)
         }
     }
 }

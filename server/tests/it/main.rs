@@ -6,5 +6,6 @@
 
 mod support;
 
+mod auth;
 mod embedded;
 mod foundation;
