@@ -685,6 +685,55 @@ mod tests {
     }
 
     #[test]
+    fn auth_settings_are_validated() {
+        let base = ["rowcast", "serve", "--database-url", "postgres://h/db"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        // A key pair needs its key file, and then no secret.
+        let err = with(&["--jwt-algorithm", "rs256"]).unwrap_err();
+        assert!(err.contains("ROWCAST_JWT_PRIVATE_KEY_FILE"), "{err}");
+        let err = with(&[
+            "--jwt-algorithm",
+            "rs256",
+            "--jwt-private-key-file",
+            "/nonexistent.pem",
+        ])
+        .unwrap_err();
+        assert!(err.contains("ROWCAST_JWT_PRIVATE_KEY_FILE"), "{err}");
+        let err = with(&["--jwt-algorithm", "none"]).unwrap_err();
+        assert!(err.contains("ROWCAST_JWT_ALGORITHM"), "{err}");
+        let secret = ["--jwt-secret", TEST_JWT_SECRET];
+        let err = with(&[&secret[..], &["--auth-providers", "{not json"]].concat()).unwrap_err();
+        assert!(err.contains("ROWCAST_AUTH_PROVIDERS"), "{err}");
+        let symmetric = r#"[{"name":"x","issuer":"https://x","audience":"a","jwks":{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}}]"#;
+        let err = with(&[&secret[..], &["--auth-providers", symmetric]].concat()).unwrap_err();
+        assert!(err.contains("ROWCAST_AUTH_PROVIDERS"), "{err}");
+        let err = with(&[&secret[..], &["--password-min-length", "0"]].concat()).unwrap_err();
+        assert!(err.contains("ROWCAST_PASSWORD_MIN_LENGTH"), "{err}");
+        let c = with(&secret).expect("defaults parse");
+        assert_eq!(c.auth.access_token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.http.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn token_command_needs_a_role_or_a_subject() {
+        let c = parse(&["rowcast", "token", "--role", "service"]).expect("service token");
+        assert_eq!(c.mode, Mode::Token);
+        assert!(matches!(
+            c.token_request,
+            Some(TokenRequest::Service { .. })
+        ));
+        let sub = "00000000-0000-0000-0000-000000000001";
+        let c = parse(&["rowcast", "token", "--sub", sub]).expect("user token");
+        assert!(matches!(c.token_request, Some(TokenRequest::User { .. })));
+        assert!(parse(&["rowcast", "token"]).is_err());
+        assert!(parse(&["rowcast", "token", "--role", "service", "--sub", sub]).is_err());
+    }
+
+    #[test]
     fn dev_defaults_are_valid() {
         let c = parse(&["rowcast", "dev"]).expect("defaults parse");
         assert_eq!(c.mode, Mode::Dev);

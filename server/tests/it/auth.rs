@@ -416,6 +416,47 @@ async fn rs256_signing_publishes_its_public_key_and_refuses_hs256_with_it() {
     app.shutdown().await;
 }
 
+#[test]
+fn es256_keys_sign_verify_and_publish_only_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ec.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl genpkey failed");
+    let pem = std::fs::read(&key).unwrap();
+    let keys = TokenKeys::asymmetric(SigningAlgorithm::Es256, &pem, "rowcast", "rowcast").unwrap();
+    let jwks = keys.jwks();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    assert!(jwks["keys"][0].get("d").is_none());
+    let uid = uuid::Uuid::new_v4().to_string();
+    let token = keys
+        .sign(&Identity::user(&uid, json!({})), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(keys.verify(&token).unwrap().subject(), Some(uid.as_str()));
+    // The same claims under HS256 keyed with the public JWK's text are refused.
+    let forged = encode(
+        Algorithm::HS256,
+        &claims_of(&token),
+        &EncodingKey::from_secret(jwks["keys"][0].to_string().as_bytes()),
+    );
+    assert!(keys.verify(&forged).is_err());
+    // A wrong key type for the algorithm is a configuration error.
+    assert!(TokenKeys::asymmetric(SigningAlgorithm::Rs256, &pem, "rowcast", "rowcast").is_err());
+}
+
 #[tokio::test]
 async fn unknown_email_and_wrong_password_fail_alike() {
     let app = spawn(|c| {
