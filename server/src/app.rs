@@ -119,6 +119,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tokens,
         auth,
         max_body_bytes: config.http.max_body_bytes,
+        trusted_proxy_header: config
+            .http
+            .trusted_proxy_header
+            .as_deref()
+            .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
     });
     let token = shutdown.clone();
     tasks.spawn(async move {

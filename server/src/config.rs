@@ -182,6 +182,11 @@ pub struct AuthArgs {
     #[arg(long, env = "ROWCAST_AUTH_PROVIDERS")]
     pub auth_providers: Option<String>,
 
+    /// Header a trusted reverse proxy sets to the client's address (e.g. x-forwarded-for,
+    /// x-real-ip); its last address is used for per-address limits. Unset: the TCP peer.
+    #[arg(long, env = "ROWCAST_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<String>,
+
     /// Largest accepted request body in bytes.
     #[arg(long, env = "ROWCAST_MAX_BODY_BYTES", default_value = "1048576", value_parser = u32_parser("ROWCAST_MAX_BODY_BYTES", 1024, 1024 * 1024 * 1024))]
     pub max_body_bytes: u32,
@@ -202,6 +207,7 @@ impl Default for AuthArgs {
             signin_failures_per_address: 30,
             signin_failure_window: Duration::from_secs(15 * 60),
             auth_providers: None,
+            trusted_proxy_header: None,
             max_body_bytes: 1024 * 1024,
         }
     }
@@ -256,6 +262,8 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Largest accepted request body; larger ones get `payload-too-large`.
     pub max_body_bytes: usize,
+    /// Lower-cased name of the header a trusted proxy puts the client address in.
+    pub trusted_proxy_header: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -388,6 +396,17 @@ impl Config {
             }
             _ => {}
         }
+        let trusted_proxy_header = match args.auth.trusted_proxy_header.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(h) => Some(
+                axum::http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| ConfigError {
+                        setting: "ROWCAST_TRUSTED_PROXY_HEADER",
+                        expected: "an HTTP header name such as x-forwarded-for".into(),
+                    })?
+                    .to_string(),
+            ),
+        };
         let auth = auth_config(
             &args.auth,
             mode,
@@ -409,6 +428,7 @@ impl Config {
                 listen: args.listen,
                 shutdown_timeout: args.shutdown_timeout,
                 max_body_bytes: args.auth.max_body_bytes as usize,
+                trusted_proxy_header,
             },
             embedded: EmbeddedConfig {
                 data_dir: args.data_dir,

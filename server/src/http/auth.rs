@@ -2,11 +2,14 @@
 //! the admin API, and `/.well-known/jwks.json`. Handlers only translate between HTTP and
 //! `auth::service::Auth`.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use axum::{
     extract::{ConnectInfo, Path, Query, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -76,6 +79,7 @@ async fn sign_up(
 async fn token(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     params: Params,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Session>, HttpError> {
@@ -85,7 +89,11 @@ async fn token(
             let grant: PasswordGrant = from_value(body)?;
             state
                 .auth
-                .sign_in_password(&grant.email, &grant.password, peer.ip())
+                .sign_in_password(
+                    &grant.email,
+                    &grant.password,
+                    client_address(&state, &headers, peer),
+                )
                 .await
         }
         Some("refresh_token") => {
@@ -248,6 +256,19 @@ async fn admin_delete(
 
 async fn jwks(State(state): State<HttpState>) -> Json<Value> {
     Json(state.tokens.jwks())
+}
+
+/// The client's address: the TCP peer, or, behind a trusted proxy, the last address in the
+/// proxy's header (the one the proxy itself added; earlier ones are client-supplied).
+fn client_address(state: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    state
+        .trusted_proxy_header
+        .as_ref()
+        .and_then(|name| headers.get_all(name).iter().last())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer.ip())
 }
 
 fn user_id(id: &str) -> Result<Uuid, HttpError> {

@@ -35,6 +35,9 @@ pub struct HttpState {
     pub auth: Arc<Auth>,
     /// Largest accepted request body (`ROWCAST_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Header holding the client address when behind a trusted proxy
+    /// (`ROWCAST_TRUSTED_PROXY_HEADER`); otherwise the TCP peer is the client.
+    pub trusted_proxy_header: Option<axum::http::HeaderName>,
 }
 
 pub fn router(state: HttpState) -> Router {
