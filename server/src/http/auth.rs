@@ -264,7 +264,7 @@ fn client_address(state: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> I
     state
         .trusted_proxy_header
         .as_ref()
-        .and_then(|name| headers.get_all(name).iter().last())
+        .and_then(|name| headers.get_all(name).iter().next_back())
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse::<IpAddr>().ok())
