@@ -11,6 +11,8 @@ use crate::{
     auth::token::TokenKeys,
     config::Config,
     http::{self, HttpState},
+    lifecycle::Lifecycle,
+    metrics::{self, Metrics},
     readiness::Readiness,
     store::{migrate, Store, StoreError},
 };
@@ -112,16 +114,25 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         &config.auth.issuer,
         &config.auth.audience,
     ));
+    let metrics = Metrics::new();
+    register_process_metrics(&metrics, &store);
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
         tokens,
+        metrics,
+        lifecycle: Lifecycle::new(shutdown.clone(), tasks.clone()),
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
+        // On shutdown axum stops accepting (the listener is dropped, so new connections are
+        // refused), lets in-flight requests finish and closes idle keep-alive connections.
         let served = axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
+            .with_graceful_shutdown(async move {
+                token.cancelled().await;
+                tracing::info!("draining: no longer accepting connections");
+            })
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
@@ -136,6 +147,32 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,
     })
+}
+
+/// Metrics about this process that are known from the start: the build and the pool.
+fn register_process_metrics(m: &Metrics, store: &Store) {
+    m.gauge_with(
+        metrics::BUILD_INFO.name,
+        metrics::BUILD_INFO.help,
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    )
+    .set(1);
+    let pool = store.pool().clone();
+    m.gauge_fn(metrics::POOL_MAX.name, metrics::POOL_MAX.help, {
+        let pool = pool.clone();
+        move || pool.status().max_size as f64
+    });
+    m.gauge_fn(metrics::POOL_SIZE.name, metrics::POOL_SIZE.help, {
+        let pool = pool.clone();
+        move || pool.status().size as f64
+    });
+    m.gauge_fn(metrics::POOL_IDLE.name, metrics::POOL_IDLE.help, {
+        let pool = pool.clone();
+        move || pool.status().available as f64
+    });
+    m.gauge_fn(metrics::POOL_WAITING.name, metrics::POOL_WAITING.help, move || {
+        pool.status().waiting as f64
+    });
 }
 
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it

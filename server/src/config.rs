@@ -27,6 +27,74 @@ pub enum Command {
     Dev(ServerArgs),
     /// Apply migrations (the server's and the app's) and exit.
     Migrate(ServerArgs),
+    /// Print a signed access token for development and admin scripts.
+    Token(TokenArgs),
+    /// Exit 0 if the server on ROWCAST_LISTEN answers GET /ready with 200, else 1 (for
+    /// container health checks; the runtime image has no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `rowcast token`: kept small on purpose; it signs with the same keys the server verifies.
+#[derive(Debug, Args, Clone)]
+pub struct TokenArgs {
+    /// The user id (`sub`, a UUID) to sign in as; a new random id when omitted.
+    #[arg(long)]
+    pub sub: Option<String>,
+
+    /// The role claim: `authenticated` (a user) or `service` (bypasses row-level security).
+    #[arg(long, value_enum, default_value = "authenticated")]
+    pub role: TokenRole,
+
+    /// How long the token is valid (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = duration_parser("--ttl"))]
+    pub ttl: Duration,
+
+    /// Signing secret; without it, the dev secret in DATA_DIR/jwt-secret (made by `dev`).
+    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
+    pub jwt_issuer: String,
+
+    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
+    pub jwt_audience: String,
+
+    #[arg(long, env = "ROWCAST_DATA_DIR", default_value = ".rowcast")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Authenticated,
+    Service,
+}
+
+/// `rowcast healthcheck`: probes the server this container runs.
+#[derive(Debug, Args, Clone)]
+pub struct HealthcheckArgs {
+    /// The server's listen address; an unspecified IP (0.0.0.0, ::) is probed on loopback.
+    #[arg(long, env = "ROWCAST_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Longest the probe may take.
+    #[arg(long, default_value = "3s", value_parser = duration_parser("--timeout"))]
+    pub timeout: Duration,
+}
+
+/// Every environment variable any `rowcast` command reads, taken from the command line
+/// definition itself so that docs and deployment files can be checked against it.
+pub fn env_vars() -> std::collections::BTreeSet<String> {
+    use clap::CommandFactory;
+    let mut out = std::collections::BTreeSet::new();
+    let root = Cli::command();
+    for sub in root.get_subcommands() {
+        for arg in sub.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|e| e.to_str()) {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Args, Clone)]
@@ -186,6 +254,12 @@ impl Config {
             Command::Serve(a) => (Mode::Serve, a),
             Command::Dev(a) => (Mode::Dev, a),
             Command::Migrate(a) => (Mode::Migrate, a),
+            Command::Token(_) | Command::Healthcheck(_) => {
+                return Err(ConfigError {
+                    setting: "command",
+                    expected: "serve, dev or migrate (token and healthcheck run without a server config)".into(),
+                })
+            }
         };
         Config::from_args(mode, args)
     }
@@ -388,6 +462,15 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("DATABASE_URL"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn env_vars_come_from_the_command_line_definition() {
+        let vars = env_vars();
+        for v in ["DATABASE_URL", "ROWCAST_LISTEN", "ROWCAST_JWT_SECRET", "ROWCAST_SHUTDOWN_TIMEOUT"] {
+            assert!(vars.contains(v), "{v} missing from {vars:?}");
+        }
+        assert!(vars.iter().all(|v| v == "DATABASE_URL" || v.starts_with("ROWCAST_")), "{vars:?}");
     }
 
     #[test]

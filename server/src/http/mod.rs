@@ -14,9 +14,13 @@ use axum::{
 use serde_json::json;
 
 pub mod identity;
+pub mod observe;
+pub mod probe;
 
 use crate::{
     auth::token::TokenKeys,
+    lifecycle::Lifecycle,
+    metrics::Metrics,
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
@@ -29,14 +33,20 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
+    /// Counters and gauges for `GET /metrics`; see `metrics` for the names others feed.
+    pub metrics: Metrics,
+    /// Drain: long-lived sessions (WebSockets) spawn through it and end when it drains.
+    pub lifecycle: Lifecycle,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/metrics", get(metrics))
+        .fallback(not_found);
+    // Add routes above: the layer wraps only what is already there.
+    observe::layer(routes, state.metrics.clone()).with_state(state)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -44,6 +54,13 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
+    if state.lifecycle.is_draining() {
+        let body = json!({
+            "status": "draining",
+            "code": ErrorCode::NotReady.as_str(),
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let report = state
         .readiness
         .check(&state.store, &state.migrations, Duration::from_secs(2))
@@ -62,6 +79,18 @@ async fn ready(State(state): State<HttpState>) -> Response {
         body["code"] = json!(ErrorCode::NotReady.as_str());
     }
     (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition of everything registered in [`Metrics`].
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> HttpError {
