@@ -170,9 +170,11 @@ fn register_process_metrics(m: &Metrics, store: &Store) {
         let pool = pool.clone();
         move || pool.status().available as f64
     });
-    m.gauge_fn(metrics::POOL_WAITING.name, metrics::POOL_WAITING.help, move || {
-        pool.status().waiting as f64
-    });
+    m.gauge_fn(
+        metrics::POOL_WAITING.name,
+        metrics::POOL_WAITING.help,
+        move || pool.status().waiting as f64,
+    );
 }
 
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it

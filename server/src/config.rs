@@ -250,17 +250,18 @@ pub struct ConfigError {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let (mode, args) = match cli.command {
-            Command::Serve(a) => (Mode::Serve, a),
-            Command::Dev(a) => (Mode::Dev, a),
-            Command::Migrate(a) => (Mode::Migrate, a),
-            Command::Token(_) | Command::Healthcheck(_) => {
-                return Err(ConfigError {
+        let (mode, args) =
+            match cli.command {
+                Command::Serve(a) => (Mode::Serve, a),
+                Command::Dev(a) => (Mode::Dev, a),
+                Command::Migrate(a) => (Mode::Migrate, a),
+                Command::Token(_) | Command::Healthcheck(_) => return Err(ConfigError {
                     setting: "command",
-                    expected: "serve, dev or migrate (token and healthcheck run without a server config)".into(),
-                })
-            }
-        };
+                    expected:
+                        "serve, dev or migrate (token and healthcheck run without a server config)"
+                            .into(),
+                }),
+            };
         Config::from_args(mode, args)
     }
 
@@ -467,10 +468,19 @@ mod tests {
     #[test]
     fn env_vars_come_from_the_command_line_definition() {
         let vars = env_vars();
-        for v in ["DATABASE_URL", "ROWCAST_LISTEN", "ROWCAST_JWT_SECRET", "ROWCAST_SHUTDOWN_TIMEOUT"] {
+        for v in [
+            "DATABASE_URL",
+            "ROWCAST_LISTEN",
+            "ROWCAST_JWT_SECRET",
+            "ROWCAST_SHUTDOWN_TIMEOUT",
+        ] {
             assert!(vars.contains(v), "{v} missing from {vars:?}");
         }
-        assert!(vars.iter().all(|v| v == "DATABASE_URL" || v.starts_with("ROWCAST_")), "{vars:?}");
+        assert!(
+            vars.iter()
+                .all(|v| v == "DATABASE_URL" || v.starts_with("ROWCAST_")),
+            "{vars:?}"
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use rowcast::{
     app,
-    cluster::EmbeddedPostgres,
     auth::{token::TokenKeys, Identity},
+    cluster::EmbeddedPostgres,
     config::{Cli, Command, Config, HealthcheckArgs, LogFormat, Mode, TokenArgs, TokenRole},
     http::probe,
     store::{migrate, Store},

@@ -354,12 +354,7 @@ impl Metrics {
         family.series.insert(Vec::new(), Series::Sampled(sampler));
     }
 
-    pub fn histogram(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        buckets: &[f64],
-    ) -> Histogram {
+    pub fn histogram(&self, name: &'static str, help: &'static str, buckets: &[f64]) -> Histogram {
         self.histogram_with(name, help, buckets, &[])
     }
 
@@ -518,7 +513,10 @@ impl Metrics {
 }
 
 fn mismatch(name: &str) {
-    tracing::error!(metric = name, "metric registered twice with different types");
+    tracing::error!(
+        metric = name,
+        "metric registered twice with different types"
+    );
     debug_assert!(false, "metric {name} registered twice with different types");
 }
 
@@ -586,7 +584,10 @@ mod tests {
         m.ws_connections().inc();
         m.ws_connections().dec();
         let text = m.render();
-        assert!(text.contains("# TYPE rowcast_ws_connections gauge\n"), "{text}");
+        assert!(
+            text.contains("# TYPE rowcast_ws_connections gauge\n"),
+            "{text}"
+        );
         assert!(text.contains("\nrowcast_ws_connections 1\n"), "{text}");
         assert!(!text.contains("rowcast_subscriptions"), "{text}");
     }

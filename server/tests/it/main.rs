@@ -6,5 +6,8 @@
 
 mod support;
 
+mod deploy;
+mod drain;
 mod embedded;
 mod foundation;
+mod observability;

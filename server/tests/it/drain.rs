@@ -1,0 +1,252 @@
+//! Graceful drain of the real `rowcast serve` process on SIGTERM: in-flight requests
+//! finish, new connections are refused, and the process exits within
+//! ROWCAST_SHUTDOWN_TIMEOUT even when a request does not finish.
+//!
+//! The slow request is a natural one: `/ready` reads `rowcast.schema_migrations`, and the
+//! test holds an exclusive lock on that table, so the request waits in Postgres until the
+//! test lets go.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::support;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rowcast");
+
+/// A `rowcast serve` child process; killed if the test ends early.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(db_url: &str, shutdown_timeout: &str) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("DATABASE_URL", db_url)
+            .env("ROWCAST_JWT_SECRET", rowcast::config::TEST_JWT_SECRET)
+            .env("ROWCAST_LISTEN", "127.0.0.1:0")
+            .env("ROWCAST_LOG_FORMAT", "json")
+            .env("ROWCAST_SHUTDOWN_TIMEOUT", shutdown_timeout)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rowcast serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(a) = v["fields"]["local_addr"].as_str() {
+                        let _ = addr_tx.send(a.parse::<SocketAddr>().unwrap());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no `listening` log line; log: {:?}", log.lock().unwrap()));
+        Server { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for exit; `None` if still running after `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, server: &Server) {
+    support::eventually(Duration::from_secs(30), "server ready", || async {
+        matches!(http.get(server.url("/ready")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+}
+
+/// Hold an exclusive lock on the table `/ready` reads, in an open transaction.
+async fn lock_readiness(db_url: &str) -> tokio_postgres::Client {
+    let db = support::connect(db_url).await;
+    db.batch_execute("begin; lock table rowcast.schema_migrations in access exclusive mode")
+        .await
+        .unwrap();
+    db
+}
+
+/// Wait until a server connection is blocked on our lock: the request is in flight.
+async fn wait_blocked(db: &tokio_postgres::Client) {
+    support::eventually(
+        Duration::from_secs(10),
+        "request waiting on the lock",
+        || async {
+            let n: i64 = db
+                .query_one(
+                    "select count(*) from pg_stat_activity
+                 where datname = current_database() and application_name = 'rowcast'
+                   and wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n > 0
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
+    let db_url = support::migrated_db().await;
+    let mut server = Server::start(&db_url, "20s");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server).await;
+
+    let lock = lock_readiness(&db_url).await;
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        let url = server.url("/ready");
+        async move {
+            http.get(url)
+                .header("x-request-id", "drain-test-request")
+                .send()
+                .await
+        }
+    });
+    wait_blocked(&lock).await;
+
+    server.sigterm();
+    let signalled = Instant::now();
+    // New connections are refused once the drain has begun…
+    let addr = server.addr;
+    let refused = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(refused, "new connections were still accepted after SIGTERM");
+    // …while the process keeps running for the request it is serving.
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the process exited with a request in flight"
+    );
+
+    // Let the request finish: it gets its full answer.
+    lock.batch_execute("commit").await.unwrap();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-request-id"],
+        "drain-test-request",
+        "the request id is echoed"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let s = server.wait_exit(Duration::from_secs(10));
+        (s, server)
+    })
+    .await
+    .unwrap();
+    let (status, server) = status;
+    let status = status.expect("process exits after draining");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(15));
+
+    // The JSON request log carries the request id in the request's span.
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("drain-test-request"))
+        .unwrap_or_else(|| panic!("request id not logged:\n{log}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["span"]["request_id"], "drain-test-request", "{line}");
+    assert_eq!(v["span"]["route"], "/ready", "{line}");
+}
+
+#[tokio::test]
+async fn drain_gives_up_on_requests_after_the_shutdown_timeout() {
+    let db_url = support::migrated_db().await;
+    let mut server = Server::start(&db_url, "200ms");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server).await;
+
+    // This request would take the readiness probe's full 2 s timeout.
+    let lock = lock_readiness(&db_url).await;
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        let url = server.url("/ready");
+        async move { http.get(url).send().await }
+    });
+    wait_blocked(&lock).await;
+
+    server.sigterm();
+    let signalled = Instant::now();
+    let (status, _server) = tokio::task::spawn_blocking(move || {
+        let s = server.wait_exit(Duration::from_secs(10));
+        (s, server)
+    })
+    .await
+    .unwrap();
+    let exited_after = signalled.elapsed();
+    let status = status.expect("process exits");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        exited_after < Duration::from_millis(1500),
+        "exit took {exited_after:?} with a 200ms shutdown timeout"
+    );
+    // The abandoned request saw its connection close rather than an answer.
+    assert!(in_flight.await.unwrap().is_err());
+    lock.batch_execute("rollback").await.unwrap();
+}
