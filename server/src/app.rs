@@ -38,6 +38,8 @@ pub enum AppError {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub store: Store,
+    /// The registry behind `GET /metrics` (tests read it; modules feed it).
+    pub metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -121,7 +123,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         readiness,
         migrations,
         tokens,
-        metrics,
+        metrics: metrics.clone(),
         lifecycle: Lifecycle::new(shutdown.clone(), tasks.clone()),
     });
     let token = shutdown.clone();
@@ -143,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         store,
+        metrics,
         shutdown,
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,

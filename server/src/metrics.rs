@@ -454,23 +454,23 @@ impl Metrics {
     /// Everything registered, in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         // Samplers run outside the lock: they may take other locks (the pool's).
-        let snapshot: Vec<(&'static str, &'static str, Kind, Vec<(Labels, Series)>)> =
-            match self.families.read() {
-                Ok(families) => families
-                    .iter()
-                    .map(|(name, f)| {
-                        let series = f
-                            .series
-                            .iter()
-                            .map(|(l, s)| (l.clone(), s.clone()))
-                            .collect();
-                        (*name, f.help, f.kind, series)
-                    })
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+        let snapshot: Vec<(&'static str, Family)> = match self.families.read() {
+            Ok(families) => families
+                .iter()
+                .map(|(name, f)| {
+                    let copy = Family {
+                        help: f.help,
+                        kind: f.kind,
+                        series: f.series.clone(),
+                    };
+                    (*name, copy)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let mut out = String::new();
-        for (name, help, kind, series) in snapshot {
+        for (name, family) in snapshot {
+            let Family { help, kind, series } = family;
             if series.is_empty() {
                 continue;
             }

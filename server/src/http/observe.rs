@@ -73,7 +73,7 @@ async fn drop_unusable_request_id(mut req: Request, next: Next) -> Response {
     let usable = req
         .headers()
         .get(&REQUEST_ID)
-        .map(|v| usable_request_id(v))
+        .map(usable_request_id)
         .unwrap_or(true);
     if !usable {
         req.headers_mut().remove(&REQUEST_ID);

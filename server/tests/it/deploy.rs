@@ -235,6 +235,23 @@ fn the_image_is_built_with_the_command_ci_runs() {
             "the Dockerfile does not copy {manifest} before building dependencies"
         );
     }
+    // The builder's toolchain is at least the workspace's rust-version.
+    let version = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
+    let builder = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG RUST_VERSION="))
+        .expect("ARG RUST_VERSION");
+    let required = read("Cargo.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("rust-version")
+        .trim_matches('"')
+        .to_string();
+    assert!(
+        version(builder) >= version(&required),
+        "Dockerfile's Rust {builder} < {required}"
+    );
+
     // build.rs embeds ../migrations, so the image build needs them.
     assert!(dockerfile.contains("COPY migrations migrations"));
     let ignore = read(".dockerignore");
@@ -255,8 +272,8 @@ fn the_image_is_built_with_the_command_ci_runs() {
     assert_eq!(port_of(env_listen), exposed);
     let user = dockerfile
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("USER");
     assert!(
         !user.starts_with("root") && !user.starts_with("0"),
