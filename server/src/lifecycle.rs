@@ -49,8 +49,51 @@ impl Lifecycle {
         self.shutdown.is_cancelled()
     }
 
+    /// The tracker itself, for a module that spawns its own tasks (e.g. a realtime router
+    /// built from a `TaskTracker` and a `CancellationToken`).
+    pub fn tracker(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
     /// The token itself, for code that selects on it in a loop.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// A session spawned through the lifecycle hears the drain and shutdown waits for its
+    /// goodbye, as a WebSocket session's close frame will need.
+    #[tokio::test]
+    async fn shutdown_waits_for_sessions_to_say_goodbye() {
+        let (token, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let lifecycle = Lifecycle::new(token.clone(), tasks.clone());
+        let said_goodbye = Arc::new(AtomicBool::new(false));
+        let flag = said_goodbye.clone();
+        let draining = lifecycle.draining();
+        lifecycle.spawn(async move {
+            draining.await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        assert!(!lifecycle.is_draining());
+        token.cancel();
+        assert!(lifecycle.is_draining());
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .unwrap();
+        assert!(said_goodbye.load(Ordering::SeqCst));
     }
 }

@@ -253,7 +253,8 @@ type Sampler = Arc<dyn Fn() -> f64 + Send + Sync>;
 enum Series {
     Counter(Counter),
     Gauge(Gauge),
-    Sampled(Sampler),
+    /// Read at render time; the kind says whether it is shown as a counter or a gauge.
+    Sampled(Kind, Sampler),
     Histogram(Histogram),
 }
 
@@ -261,7 +262,8 @@ impl Series {
     fn kind(&self) -> Kind {
         match self {
             Series::Counter(_) => Kind::Counter,
-            Series::Gauge(_) | Series::Sampled(_) => Kind::Gauge,
+            Series::Gauge(_) => Kind::Gauge,
+            Series::Sampled(kind, _) => *kind,
             Series::Histogram(_) => Kind::Histogram,
         }
     }
@@ -338,20 +340,37 @@ impl Metrics {
         help: &'static str,
         sample: impl Fn() -> f64 + Send + Sync + 'static,
     ) {
-        let sampler: Sampler = Arc::new(sample);
+        self.sampled(name, help, Kind::Gauge, Arc::new(sample));
+    }
+
+    /// A counter read by calling `sample` at each scrape, for a module that already keeps
+    /// its own monotonic atomics (e.g. capture's statistics). `sample` must never decrease.
+    pub fn counter_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        sample: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        self.sampled(name, help, Kind::Counter, Arc::new(sample));
+    }
+
+    fn sampled(&self, name: &'static str, help: &'static str, kind: Kind, sampler: Sampler) {
+        debug_assert!(valid_name(name), "invalid metric name {name:?}");
         let Ok(mut families) = self.families.write() else {
             return;
         };
         let family = families.entry(name).or_insert_with(|| Family {
             help,
-            kind: Kind::Gauge,
+            kind,
             series: BTreeMap::new(),
         });
-        if family.kind != Kind::Gauge {
+        if family.kind != kind {
             mismatch(name);
             return;
         }
-        family.series.insert(Vec::new(), Series::Sampled(sampler));
+        family
+            .series
+            .insert(Vec::new(), Series::Sampled(kind, sampler));
     }
 
     pub fn histogram(&self, name: &'static str, help: &'static str, buckets: &[f64]) -> Histogram {
@@ -480,7 +499,7 @@ impl Metrics {
                 match s {
                     Series::Counter(c) => sample(&mut out, name, "", &labels, None, c.get() as f64),
                     Series::Gauge(g) => sample(&mut out, name, "", &labels, None, g.get() as f64),
-                    Series::Sampled(f) => sample(&mut out, name, "", &labels, None, f()),
+                    Series::Sampled(_, f) => sample(&mut out, name, "", &labels, None, f()),
                     Series::Histogram(h) => {
                         let core = &h.0;
                         let mut cumulative = 0u64;
@@ -622,6 +641,17 @@ mod tests {
         assert!(m.render().contains("t_pool 5\n"));
         source.store(9, Ordering::Relaxed);
         assert!(m.render().contains("t_pool 9\n"));
+
+        let total = Arc::new(AtomicU64::new(3));
+        let t = total.clone();
+        m.counter_fn("t_read_total", "read", move || {
+            t.load(Ordering::Relaxed) as f64
+        });
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE t_read_total counter\nt_read_total 3\n"),
+            "{text}"
+        );
     }
 
     #[test]
