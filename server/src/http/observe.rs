@@ -95,7 +95,7 @@ async fn record(State(metrics): State<Metrics>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| UNMATCHED.to_string());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let in_flight = InFlight::enter(metrics.gauge_of(metrics::HTTP_IN_FLIGHT));
     let started = Instant::now();
     let response = next.run(req).await;
@@ -104,7 +104,7 @@ async fn record(State(metrics): State<Metrics>, req: Request, next: Next) -> Res
     let status = response.status().as_u16().to_string();
     let labels = [
         ("route", route.as_str()),
-        ("method", method.as_str()),
+        ("method", method),
         ("status", status.as_str()),
     ];
     metrics
@@ -123,6 +123,22 @@ async fn record(State(metrics): State<Metrics>, req: Request, next: Next) -> Res
         )
         .observe_duration(elapsed);
     response
+}
+
+/// The method as a label: clients can send any token as a method, so anything unusual is
+/// `other` (one series, however many made-up methods arrive).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Counts a request as in flight until dropped, also when the client goes away mid-request

@@ -14,6 +14,17 @@ async fn metrics_count_requests_by_route_and_show_the_pool() {
         assert_eq!(app.get("/health").await.status(), 200);
     }
     assert_eq!(app.get("/no/such/route/123").await.status(), 404);
+    // Made-up methods share one label value too.
+    for m in ["BREW", "WHEN"] {
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let r = app
+            .http
+            .request(method, app.url("/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
 
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), 200);
