@@ -7,95 +7,11 @@
 //! test lets go.
 
 use std::{
-    io::{BufRead, BufReader},
-    net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
-use crate::support;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rowcast");
-
-/// A `rowcast serve` child process; killed if the test ends early.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(db_url: &str, shutdown_timeout: &str) -> Server {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .env_clear()
-            .env("DATABASE_URL", db_url)
-            .env("ROWCAST_JWT_SECRET", rowcast::config::TEST_JWT_SECRET)
-            .env("ROWCAST_LISTEN", "127.0.0.1:0")
-            .env("ROWCAST_LOG_FORMAT", "json")
-            .env("ROWCAST_SHUTDOWN_TIMEOUT", shutdown_timeout)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rowcast serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(a) = v["fields"]["local_addr"].as_str() {
-                        let _ = addr_tx.send(a.parse::<SocketAddr>().unwrap());
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no `listening` log line; log: {:?}", log.lock().unwrap()));
-        Server { child, addr, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Wait for exit; `None` if still running after `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{self, process::ServerProcess as Server};
 
 async fn wait_ready(http: &reqwest::Client, server: &Server) {
     support::eventually(Duration::from_secs(30), "server ready", || async {
