@@ -10,4 +10,5 @@ mod deploy;
 mod drain;
 mod embedded;
 mod foundation;
+mod instances;
 mod observability;
