@@ -3,7 +3,7 @@
 //!
 //! Drain, in order (see docs/operations.md, "Shutdown and drain"):
 //! 1. the shutdown token is cancelled: the HTTP listener stops accepting (new connections are
-//!    refused, so a load balancer sends clients elsewhere) and `/ready` answers 503;
+//!    refused, so a load balancer sends clients elsewhere, and health checks fail);
 //! 2. in-flight HTTP requests finish; idle keep-alive connections are closed;
 //! 3. every long-lived session spawned through [`Lifecycle::spawn`] sees
 //!    [`Lifecycle::draining`] resolve and ends itself (a WebSocket session sends its

@@ -54,13 +54,6 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
-    if state.lifecycle.is_draining() {
-        let body = json!({
-            "status": "draining",
-            "code": ErrorCode::NotReady.as_str(),
-        });
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    }
     let report = state
         .readiness
         .check(&state.store, &state.migrations, Duration::from_secs(2))
