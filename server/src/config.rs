@@ -53,12 +53,15 @@ pub struct TokenArgs {
     #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// `iss` claim; must match the server's ROWCAST_JWT_ISSUER.
     #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
     pub jwt_issuer: String,
 
+    /// `aud` claim; must match the server's ROWCAST_JWT_AUDIENCE.
     #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
     pub jwt_audience: String,
 
+    /// Where `dev` keeps its state, including the dev secret (DATA_DIR/jwt-secret).
     #[arg(long, env = "ROWCAST_DATA_DIR", default_value = ".rowcast")]
     pub data_dir: PathBuf,
 }
