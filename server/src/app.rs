@@ -68,6 +68,7 @@ impl Running {
         {
             tracing::warn!(
                 timeout = ?self.shutdown_timeout,
+                http_requests_in_flight = self.metrics.gauge_of(metrics::HTTP_IN_FLIGHT).get(),
                 "shutdown timed out; abandoning in-flight work"
             );
         }

@@ -589,3 +589,90 @@ fn token_command_signs_what_the_server_verifies() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ROWCAST_JWT_SECRET"));
 }
+
+/// The image build sees only what `.dockerignore` lets through. Every file the release
+/// build reads through `include_str!`/`include_bytes!` (outside test modules) must be in
+/// that context, or `docker build` breaks while `cargo build` here works.
+#[test]
+fn the_docker_context_holds_what_the_release_build_reads() {
+    let ignore = read(".dockerignore");
+    let rules: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(rules.first(), Some(&"*"), "the context starts from nothing");
+    let allowed: Vec<&str> = rules[1..]
+        .iter()
+        .map(|r| {
+            r.strip_prefix('!')
+                .unwrap_or_else(|| panic!("unexpected .dockerignore rule {r:?}"))
+        })
+        .collect();
+    let in_context = |rel: &str| {
+        allowed
+            .iter()
+            .any(|a| rel == *a || (a.ends_with('/') && rel.starts_with(a)))
+    };
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "server/Cargo.toml",
+        "server/build.rs",
+    ] {
+        assert!(
+            in_context(needed),
+            "{needed} is not in the Docker build context"
+        );
+    }
+
+    let root = std::fs::canonicalize(repo()).unwrap();
+    let mut stack = vec![root.join("server/src")];
+    let mut checked = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            assert!(in_context(&rel), "{rel} is not in the Docker build context");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let shipped = text.split("#[cfg(test)]").next().unwrap_or("");
+            for mac in ["include_str!(\"", "include_bytes!(\""] {
+                for (i, _) in shipped.match_indices(mac) {
+                    let arg = &shipped[i + mac.len()..];
+                    let target = &arg[..arg.find('"').unwrap()];
+                    let file = std::fs::canonicalize(path.parent().unwrap().join(target))
+                        .unwrap_or_else(|e| panic!("{rel}: {target}: {e}"));
+                    let rel_target = file.strip_prefix(&root).unwrap().to_string_lossy();
+                    assert!(
+                        in_context(&rel_target),
+                        "{rel} includes {rel_target}, which the Docker build cannot see"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // build.rs embeds every migration.
+    for entry in std::fs::read_dir(root.join("migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert!(in_context(&rel), "{rel} is not in the Docker build context");
+        checked += 1;
+    }
+    assert!(checked > 0);
+}

@@ -149,7 +149,7 @@ async fn drain_gives_up_on_requests_after_the_shutdown_timeout() {
 
     server.sigterm();
     let signalled = Instant::now();
-    let (status, _server) = tokio::task::spawn_blocking(move || {
+    let (status, server) = tokio::task::spawn_blocking(move || {
         let s = server.wait_exit(Duration::from_secs(10));
         (s, server)
     })
@@ -164,5 +164,17 @@ async fn drain_gives_up_on_requests_after_the_shutdown_timeout() {
     );
     // The abandoned request saw its connection close rather than an answer.
     assert!(in_flight.await.unwrap().is_err());
+    // The log says what was abandoned (stderr is read by a thread: give it a moment).
+    support::eventually(Duration::from_secs(5), "timeout logged", || async {
+        server.log_text().contains("shutdown timed out")
+    })
+    .await;
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("shutdown timed out"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["fields"]["http_requests_in_flight"], 1, "{line}");
     lock.batch_execute("rollback").await.unwrap();
 }
