@@ -14,6 +14,8 @@ use crate::{
     },
     config::{AuthConfig, Config},
     http::{self, HttpState},
+    lifecycle::Lifecycle,
+    metrics::{self, Metrics},
     readiness::Readiness,
     store::{migrate, Store, StoreError},
 };
@@ -41,6 +43,8 @@ pub enum AppError {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub store: Store,
+    /// The registry behind `GET /metrics` (tests read it; modules feed it).
+    pub metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -69,6 +73,7 @@ impl Running {
         {
             tracing::warn!(
                 timeout = ?self.shutdown_timeout,
+                http_requests_in_flight = self.metrics.gauge_of(metrics::HTTP_IN_FLIGHT).get(),
                 "shutdown timed out; abandoning in-flight work"
             );
         }
@@ -112,6 +117,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Auth::new(store.clone(), tokens.clone(), &config.auth)
             .map_err(|e| AppError::Auth(e.to_string()))?,
     );
+    let metrics = Metrics::new();
+    register_process_metrics(&metrics, &store);
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
@@ -124,15 +131,22 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .trusted_proxy_header
             .as_deref()
             .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        metrics: metrics.clone(),
+        lifecycle: Lifecycle::new(shutdown.clone(), tasks.clone()),
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
+        // On shutdown axum stops accepting (the listener is dropped, so new connections are
+        // refused), lets in-flight requests finish and closes idle keep-alive connections.
         // Connect info gives handlers the client address (sign-in rate limits).
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(token.cancelled_owned())
+        .with_graceful_shutdown(async move {
+            token.cancelled().await;
+            tracing::info!("draining: no longer accepting connections");
+        })
         .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
@@ -143,6 +157,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         store,
+        metrics,
         shutdown,
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,
@@ -168,6 +183,34 @@ pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
         }
     };
     Ok(keys.with_providers(config.providers.clone()))
+}
+
+/// Metrics about this process that are known from the start: the build and the pool.
+fn register_process_metrics(m: &Metrics, store: &Store) {
+    m.gauge_with(
+        metrics::BUILD_INFO.name,
+        metrics::BUILD_INFO.help,
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    )
+    .set(1);
+    let pool = store.pool().clone();
+    m.gauge_fn(metrics::POOL_MAX.name, metrics::POOL_MAX.help, {
+        let pool = pool.clone();
+        move || pool.status().max_size as f64
+    });
+    m.gauge_fn(metrics::POOL_SIZE.name, metrics::POOL_SIZE.help, {
+        let pool = pool.clone();
+        move || pool.status().size as f64
+    });
+    m.gauge_fn(metrics::POOL_IDLE.name, metrics::POOL_IDLE.help, {
+        let pool = pool.clone();
+        move || pool.status().available as f64
+    });
+    m.gauge_fn(
+        metrics::POOL_WAITING.name,
+        metrics::POOL_WAITING.help,
+        move || pool.status().waiting as f64,
+    );
 }
 
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it

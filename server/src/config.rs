@@ -32,33 +32,85 @@ pub enum Command {
     Dev(ServerArgs),
     /// Apply migrations (the server's and the app's) and exit.
     Migrate(ServerArgs),
-    /// Print a signed access token: `--role service` (the service key) or `--sub <uuid>`.
+    /// Print a signed access token for development and admin scripts.
     Token(TokenArgs),
+    /// Exit 0 if the server on ROWCAST_LISTEN answers GET /ready with 200, else 1 (for
+    /// container health checks; the runtime image has no curl).
+    Healthcheck(HealthcheckArgs),
 }
 
+/// `rowcast token`: kept small on purpose; it signs with the same keys the server verifies.
 #[derive(Debug, Args, Clone)]
 pub struct TokenArgs {
-    /// `service` for the service key (bypasses row-level security), or `authenticated`.
-    #[arg(long, value_parser = ["service", "authenticated"])]
-    pub role: Option<String>,
-
-    /// The user id (`sub`) of an `authenticated` token.
+    /// The user id (`sub`, a UUID) to sign in as; a new random id when omitted.
     #[arg(long)]
-    pub sub: Option<uuid::Uuid>,
+    pub sub: Option<String>,
 
-    /// How long the token is valid.
+    /// The role claim: `authenticated` (a user) or `service` (bypasses row-level security).
+    #[arg(long, value_enum, default_value = "authenticated")]
+    pub role: TokenRole,
+
+    /// How long the token is valid (e.g. 1h, 30m).
     #[arg(long, default_value = "1h", value_parser = duration_parser("--ttl"))]
     pub ttl: Duration,
 
-    #[command(flatten)]
-    pub server: ServerArgs,
+    /// Signing secret; without it, the dev secret in DATA_DIR/jwt-secret (made by `dev`).
+    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `iss` claim; must match the server's ROWCAST_JWT_ISSUER.
+    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim; must match the server's ROWCAST_JWT_AUDIENCE.
+    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
+    pub jwt_audience: String,
+
+    /// Where `dev` keeps its state, including the dev secret (DATA_DIR/jwt-secret).
+    #[arg(long, env = "ROWCAST_DATA_DIR", default_value = ".rowcast")]
+    pub data_dir: PathBuf,
+
+    /// Algorithm; must match the server's ROWCAST_JWT_ALGORITHM (hs256, rs256, es256).
+    #[arg(long, env = "ROWCAST_JWT_ALGORITHM", default_value = "hs256", value_parser = jwt_algorithm_parser)]
+    pub jwt_algorithm: SigningAlgorithm,
+
+    /// The server's PEM private key for rs256/es256 (ROWCAST_JWT_PRIVATE_KEY_FILE).
+    #[arg(long, env = "ROWCAST_JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<PathBuf>,
 }
 
-/// What `rowcast token` was asked to sign.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenRequest {
-    Service { ttl: Duration },
-    User { sub: uuid::Uuid, ttl: Duration },
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Authenticated,
+    Service,
+}
+
+/// `rowcast healthcheck`: probes the server this container runs.
+#[derive(Debug, Args, Clone)]
+pub struct HealthcheckArgs {
+    /// The server's listen address; an unspecified IP (0.0.0.0, ::) is probed on loopback.
+    #[arg(long, env = "ROWCAST_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Longest the probe may take.
+    #[arg(long, default_value = "3s", value_parser = duration_parser("--timeout"))]
+    pub timeout: Duration,
+}
+
+/// Every environment variable any `rowcast` command reads, taken from the command line
+/// definition itself so that docs and deployment files can be checked against it.
+pub fn env_vars() -> std::collections::BTreeSet<String> {
+    use clap::CommandFactory;
+    let mut out = std::collections::BTreeSet::new();
+    let root = Cli::command();
+    for sub in root.get_subcommands() {
+        for arg in sub.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|e| e.to_str()) {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Args, Clone)]
@@ -225,8 +277,6 @@ pub enum Mode {
     Serve,
     Dev,
     Migrate,
-    /// Print a token and exit.
-    Token,
 }
 
 /// The token secret [`Config::for_database`] uses; tests sign tokens with it.
@@ -241,8 +291,6 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
-    /// Set for `rowcast token`.
-    pub token_request: Option<TokenRequest>,
 }
 
 #[derive(Debug, Clone)]
@@ -321,26 +369,18 @@ pub struct ConfigError {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let (mode, args) = match cli.command {
-            Command::Serve(a) => (Mode::Serve, a),
-            Command::Dev(a) => (Mode::Dev, a),
-            Command::Migrate(a) => (Mode::Migrate, a),
-            Command::Token(t) => {
-                let request = match (t.role.as_deref(), t.sub) {
-                    (Some("service"), None) => TokenRequest::Service { ttl: t.ttl },
-                    (Some("authenticated") | None, Some(sub)) => TokenRequest::User { sub, ttl: t.ttl },
-                    _ => {
-                        return Err(ConfigError {
-                            setting: "rowcast token",
-                            expected: "either --role service, or --sub <uuid> (with --role authenticated or no --role)".into(),
-                        })
-                    }
-                };
-                let mut config = Config::from_args(Mode::Token, t.server)?;
-                config.token_request = Some(request);
-                return Ok(config);
-            }
-        };
+        let (mode, args) =
+            match cli.command {
+                Command::Serve(a) => (Mode::Serve, a),
+                Command::Dev(a) => (Mode::Dev, a),
+                Command::Migrate(a) => (Mode::Migrate, a),
+                Command::Token(_) | Command::Healthcheck(_) => return Err(ConfigError {
+                    setting: "command",
+                    expected:
+                        "serve, dev or migrate (token and healthcheck run without a server config)"
+                            .into(),
+                }),
+            };
         Config::from_args(mode, args)
     }
 
@@ -370,7 +410,7 @@ impl Config {
         }
         let format = args.log_format.unwrap_or(match mode {
             Mode::Serve => LogFormat::Json,
-            Mode::Dev | Mode::Migrate | Mode::Token => LogFormat::Pretty,
+            Mode::Dev | Mode::Migrate => LogFormat::Pretty,
         });
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(ConfigError {
@@ -439,7 +479,6 @@ impl Config {
                 filter: args.log,
             },
             auth,
-            token_request: None,
         })
     }
 
@@ -736,21 +775,6 @@ mod tests {
         let c = with(&secret).expect("defaults parse");
         assert_eq!(c.auth.access_token_ttl, Duration::from_secs(3600));
         assert_eq!(c.http.max_body_bytes, 1024 * 1024);
-    }
-
-    #[test]
-    fn token_command_needs_a_role_or_a_subject() {
-        let c = parse(&["rowcast", "token", "--role", "service"]).expect("service token");
-        assert_eq!(c.mode, Mode::Token);
-        assert!(matches!(
-            c.token_request,
-            Some(TokenRequest::Service { .. })
-        ));
-        let sub = "00000000-0000-0000-0000-000000000001";
-        let c = parse(&["rowcast", "token", "--sub", sub]).expect("user token");
-        assert!(matches!(c.token_request, Some(TokenRequest::User { .. })));
-        assert!(parse(&["rowcast", "token"]).is_err());
-        assert!(parse(&["rowcast", "token", "--role", "service", "--sub", sub]).is_err());
     }
 
     #[test]

@@ -16,9 +16,13 @@ use serde_json::json;
 pub mod auth;
 pub mod body;
 pub mod identity;
+pub mod observe;
+pub mod probe;
 
 use crate::{
     auth::{service::Auth, token::TokenKeys},
+    lifecycle::Lifecycle,
+    metrics::Metrics,
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
@@ -38,17 +42,22 @@ pub struct HttpState {
     /// Header holding the client address when behind a trusted proxy
     /// (`ROWCAST_TRUSTED_PROXY_HEADER`); otherwise the TCP peer is the client.
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
+    /// Counters and gauges for `GET /metrics`; see `metrics` for the names others feed.
+    pub metrics: Metrics,
+    /// Drain: long-lived sessions (WebSockets) spawn through it and end when it drains.
+    pub lifecycle: Lifecycle,
 }
 
 pub fn router(state: HttpState) -> Router {
-    let max_body_bytes = state.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(auth::routes())
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes));
+    // Add routes above: the layer wraps only what is already there.
+    observe::layer(routes, state.metrics.clone()).with_state(state)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -74,6 +83,18 @@ async fn ready(State(state): State<HttpState>) -> Response {
         body["code"] = json!(ErrorCode::NotReady.as_str());
     }
     (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition of everything registered in [`Metrics`].
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> HttpError {

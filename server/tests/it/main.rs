@@ -7,5 +7,9 @@
 mod support;
 
 mod auth;
+mod deploy;
+mod drain;
 mod embedded;
 mod foundation;
+mod instances;
+mod observability;
