@@ -1052,7 +1052,9 @@ async fn owner_only_policy_sees_the_callers_rows_and_leaves_no_identity_behind()
            body text not null);
          alter table public.notes enable row level security;
          create policy owner_only on public.notes using (owner_id = rowcast.uid());
-         grant select on public.notes to rowcast_anon, rowcast_authenticated, rowcast_service;",
+         grant select on public.notes to rowcast_anon, rowcast_authenticated, rowcast_service;
+         grant insert on public.notes to rowcast_authenticated;
+         grant usage on sequence public.notes_id_seq to rowcast_authenticated;",
     )
     .await
     .unwrap();
@@ -1093,6 +1095,33 @@ async fn owner_only_policy_sees_the_callers_rows_and_leaves_no_identity_behind()
     assert!(owners(&Identity::anonymous()).await.is_empty());
     assert_eq!(owners(&Identity::service()).await.len(), 5);
 
+    // A user writes rows referencing their own user id (the foreign key to rowcast.users
+    // is checked for the request role too), and cannot write rows for someone else.
+    store
+        .as_identity(&who_a, async |tx| {
+            tx.execute(
+                "insert into public.notes (owner_id, body) values (rowcast.uid(), 'mine')",
+                &[],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let err = store
+        .as_identity(&who_a, async |tx| {
+            tx.execute(
+                "insert into public.notes (owner_id, body) values ($1::text::uuid, 'theirs')",
+                &[&str_of(&b["user"], "id")],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some("42501"));
+    assert_eq!(owners(&who_a).await.len(), 4);
+
     // Claims that would break SQL if pasted into it change nothing.
     let hostile = Identity::user(
         str_of(&a["user"], "id"),
@@ -1102,8 +1131,8 @@ async fn owner_only_policy_sees_the_callers_rows_and_leaves_no_identity_behind()
             "huge": "'".repeat(100_000),
         }),
     );
-    assert_eq!(owners(&hostile).await.len(), 3);
-    assert_eq!(owners(&Identity::service()).await.len(), 5);
+    assert_eq!(owners(&hostile).await.len(), 4);
+    assert_eq!(owners(&Identity::service()).await.len(), 6);
 
     // After the transactions, the pooled connection carries no identity.
     let client = store.client().await.unwrap();
