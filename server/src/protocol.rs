@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
+
 /// Every error a client can see, by stable kebab-case code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -38,6 +40,8 @@ pub enum ErrorCode {
     Internal,
     /// The cursor is older than the retained change history: resync from a snapshot.
     ResyncRequired,
+    /// Sign-in refused: wrong email or password, or a spent/revoked refresh token.
+    InvalidCredentials,
 }
 
 impl ErrorCode {
@@ -57,6 +61,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Internal,
         ErrorCode::ResyncRequired,
+        ErrorCode::InvalidCredentials,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +80,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::ResyncRequired => "resync-required",
+            ErrorCode::InvalidCredentials => "invalid-credentials",
         }
     }
 
@@ -82,6 +88,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidJson | ErrorCode::InvalidField => 400,
+            ErrorCode::InvalidCredentials => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,

@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod migrate;
+pub mod users;
 
 use std::{str::FromStr, time::Duration};
 
