@@ -125,6 +125,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     );
     let metrics = Metrics::new();
     register_process_metrics(&metrics, &store);
+    register_capture_metrics(&metrics, &capture);
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
@@ -194,6 +195,29 @@ pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
 }
 
 /// Metrics about this process that are known from the start: the build and the pool.
+/// Capture keeps its own atomics (`CaptureStats`); the registry samples them at each scrape.
+fn register_capture_metrics(m: &Metrics, capture: &Capture) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = capture.clone();
+    m.counter_fn(
+        metrics::CHANGES_READ.name,
+        metrics::CHANGES_READ.help,
+        move || c.stats().changes_published.load(Relaxed) as f64,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
+        metrics::CAPTURE_OLDEST_UNDELIVERED.name,
+        metrics::CAPTURE_OLDEST_UNDELIVERED.help,
+        move || c.stats().oldest_undelivered_ms.load(Relaxed) as f64 / 1000.0,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
+        metrics::CAPTURE_BLOCKING_PID.name,
+        metrics::CAPTURE_BLOCKING_PID.help,
+        move || c.stats().blocking_pid.load(Relaxed) as f64,
+    );
+}
+
 fn register_process_metrics(m: &Metrics, store: &Store) {
     m.gauge_with(
         metrics::BUILD_INFO.name,
