@@ -995,6 +995,18 @@ async fn the_server_tails_psql_writes_and_hands_off_without_gaps() {
         }
     }
     assert_eq!(seen, vec!["before subscribe", "after subscribe"]);
+    // The reader's numbers reach /metrics.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let read: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rowcast_changes_read_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rowcast_changes_read_total in /metrics:\n{metrics}"));
+    assert!(read >= 2.0, "{read}");
+    assert!(
+        metrics.contains("rowcast_capture_blocking_pid 0"),
+        "{metrics}"
+    );
     app.shutdown().await;
 }
 
