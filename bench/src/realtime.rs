@@ -243,6 +243,9 @@ async fn client(
             }
         } else if t.starts_with(r#"{"type":"live""#) {
             c.live.fetch_add(1, Relaxed);
+        } else if t.starts_with(r#"{"type":"error""#) || t.starts_with(r#"{"type":"resync"#) {
+            eprintln!("client: {t}");
+            c.closed.fetch_add(1, Relaxed);
         }
     }
     c.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).append(&mut local);

@@ -8,10 +8,15 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::token::TokenKeys,
+    auth::{
+        service::Auth,
+        token::{SigningAlgorithm, TokenKeys},
+    },
     capture::Capture,
-    config::Config,
+    config::{AuthConfig, Config},
     http::{self, HttpState},
+    lifecycle::Lifecycle,
+    metrics::{self, Metrics},
     readiness::Readiness,
     realtime::Realtime,
     store::{migrate, Store, StoreError},
@@ -31,6 +36,8 @@ pub enum AppError {
     NoDatabase,
     #[error("no token secret configured (ROWCAST_JWT_SECRET)")]
     NoTokenSecret,
+    #[error("auth settings: {0}")]
+    Auth(String),
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
@@ -40,6 +47,8 @@ pub struct Running {
     pub store: Store,
     /// Change capture of this instance: subscribe to the live tail, read changes by cursor.
     pub capture: Capture,
+    /// The registry behind `GET /metrics` (tests read it; modules feed it).
+    pub metrics: Metrics,
     /// Realtime subscriptions of this instance (its stats are read by metrics and tests).
     pub realtime: Arc<Realtime>,
     shutdown: CancellationToken,
@@ -70,6 +79,7 @@ impl Running {
         {
             tracing::warn!(
                 timeout = ?self.shutdown_timeout,
+                http_requests_in_flight = self.metrics.gauge_of(metrics::HTTP_IN_FLIGHT).get(),
                 "shutdown timed out; abandoning in-flight work"
             );
         }
@@ -111,16 +121,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let capture = Capture::new(store.clone(), config.capture.clone());
     capture.spawn(&tasks, &shutdown, readiness.clone());
 
-    let secret = config
-        .auth
-        .jwt_secret
-        .as_deref()
-        .ok_or(AppError::NoTokenSecret)?;
-    let tokens = Arc::new(TokenKeys::hs256(
-        secret.as_bytes(),
-        &config.auth.issuer,
-        &config.auth.audience,
-    ));
+    let tokens = Arc::new(token_keys(&config.auth)?);
+    let auth = Arc::new(
+        Auth::new(store.clone(), tokens.clone(), &config.auth)
+            .map_err(|e| AppError::Auth(e.to_string()))?,
+    );
+    let metrics = Metrics::new();
+    register_process_metrics(&metrics, &store);
+    register_capture_metrics(&metrics, &capture);
     let realtime = Arc::new(Realtime::new(
         config.realtime.clone(),
         store.clone(),
@@ -133,19 +141,38 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         realtime.clone(),
         capture.clone(),
     ));
+    register_realtime_metrics(&metrics, &realtime);
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
         tokens,
         capture: capture.clone(),
+        auth,
+        max_body_bytes: config.http.max_body_bytes,
+        trusted_proxy_header: config
+            .http
+            .trusted_proxy_header
+            .as_deref()
+            .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        metrics: metrics.clone(),
+        lifecycle: Lifecycle::new(shutdown.clone(), tasks.clone()),
         realtime: realtime.clone(),
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
+        // On shutdown axum stops accepting (the listener is dropped, so new connections are
+        // refused), lets in-flight requests finish and closes idle keep-alive connections.
+        // Connect info gives handlers the client address (sign-in rate limits).
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            token.cancelled().await;
+            tracing::info!("draining: no longer accepting connections");
+        })
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -156,11 +183,84 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         local_addr,
         store,
         capture,
+        metrics,
         realtime,
         shutdown,
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,
     })
+}
+
+/// The keys that sign our tokens and verify bearer tokens, from validated settings.
+pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
+    let keys = match (config.algorithm, &config.private_key_pem) {
+        (SigningAlgorithm::Hs256, _) => {
+            let secret = config
+                .jwt_secret
+                .as_deref()
+                .ok_or(AppError::NoTokenSecret)?;
+            TokenKeys::hs256(secret.as_bytes(), &config.issuer, &config.audience)
+        }
+        (alg, Some(pem)) => TokenKeys::asymmetric(alg, pem, &config.issuer, &config.audience)
+            .map_err(|e| AppError::Auth(format!("ROWCAST_JWT_PRIVATE_KEY_FILE: {e}")))?,
+        (_, None) => {
+            return Err(AppError::Auth(
+                "ROWCAST_JWT_PRIVATE_KEY_FILE is required for rs256/es256".into(),
+            ))
+        }
+    };
+    Ok(keys.with_providers(config.providers.clone()))
+}
+
+/// Metrics about this process that are known from the start: the build and the pool.
+/// Capture keeps its own atomics (`CaptureStats`); the registry samples them at each scrape.
+fn register_capture_metrics(m: &Metrics, capture: &Capture) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = capture.clone();
+    m.counter_fn(
+        metrics::CHANGES_READ.name,
+        metrics::CHANGES_READ.help,
+        move || c.stats().changes_published.load(Relaxed) as f64,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
+        metrics::CAPTURE_OLDEST_UNDELIVERED.name,
+        metrics::CAPTURE_OLDEST_UNDELIVERED.help,
+        move || c.stats().oldest_undelivered_ms.load(Relaxed) as f64 / 1000.0,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
+        metrics::CAPTURE_BLOCKING_PID.name,
+        metrics::CAPTURE_BLOCKING_PID.help,
+        move || c.stats().blocking_pid.load(Relaxed) as f64,
+    );
+}
+
+fn register_process_metrics(m: &Metrics, store: &Store) {
+    m.gauge_with(
+        metrics::BUILD_INFO.name,
+        metrics::BUILD_INFO.help,
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    )
+    .set(1);
+    let pool = store.pool().clone();
+    m.gauge_fn(metrics::POOL_MAX.name, metrics::POOL_MAX.help, {
+        let pool = pool.clone();
+        move || pool.status().max_size as f64
+    });
+    m.gauge_fn(metrics::POOL_SIZE.name, metrics::POOL_SIZE.help, {
+        let pool = pool.clone();
+        move || pool.status().size as f64
+    });
+    m.gauge_fn(metrics::POOL_IDLE.name, metrics::POOL_IDLE.help, {
+        let pool = pool.clone();
+        move || pool.status().available as f64
+    });
+    m.gauge_fn(
+        metrics::POOL_WAITING.name,
+        metrics::POOL_WAITING.help,
+        move || pool.status().waiting as f64,
+    );
 }
 
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it
@@ -224,4 +324,29 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// Realtime's numbers on `/metrics`, read from its atomics at each scrape.
+fn register_realtime_metrics(m: &Metrics, realtime: &Arc<Realtime>) {
+    let s = realtime.stats.clone();
+    m.gauge_fn(
+        metrics::WS_CONNECTIONS.name,
+        metrics::WS_CONNECTIONS.help,
+        move || s.connections.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    let s = realtime.stats.clone();
+    m.gauge_fn(
+        metrics::SUBSCRIPTIONS.name,
+        metrics::SUBSCRIPTIONS.help,
+        move || s.subscriptions.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    let s = realtime.stats.clone();
+    m.counter_fn(
+        metrics::CHANGES_DELIVERED.name,
+        metrics::CHANGES_DELIVERED.help,
+        move || {
+            (s.changes_delivered.load(std::sync::atomic::Ordering::Relaxed)
+                + s.catch_up_changes.load(std::sync::atomic::Ordering::Relaxed)) as f64
+        },
+    );
 }

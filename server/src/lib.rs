@@ -7,6 +7,8 @@ pub mod capture;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod lifecycle;
+pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod readiness;

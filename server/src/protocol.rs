@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
 pub mod realtime;
 
 /// Every error a client can see, by stable kebab-case code.
@@ -40,6 +41,8 @@ pub enum ErrorCode {
     Internal,
     /// The cursor is older than the retained change history: resync from a snapshot.
     ResyncRequired,
+    /// Sign-in refused: wrong email or password, or a spent/revoked refresh token.
+    InvalidCredentials,
     /// The access token of a live connection expired; deliveries stopped until `auth`.
     TokenExpired,
     /// A configured limit was reached (connections, subscriptions, snapshot rows).
@@ -63,6 +66,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Internal,
         ErrorCode::ResyncRequired,
+        ErrorCode::InvalidCredentials,
         ErrorCode::TokenExpired,
         ErrorCode::LimitExceeded,
     ];
@@ -83,6 +87,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::ResyncRequired => "resync-required",
+            ErrorCode::InvalidCredentials => "invalid-credentials",
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::LimitExceeded => "limit-exceeded",
         }
@@ -92,6 +97,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidJson | ErrorCode::InvalidField => 400,
+            ErrorCode::InvalidCredentials => 400,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,

@@ -150,6 +150,9 @@ pub struct Realtime {
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     catalog_cache: Mutex<CatalogCache>,
+    /// Snapshots and catch-ups running at once: a storm of subscribes (every client
+    /// reconnecting after a restart) queues here instead of timing out on the pool.
+    pub reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// (schema, table) → when read, and what.
@@ -189,6 +192,9 @@ impl Realtime {
         shutdown: CancellationToken,
     ) -> Realtime {
         let stats = Arc::new(RealtimeStats::default());
+        let reads = Arc::new(tokio::sync::Semaphore::new(
+            (store.pool().status().max_size / 2).max(1),
+        ));
         // A buffering subscription may hold up to half a queue of frames; beyond that it
         // falls back to the log (bounded memory whatever the snapshot takes).
         let router = Arc::new(Router::new(
@@ -206,6 +212,7 @@ impl Realtime {
             tasks,
             shutdown,
             catalog_cache: Mutex::new(HashMap::new()),
+            reads,
         }
     }
 

@@ -192,6 +192,13 @@ async fn run(
         return Err(not_found("no such table".into()));
     }
     let shown: String = req.table.chars().take(64).collect();
+    // Held through snapshot and catch-up (released before going live).
+    let _reading = rt
+        .reads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| End::Gone)?;
     let catalog = rt
         .catalog(&schema, &name)
         .await

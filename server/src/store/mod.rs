@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod migrate;
+pub mod users;
 pub mod realtime;
 
 use std::{str::FromStr, time::Duration};

@@ -395,6 +395,72 @@ async fn convergence_run(seed: u64, kill_listener: bool) {
             commits.clone(),
         )));
     }
+    // Mid-run, a second consumer starts from a REPEATABLE READ snapshot of the tables (rows
+    // with their `_v`) and hands over to the live stream as realtime will: it must converge
+    // too.
+    let snap_replica = Arc::new(Mutex::new(Replica::default()));
+    let mut snap_consumer = None;
+    if !kill_listener {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let sub2 = h.capture.subscribe().await;
+        let start2 = sub2.start;
+        snap_consumer = Some(consume(
+            &h.capture,
+            snap_replica.clone(),
+            sub2,
+            failure.clone(),
+        ));
+        let mut snap = connect(&h.url).await;
+        let tx = snap
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .unwrap();
+        let c0 = rowcast::capture::snapshot_cursor(&tx).await.unwrap();
+        for (table, pk) in TABLES {
+            let rows = tx
+                .query(
+                    &format!("select to_jsonb(t), coalesce(t._v, 0) from {table} t"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (schema, name) = table.split_once('.').unwrap();
+            for r in rows {
+                let row: Value = r.get(0);
+                let key = pk
+                    .iter()
+                    .map(|c| (c.to_string(), row[*c].clone()))
+                    .collect();
+                snap_replica.lock().unwrap().apply(&Change {
+                    table: rowcast::capture::TableName {
+                        schema: schema.into(),
+                        name: name.into(),
+                    },
+                    op: Op::Insert,
+                    pk: key,
+                    version: r.get(1),
+                    new_row: Some(row),
+                    old_row: None,
+                    cursor: c0,
+                });
+            }
+        }
+        tx.commit().await.unwrap();
+        if c0 < start2 {
+            let replay: Vec<ChangeBatch> = h
+                .capture
+                .changes_between(c0, start2)
+                .try_collect()
+                .await
+                .unwrap();
+            for b in &replay {
+                snap_replica.lock().unwrap().apply_batch(b);
+            }
+        }
+    }
     if kill_listener {
         tokio::time::sleep(Duration::from_millis(800)).await;
         let killed = db
@@ -438,6 +504,19 @@ async fn convergence_run(seed: u64, kill_listener: bool) {
         !replica.lock().unwrap().table("public.cv_a").is_empty(),
         "seed {seed}: nothing was captured"
     );
+    if let Some(c) = snap_consumer {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match converges(&snap_replica, &db).await {
+                Ok(()) => break,
+                Err(diff) if Instant::now() > deadline => {
+                    panic!("seed {seed}: the snapshot-seeded replica never converged: {diff}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        c.abort();
+    }
     if kill_listener {
         let stats = h.capture.stats().snapshot();
         assert!(
@@ -916,6 +995,18 @@ async fn the_server_tails_psql_writes_and_hands_off_without_gaps() {
         }
     }
     assert_eq!(seen, vec!["before subscribe", "after subscribe"]);
+    // The reader's numbers reach /metrics.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let read: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rowcast_changes_read_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rowcast_changes_read_total in /metrics:\n{metrics}"));
+    assert!(read >= 2.0, "{read}");
+    assert!(
+        metrics.contains("rowcast_capture_blocking_pid 0"),
+        "{metrics}"
+    );
     app.shutdown().await;
 }
 

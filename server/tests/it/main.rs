@@ -6,7 +6,12 @@
 
 mod support;
 
+mod auth;
 mod capture;
+mod deploy;
+mod drain;
 mod embedded;
 mod foundation;
+mod instances;
+mod observability;
 mod realtime;
