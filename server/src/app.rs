@@ -112,11 +112,24 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         &config.auth.issuer,
         &config.auth.audience,
     ));
+    let rest = crate::rest::RestState {
+        config: config.rest.clone(),
+        schema: Default::default(),
+    };
+    crate::store::rest_schema::Listener {
+        store: store.clone(),
+        schemas: config.rest.schemas.clone(),
+        handle: rest.schema.clone(),
+        readiness: readiness.clone(),
+        idempotency_ttl: config.rest.idempotency_ttl,
+    }
+    .spawn(&tasks, shutdown.clone());
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
         tokens,
+        rest,
     });
     let token = shutdown.clone();
     tasks.spawn(async move {

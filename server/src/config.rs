@@ -92,6 +92,37 @@ pub struct ServerArgs {
     /// `aud` claim of issued tokens, and the audience accepted on verification.
     #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
     pub jwt_audience: String,
+
+    #[command(flatten)]
+    pub rest: RestArgs,
+}
+
+/// Settings of the REST data API (`/rest/v1`).
+#[derive(Debug, Args, Clone)]
+pub struct RestArgs {
+    /// Comma-separated schemas whose tables, views and functions the REST API exposes.
+    #[arg(long = "rest-schemas", env = "ROWCAST_REST_SCHEMAS", default_value = "public")]
+    pub rest_schemas: String,
+
+    /// Largest request body the REST API accepts (bytes; e.g. 1048576).
+    #[arg(long = "rest-max-body-bytes", env = "ROWCAST_REST_MAX_BODY_BYTES", default_value = "1048576", value_parser = positive_parser("ROWCAST_REST_MAX_BODY_BYTES"))]
+    pub rest_max_body_bytes: u64,
+
+    /// Most rows one REST read returns (a larger `limit` is capped to this).
+    #[arg(long = "rest-max-rows", env = "ROWCAST_REST_MAX_ROWS", default_value = "1000", value_parser = positive_parser("ROWCAST_REST_MAX_ROWS"))]
+    pub rest_max_rows: u64,
+
+    /// Deepest nesting of embedded resources in `select=` (1 = no embed inside an embed).
+    #[arg(long = "rest-max-embed-depth", env = "ROWCAST_REST_MAX_EMBED_DEPTH", default_value = "4", value_parser = positive_parser("ROWCAST_REST_MAX_EMBED_DEPTH"))]
+    pub rest_max_embed_depth: u64,
+
+    /// Allow PATCH and DELETE without any filter (they then touch every row RLS allows).
+    #[arg(long = "rest-allow-unfiltered-writes", env = "ROWCAST_REST_ALLOW_UNFILTERED_WRITES", default_value = "false", value_parser = bool_parser("ROWCAST_REST_ALLOW_UNFILTERED_WRITES"))]
+    pub rest_allow_unfiltered_writes: bool,
+
+    /// How long the response to a write with an `Idempotency-Key` is kept for retries.
+    #[arg(long = "rest-idempotency-ttl", env = "ROWCAST_REST_IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration_parser("ROWCAST_REST_IDEMPOTENCY_TTL"))]
+    pub rest_idempotency_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +151,19 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub rest: RestConfig,
+}
+
+/// Validated settings of the REST data API.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Exposed schemas, in order; the first is the default profile.
+    pub schemas: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_rows: u64,
+    pub max_embed_depth: usize,
+    pub allow_unfiltered_writes: bool,
+    pub idempotency_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -242,7 +286,9 @@ impl Config {
             }
             _ => {}
         }
+        let rest = RestConfig::from_args(&args.rest)?;
         Ok(Config {
+            rest,
             mode,
             database: DatabaseConfig {
                 url,
@@ -291,11 +337,60 @@ impl Config {
             jwt_secret: Some(TEST_JWT_SECRET.into()),
             jwt_issuer: "rowcast".into(),
             jwt_audience: "rowcast".into(),
+            rest: RestArgs {
+                rest_schemas: "public".into(),
+                rest_max_body_bytes: 1024 * 1024,
+                rest_max_rows: 1000,
+                rest_max_embed_depth: 4,
+                rest_allow_unfiltered_writes: false,
+                rest_idempotency_ttl: Duration::from_secs(24 * 3600),
+            },
         };
         match Config::from_args(Mode::Serve, args) {
             Ok(c) => c,
             Err(e) => panic!("Config::for_database needs a valid connection string: {e}"),
         }
+    }
+}
+
+impl RestConfig {
+    fn from_args(args: &RestArgs) -> Result<RestConfig, ConfigError> {
+        let schemas: Vec<String> = args
+            .rest_schemas
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if schemas.is_empty() {
+            return Err(ConfigError {
+                setting: "ROWCAST_REST_SCHEMAS",
+                expected: "one or more schema names separated by commas, e.g. `public`".into(),
+            });
+        }
+        let too_big = |setting: &'static str| ConfigError {
+            setting,
+            expected: "a smaller whole number".into(),
+        };
+        Ok(RestConfig {
+            schemas,
+            max_body_bytes: usize::try_from(args.rest_max_body_bytes)
+                .map_err(|_| too_big("ROWCAST_REST_MAX_BODY_BYTES"))?,
+            max_rows: args.rest_max_rows,
+            max_embed_depth: usize::try_from(args.rest_max_embed_depth)
+                .map_err(|_| too_big("ROWCAST_REST_MAX_EMBED_DEPTH"))?,
+            allow_unfiltered_writes: args.rest_allow_unfiltered_writes,
+            idempotency_ttl: args.rest_idempotency_ttl,
+        })
+    }
+}
+
+/// A clap value parser for a whole number of at least 1 that names its variable on error.
+pub fn positive_parser(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{setting} expects a whole number of at least 1")),
     }
 }
 

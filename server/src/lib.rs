@@ -8,4 +8,5 @@ pub mod config;
 pub mod http;
 pub mod protocol;
 pub mod readiness;
+pub mod rest;
 pub mod store;

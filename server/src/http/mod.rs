@@ -14,6 +14,7 @@ use axum::{
 use serde_json::json;
 
 pub mod identity;
+pub mod rest;
 
 use crate::{
     auth::token::TokenKeys,
@@ -29,12 +30,14 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
+    pub rest: crate::rest::RestState,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(rest::routes())
         .fallback(not_found)
         .with_state(state)
 }
