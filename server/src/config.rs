@@ -101,7 +101,11 @@ pub struct ServerArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RestArgs {
     /// Comma-separated schemas whose tables, views and functions the REST API exposes.
-    #[arg(long = "rest-schemas", env = "ROWCAST_REST_SCHEMAS", default_value = "public")]
+    #[arg(
+        long = "rest-schemas",
+        env = "ROWCAST_REST_SCHEMAS",
+        default_value = "public"
+    )]
     pub rest_schemas: String,
 
     /// Largest request body the REST API accepts (bytes; e.g. 1048576).

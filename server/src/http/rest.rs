@@ -129,7 +129,11 @@ async fn read(
 }
 
 /// The body, refused with 413 past the configured limit.
-async fn body_bytes(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, HttpError> {
+async fn body_bytes(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, HttpError> {
     let limit = state.rest.config.max_body_bytes;
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
@@ -171,7 +175,9 @@ fn idempotency_key(
         uri.query().unwrap_or("").as_bytes(),
         header_str(headers, "prefer").unwrap_or("").as_bytes(),
         header_str(headers, "accept").unwrap_or("").as_bytes(),
-        header_str(headers, "content-profile").unwrap_or("").as_bytes(),
+        header_str(headers, "content-profile")
+            .unwrap_or("")
+            .as_bytes(),
         body,
     ] {
         h.update((part.len() as u64).to_le_bytes());
@@ -199,21 +205,27 @@ async fn run_write(
     key: Option<IdempotencyKey>,
     base: String,
 ) -> Result<Response, HttpError> {
-    let response = rest_query::write(&state.store, identity, &write_plan, key.as_ref(), |result| {
-        match &write_plan {
-            WritePlan::Rpc(p) => rest::response::for_rpc(
-                p.single,
-                if p.function.returns_void {
-                    None
-                } else {
-                    Some(result.body)
-                },
-                result.rows,
-            ),
-            _ => rest::response::for_write(&write_plan, &base, result),
-        }
-        .map_err(ApiError::from)
-    })
+    let response = rest_query::write(
+        &state.store,
+        identity,
+        &write_plan,
+        key.as_ref(),
+        |result| {
+            match &write_plan {
+                WritePlan::Rpc(p) => rest::response::for_rpc(
+                    p.single,
+                    if p.function.returns_void {
+                        None
+                    } else {
+                        Some(result.body)
+                    },
+                    result.rows,
+                ),
+                _ => rest::response::for_write(&write_plan, &base, result),
+            }
+            .map_err(ApiError::from)
+        },
+    )
     .await
     .map_err(|e| match e {
         WriteError::Store(e) => HttpError(rest::api_error_from_store(e)),
@@ -271,7 +283,17 @@ async fn insert(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    write(Kind::Insert, state, identity, table, method, uri, headers, body).await
+    write(
+        Kind::Insert,
+        state,
+        identity,
+        table,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn update(
@@ -283,7 +305,17 @@ async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    write(Kind::Update, state, identity, table, method, uri, headers, body).await
+    write(
+        Kind::Update,
+        state,
+        identity,
+        table,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn delete(
@@ -295,7 +327,17 @@ async fn delete(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    write(Kind::Delete, state, identity, table, method, uri, headers, body).await
+    write(
+        Kind::Delete,
+        state,
+        identity,
+        table,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn rpc(

@@ -230,15 +230,9 @@ pub fn table<'a>(
 }
 
 fn column(table: &Table, name: &str) -> Result<Ident, RestError> {
-    table
-        .column(name)
-        .map(|c| c.name.clone())
-        .ok_or_else(|| {
-            RestError::UnknownColumn(format!(
-                "no column `{name}` on `{}`",
-                table.name.as_str()
-            ))
-        })
+    table.column(name).map(|c| c.name.clone()).ok_or_else(|| {
+        RestError::UnknownColumn(format!("no column `{name}` on `{}`", table.name.as_str()))
+    })
 }
 
 /// Plan a GET.
@@ -260,7 +254,10 @@ pub fn read(
             node.limit = Some(node.limit.map_or(n, |l| l.min(n)));
         }
     }
-    node.limit = Some(node.limit.map_or(limits.max_rows, |l| l.min(limits.max_rows)));
+    node.limit = Some(
+        node.limit
+            .map_or(limits.max_rows, |l| l.min(limits.max_rows)),
+    );
     Ok(ReadPlan {
         node,
         count: prefer.count,
@@ -352,12 +349,7 @@ fn relationship(
     };
     let child = cache
         .table(parent.schema.as_str(), target)
-        .or_else(|| {
-            cache
-                .schemas
-                .iter()
-                .find_map(|s| cache.table(s, target))
-        })
+        .or_else(|| cache.schemas.iter().find_map(|s| cache.table(s, target)))
         .cloned();
     let mut candidates: Vec<(Arc<Table>, Join, bool, &ForeignKey)> = Vec::new();
     match &child {
@@ -367,12 +359,23 @@ fn relationship(
                     continue;
                 }
                 if same(&fk.table, parent) && same(&fk.ref_table, child) {
-                    let pairs = fk.columns.iter().cloned().zip(fk.ref_columns.iter().cloned()).collect();
+                    let pairs = fk
+                        .columns
+                        .iter()
+                        .cloned()
+                        .zip(fk.ref_columns.iter().cloned())
+                        .collect();
                     candidates.push((child.clone(), Join { pairs }, true, fk));
                 }
                 if same(&fk.table, child) && same(&fk.ref_table, parent) {
-                    let pairs = fk.ref_columns.iter().cloned().zip(fk.columns.iter().cloned()).collect();
-                    let one_to_one = !child.primary_key.is_empty() && fk.columns == child.primary_key;
+                    let pairs = fk
+                        .ref_columns
+                        .iter()
+                        .cloned()
+                        .zip(fk.columns.iter().cloned())
+                        .collect();
+                    let one_to_one =
+                        !child.primary_key.is_empty() && fk.columns == child.primary_key;
                     candidates.push((child.clone(), Join { pairs }, one_to_one, fk));
                 }
             }
@@ -386,7 +389,12 @@ fn relationship(
                     && matches_hint(fk)
                 {
                     if let Some(t) = cache.table(fk.ref_table.0.as_str(), fk.ref_table.1.as_str()) {
-                        let pairs = fk.columns.iter().cloned().zip(fk.ref_columns.iter().cloned()).collect();
+                        let pairs = fk
+                            .columns
+                            .iter()
+                            .cloned()
+                            .zip(fk.ref_columns.iter().cloned())
+                            .collect();
                         candidates.push((t.clone(), Join { pairs }, true, fk));
                     }
                 }
@@ -455,7 +463,10 @@ fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(
         for term in &o.item {
             let key = match &term.target {
                 OrderTarget::Column(name) => OrderKey::Column(column(&node.table, name)?),
-                OrderTarget::Related { relation, column: col } => {
+                OrderTarget::Related {
+                    relation,
+                    column: col,
+                } => {
                     let embedded = node.fields.iter().find_map(|f| match f {
                         Field::Embed(e) if (&e.key == relation || &e.target == relation) => {
                             Some((e.node.table.clone(), e.join.clone(), e.to_one))
@@ -500,7 +511,9 @@ fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError>
     Ok(match cond {
         Condition::Pred(p) => {
             if p.op == Operator::In && matches!(&p.operand, Operand::List(l) if l.len() > 1000) {
-                return Err(RestError::Syntax("`in` lists hold at most 1000 values".into()));
+                return Err(RestError::Syntax(
+                    "`in` lists hold at most 1000 values".into(),
+                ));
             }
             Cond::Pred {
                 column: column(table, &p.column)?,
@@ -527,7 +540,11 @@ fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError>
 }
 
 /// Only top-level filters apply to PATCH and DELETE.
-fn write_conditions(table: &Arc<Table>, query: &Query, limits: Limits) -> Result<Vec<Cond>, RestError> {
+fn write_conditions(
+    table: &Arc<Table>,
+    query: &Query,
+    limits: Limits,
+) -> Result<Vec<Cond>, RestError> {
     if query.conditions.iter().any(|c| !c.path.is_empty()) || !query.order.is_empty() {
         return Err(RestError::Syntax(
             "PATCH and DELETE take filters on the table itself only".into(),
@@ -630,7 +647,9 @@ pub fn insert(
             column(table, n)?;
         }
     }
-    insert_with(cache, table, query, prefer, accept, rows, columns, conflict, limits)
+    insert_with(
+        cache, table, query, prefer, accept, rows, columns, conflict, limits,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

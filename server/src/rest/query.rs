@@ -144,8 +144,14 @@ pub struct Predicate {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
     Pred(Predicate),
-    And { negated: bool, items: Vec<Condition> },
-    Or { negated: bool, items: Vec<Condition> },
+    And {
+        negated: bool,
+        items: Vec<Condition>,
+    },
+    Or {
+        negated: bool,
+        items: Vec<Condition>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +164,10 @@ pub enum Nulls {
 pub enum OrderTarget {
     Column(String),
     /// `relation(column)`: a column of an embedded to-one relation.
-    Related { relation: String, column: String },
+    Related {
+        relation: String,
+        column: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -420,7 +429,10 @@ fn parse_logic_list(value: &str) -> Result<Vec<Condition>, RestError> {
     if parts.iter().all(|p| p.trim().is_empty()) {
         return Err(bad("`or`/`and` need at least one condition"));
     }
-    parts.into_iter().map(|p| parse_logic_item(p.trim())).collect()
+    parts
+        .into_iter()
+        .map(|p| parse_logic_item(p.trim()))
+        .collect()
 }
 
 fn parse_logic_item(s: &str) -> Result<Condition, RestError> {
@@ -660,12 +672,8 @@ pub fn parse_prefer<'a>(values: impl Iterator<Item = &'a str>) -> Prefer {
                 "count=exact" => p.count = Some(CountPref::Exact),
                 "count=planned" => p.count = Some(CountPref::Planned),
                 "count=estimated" => p.count = Some(CountPref::Estimated),
-                "resolution=merge-duplicates" => {
-                    p.resolution = Some(Resolution::MergeDuplicates)
-                }
-                "resolution=ignore-duplicates" => {
-                    p.resolution = Some(Resolution::IgnoreDuplicates)
-                }
+                "resolution=merge-duplicates" => p.resolution = Some(Resolution::MergeDuplicates),
+                "resolution=ignore-duplicates" => p.resolution = Some(Resolution::IgnoreDuplicates),
                 _ => {}
             }
         }
@@ -747,7 +755,10 @@ mod tests {
         };
         assert_eq!(target, "comments");
         let SelectItem::Embed {
-            alias, target, hint, ..
+            alias,
+            target,
+            hint,
+            ..
         } = &items[2]
         else {
             panic!("nested embed")
@@ -804,7 +815,13 @@ mod tests {
 
     #[test]
     fn prefer_range_accept() {
-        let p = parse_prefer(["return=representation, count=exact", "resolution=merge-duplicates"].into_iter());
+        let p = parse_prefer(
+            [
+                "return=representation, count=exact",
+                "resolution=merge-duplicates",
+            ]
+            .into_iter(),
+        );
         assert_eq!(p.return_, Some(ReturnPref::Representation));
         assert_eq!(p.count, Some(CountPref::Exact));
         assert_eq!(p.resolution, Some(Resolution::MergeDuplicates));

@@ -93,7 +93,11 @@ pub fn for_read(plan: &ReadPlan, result: ReadResult) -> Result<RestResponse, Res
 }
 
 /// `base` is the URL path of the table, e.g. `/rest/v1/todos`.
-pub fn for_write(plan: &WritePlan, base: &str, result: WriteResult) -> Result<RestResponse, RestError> {
+pub fn for_write(
+    plan: &WritePlan,
+    base: &str,
+    result: WriteResult,
+) -> Result<RestResponse, RestError> {
     let created = matches!(plan, WritePlan::Insert(_));
     if plan.single() && result.rows != 1 {
         return Err(RestError::NotAcceptable(format!(

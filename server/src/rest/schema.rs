@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
 };
 
 /// A name read from the Postgres catalog. Only the catalog loader constructs these, so an
@@ -100,23 +103,35 @@ impl SchemaCache {
 }
 
 /// Where the current snapshot lives; cheap to clone and share.
+///
+/// Loads can overlap (the listener and an admin call); each takes a ticket before reading
+/// the catalog, and a snapshot only replaces one from an older ticket, so a slow load that
+/// began before some DDL never overwrites a newer snapshot taken after it.
 #[derive(Debug, Clone, Default)]
-pub struct SchemaHandle(Arc<RwLock<Option<Arc<SchemaCache>>>>);
+pub struct SchemaHandle(Arc<RwLock<(u64, Option<Arc<SchemaCache>>)>>, Arc<AtomicU64>);
 
 impl SchemaHandle {
     /// The current snapshot, or `None` before the first load.
     pub fn get(&self) -> Option<Arc<SchemaCache>> {
         match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(g) => g.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
         }
     }
 
-    pub fn set(&self, cache: SchemaCache) {
-        let cache = Some(Arc::new(cache));
-        match self.0.write() {
-            Ok(mut g) => *g = cache,
-            Err(poisoned) => *poisoned.into_inner() = cache,
+    /// Take a ticket before reading the catalog.
+    pub fn ticket(&self) -> u64 {
+        self.1.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Install `cache`, read under `ticket`, unless a newer load already landed.
+    pub fn set(&self, ticket: u64, cache: SchemaCache) {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if ticket > g.0 {
+            *g = (ticket, Some(Arc::new(cache)));
         }
     }
 }

@@ -79,7 +79,10 @@ impl Sql {
     }
 
     fn param_refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+        self.params
+            .iter()
+            .map(|p| p as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 
@@ -175,7 +178,11 @@ fn embed(sql: &mut Sql, e: &Embed, parent: &str) -> String {
 
 /// The conditions of `node` (and its `!inner` embeddings), or `None` for no filter.
 fn where_sql(sql: &mut Sql, node: &Node, alias: &str) -> Option<String> {
-    let mut parts: Vec<String> = node.condition.iter().map(|c| cond_sql(sql, c, alias)).collect();
+    let mut parts: Vec<String> = node
+        .condition
+        .iter()
+        .map(|c| cond_sql(sql, c, alias))
+        .collect();
     for f in &node.fields {
         if let Field::Embed(e) = f {
             if e.inner {
@@ -317,7 +324,10 @@ fn page_sql(sql: &mut Sql, limit: Option<u64>, offset: u64) -> String {
         s.push_str(&format!(" limit {}::int8", sql.bind(Some(l.to_string()))));
     }
     if offset > 0 {
-        s.push_str(&format!(" offset {}::int8", sql.bind(Some(offset.to_string()))));
+        s.push_str(&format!(
+            " offset {}::int8",
+            sql.bind(Some(offset.to_string()))
+        ));
     }
     s
 }
@@ -353,13 +363,21 @@ async fn begin<'a>(
     if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
         client.statement_cache.clear();
     }
-    let tx = client.build_transaction().read_only(read_only).start().await?;
+    let tx = client
+        .build_transaction()
+        .read_only(read_only)
+        .start()
+        .await?;
     super::set_identity(&tx, identity).await?;
     Ok(tx)
 }
 
 /// Run a read as `identity`.
-pub async fn read(store: &Store, identity: &Identity, plan: &ReadPlan) -> Result<ReadResult, StoreError> {
+pub async fn read(
+    store: &Store,
+    identity: &Identity,
+    plan: &ReadPlan,
+) -> Result<ReadResult, StoreError> {
     let mut sql = Sql::default();
     let exact = plan.count == Some(CountPref::Exact);
     let (text, count_text) = read_sql(&mut sql, plan, exact);
@@ -442,7 +460,12 @@ fn insert_sql(sql: &mut Sql, plan: &InsertPlan) -> String {
     let mut s = if plan.columns.is_empty() {
         format!("insert into {table} as t0 default values")
     } else {
-        let cols = plan.columns.iter().map(ident).collect::<Vec<_>>().join(", ");
+        let cols = plan
+            .columns
+            .iter()
+            .map(ident)
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = sql.bind(Some(plan.rows.clone()));
         format!(
             "insert into {table} as t0 ({cols}) select {cols} from json_populate_recordset(null::{table}, {rows}::json)"
@@ -510,7 +533,12 @@ fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
         .iter()
         .map(|(name, value)| format!("{} => {}", ident(name), sql.bind(value.clone())))
         .collect();
-    let call = format!("{}.{}({})", ident(&f.schema), ident(&f.name), args.join(", "));
+    let call = format!(
+        "{}.{}({})",
+        ident(&f.schema),
+        ident(&f.name),
+        args.join(", ")
+    );
     if f.returns_void {
         format!("select null::text, 0::int8 from (select {call}) c")
     } else if f.returns_set {
@@ -625,7 +653,13 @@ async fn claim(
             "insert into rowcast.rest_idempotency (key, subject, method, path, request_hash) \
              values ($1, $2, $3, $4, $5) \
              on conflict (key, subject, method, path) do nothing returning 1",
-            &[&key.key, &key.subject, &key.method, &key.path, &key.request_hash],
+            &[
+                &key.key,
+                &key.subject,
+                &key.method,
+                &key.path,
+                &key.request_hash,
+            ],
         )
         .await?;
     if claimed.is_some() {
@@ -685,7 +719,10 @@ async fn store_response(
 }
 
 /// Delete stored idempotent responses older than `ttl`.
-pub async fn prune_idempotency(client: &tokio_postgres::Client, ttl: Duration) -> Result<u64, StoreError> {
+pub async fn prune_idempotency(
+    client: &tokio_postgres::Client,
+    ttl: Duration,
+) -> Result<u64, StoreError> {
     Ok(client
         .execute(
             "delete from rowcast.rest_idempotency where created_at < now() - make_interval(secs => $1)",

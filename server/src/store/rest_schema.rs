@@ -12,7 +12,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{Store, StoreError};
 use crate::{
     readiness::Readiness,
-    rest::schema::{Column, ForeignKey, Function, FunctionArg, Ident, SchemaCache, SchemaHandle, Table},
+    rest::schema::{
+        Column, ForeignKey, Function, FunctionArg, Ident, SchemaCache, SchemaHandle, Table,
+    },
 };
 
 /// The channel the DDL event trigger notifies.
@@ -190,10 +192,20 @@ pub async fn load(
 }
 
 /// Reload the cache now on a pooled connection (the admin call).
-pub async fn reload(store: &Store, schemas: &[String], handle: &SchemaHandle) -> Result<(), StoreError> {
+pub async fn reload(
+    store: &Store,
+    schemas: &[String],
+    handle: &SchemaHandle,
+) -> Result<(), StoreError> {
     let client = store.client().await?;
+    let ticket = handle.ticket();
     let cache = load(&client, schemas).await?;
-    handle.set(cache);
+    tracing::info!(
+        tables = cache.tables.len(),
+        functions = cache.functions.len(),
+        "REST schema cache reloaded on request"
+    );
+    handle.set(ticket, cache);
     Ok(())
 }
 
@@ -239,7 +251,11 @@ impl Listener {
     }
 
     /// One connection's life: LISTEN, load, reload on each doorbell. `Ok` means shutdown.
-    async fn session(&self, tasks: &TaskTracker, shutdown: &CancellationToken) -> Result<(), StoreError> {
+    async fn session(
+        &self,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
         let (client, mut connection) = self
             .store
             .pg_config()
@@ -266,7 +282,8 @@ impl Listener {
             }
         });
         client.batch_execute(&format!("listen {CHANNEL}")).await?;
-        self.handle.set(load(&client, &self.schemas).await?);
+        let ticket = self.handle.ticket();
+        self.handle.set(ticket, load(&client, &self.schemas).await?);
         tracing::info!("REST schema cache loaded");
         let mut prune = tokio::time::interval(Duration::from_secs(600));
         loop {
@@ -279,7 +296,8 @@ impl Listener {
                     // DDL comes in bursts (a migration); one reload covers them all.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     while rx.try_recv().is_ok() {}
-                    self.handle.set(load(&client, &self.schemas).await?);
+                    let ticket = self.handle.ticket();
+                    self.handle.set(ticket, load(&client, &self.schemas).await?);
                     tracing::info!("REST schema cache reloaded");
                 }
                 _ = prune.tick() => {

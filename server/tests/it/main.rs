@@ -8,3 +8,4 @@ mod support;
 
 mod embedded;
 mod foundation;
+mod rest;
