@@ -241,6 +241,7 @@ enum Kind {
     Delete,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write(
     kind: Kind,
     state: HttpState,

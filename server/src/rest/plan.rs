@@ -302,7 +302,7 @@ fn build_node(
                 inner,
                 items,
             } => {
-                if depth >= limits.max_embed_depth + 1 {
+                if depth > limits.max_embed_depth {
                     return Err(RestError::Syntax(format!(
                         "embedding nested deeper than {} levels",
                         limits.max_embed_depth

@@ -299,7 +299,17 @@ fn valid_name(s: &str) -> bool {
 }
 
 fn parse_name_list(value: &str, what: &str) -> Result<Vec<String>, RestError> {
-    let names: Vec<String> = value.split(',').map(|s| s.trim().to_string()).collect();
+    // postgrest-js double-quotes each name in `columns=`.
+    let names: Vec<String> = value
+        .split(',')
+        .map(|s| {
+            let s = s.trim();
+            s.strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .unwrap_or(s)
+                .to_string()
+        })
+        .collect();
     if names.iter().any(|n| !valid_name(n)) {
         return Err(bad(format!(
             "`{what}` must be a comma-separated list of column names"

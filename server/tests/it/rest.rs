@@ -1511,3 +1511,51 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
     assert_eq!(r.status, 406, "{}", r.text);
     t.app.shutdown().await;
 }
+
+/// The same requests through `@supabase/postgrest-js` (compat/postgrest-js), against this
+/// server: the Node suite asserts the results the HTTP-level tests above assert.
+#[tokio::test]
+async fn rest_postgrest_js_client_gets_the_same_results() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compat/postgrest-js");
+    let t = Rest::start().await;
+    let install = tokio::process::Command::new("npm")
+        .args([
+            "ci",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("npm (Node 20+) is needed for the postgrest-js compatibility suite");
+    assert!(
+        install.status.success(),
+        "npm ci failed: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let run = tokio::process::Command::new("node")
+        .arg("--test")
+        .current_dir(&dir)
+        .env("ROWCAST_REST_URL", t.app.url("/rest/v1"))
+        .env("ROWCAST_ALICE_TOKEN", &t.alice)
+        .env("ROWCAST_BOB_TOKEN", &t.bob)
+        .env("ROWCAST_SERVICE_TOKEN", &t.service)
+        .env("ROWCAST_BOB_ID", &t.bob_id)
+        .output()
+        .await
+        .expect("run node --test");
+    assert!(
+        run.status.success(),
+        "postgrest-js suite failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("# pass 7") && stdout.contains("# fail 0"),
+        "the postgrest-js suite did not run all its tests:\n{stdout}"
+    );
+    t.app.shutdown().await;
+}
