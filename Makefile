@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ROWCAST := $(CARGO) run --quiet --bin rowcast --
 
-.PHONY: dev serve migrate test fmt lint check build clean
+.PHONY: dev serve migrate test fmt lint check build clean bench-rest
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
 dev:
@@ -34,3 +34,8 @@ build:
 clean:
 	$(CARGO) clean
 	rm -rf .rowcast
+
+## REST benchmark (wrk): PK read and a 50-row page with one embed, 64 connections.
+bench-rest:
+	$(CARGO) build --release --bin rowcast
+	sh bench/rest/run.sh

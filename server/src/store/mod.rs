@@ -181,10 +181,11 @@ impl Store {
 /// transaction-locally, so row-level security sees the caller.
 pub async fn set_identity(tx: &Transaction<'_>, identity: &Identity) -> Result<(), StoreError> {
     let claims = identity.claims_json();
-    tx.execute(
-        "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
-        &[&identity.role.pg_role(), &claims],
-    )
-    .await?;
+    tx.execute(SET_IDENTITY, &[&identity.role.pg_role(), &claims])
+        .await?;
     Ok(())
 }
+
+/// The statement that takes on an identity: `$1` the role, `$2` the claims JSON.
+pub const SET_IDENTITY: &str =
+    "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)";

@@ -334,7 +334,7 @@ fn page_sql(sql: &mut Sql, limit: Option<u64>, offset: u64) -> String {
 
 /// The SQL of a read: the page as one JSON array, its row count, and (if asked) the exact
 /// total. Returns the statement and the number of leading parameters the filter uses.
-fn read_sql(sql: &mut Sql, plan: &ReadPlan, exact: bool) -> (String, String) {
+fn read_sql(sql: &mut Sql, plan: &ReadPlan, exact: bool, role: &str) -> (String, String) {
     let node = &plan.node;
     let table = qualified(&node.table);
     let where_ = where_sql(sql, node, "t0").unwrap_or_else(|| "true".into());
@@ -346,9 +346,11 @@ fn read_sql(sql: &mut Sql, plan: &ReadPlan, exact: bool) -> (String, String) {
     } else {
         ", null::int8".to_string()
     };
+    let guard = sql.bind(Some(role.to_string()));
     let text = format!(
         "select coalesce(json_agg(s0.r), '[]')::text, count(*)::int8{total} \
-         from (select {obj} as r from {table} t0 where {where_}{order}{page}) s0"
+         from (select {obj} as r from {table} t0 where {where_}{order}{page}) s0 \
+         where current_user = {guard}::name"
     );
     let count = format!("select 1 from {table} t0 where {where_}");
     (text, count)
@@ -360,19 +362,29 @@ async fn begin<'a>(
     identity: &Identity,
     read_only: bool,
 ) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
-    if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
-        client.statement_cache.clear();
-    }
+    let set = client.prepare_cached(super::SET_IDENTITY).await?;
     let tx = client
         .build_transaction()
         .read_only(read_only)
         .start()
         .await?;
-    super::set_identity(&tx, identity).await?;
+    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+        .await?;
     Ok(tx)
 }
 
+fn trim_statement_cache(client: &deadpool_postgres::Object) {
+    if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+        client.statement_cache.clear();
+    }
+}
+
 /// Run a read as `identity`.
+///
+/// The common case is pipelined: `begin read only`, the identity, the query and `commit`
+/// go out together in one round trip. Postgres runs them in order, so the query is planned
+/// under the caller's role and claims; as a second line of defence the query also checks
+/// `current_user`, so were it ever to run before the identity it would return nothing.
 pub async fn read(
     store: &Store,
     identity: &Identity,
@@ -380,8 +392,28 @@ pub async fn read(
 ) -> Result<ReadResult, StoreError> {
     let mut sql = Sql::default();
     let exact = plan.count == Some(CountPref::Exact);
-    let (text, count_text) = read_sql(&mut sql, plan, exact);
+    let (text, count_text) = read_sql(&mut sql, plan, exact, identity.role.pg_role());
     let mut client = store.client().await?;
+    trim_statement_cache(&client);
+    if matches!(plan.count, None | Some(CountPref::Exact)) {
+        let set = client.prepare_cached(super::SET_IDENTITY).await?;
+        let stmt = client.prepare_cached(&text).await?;
+        let role = identity.role.pg_role();
+        let claims = identity.claims_json();
+        let params = sql.param_refs();
+        let identity_params: [&(dyn ToSql + Sync); 2] = [&role, &claims];
+        let (_, _, row, _) = tokio::try_join!(
+            client.batch_execute("begin read only"),
+            client.execute(&set, &identity_params),
+            client.query_one(&stmt, &params),
+            client.batch_execute("commit"),
+        )?;
+        return Ok(ReadResult {
+            body: row.get(0),
+            rows: row.get(1),
+            total: row.get(2),
+        });
+    }
     let tx = begin(&mut client, identity, true).await?;
     let stmt = tx.prepare_cached(&text).await?;
     let row = tx.query_one(&stmt, &sql.param_refs()).await?;
@@ -600,9 +632,8 @@ pub async fn write(
         WritePlan::Rpc(p) => rpc_sql(&mut sql, p),
     };
     let mut client = store.client().await?;
-    if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
-        client.statement_cache.clear();
-    }
+    trim_statement_cache(&client);
+    let set = client.prepare_cached(super::SET_IDENTITY).await?;
     let tx = client.build_transaction().start().await?;
     if let Some(key) = idempotency {
         // Claimed as the server's own role, before the caller's identity is taken on.
@@ -611,7 +642,8 @@ pub async fn write(
             return stored.map_err(WriteError::Refused);
         }
     }
-    super::set_identity(&tx, identity).await?;
+    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+        .await?;
     let stmt = tx.prepare_cached(&text).await?;
     let row = tx.query_one(&stmt, &sql.param_refs()).await?;
     let result = WriteResult {
