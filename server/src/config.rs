@@ -27,6 +27,8 @@ pub enum Command {
     Dev(ServerArgs),
     /// Apply migrations (the server's and the app's) and exit.
     Migrate(ServerArgs),
+    /// Tell every running server on DATABASE_URL to reload its REST schema cache, and exit.
+    ReloadSchema(ServerArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -141,6 +143,7 @@ pub enum Mode {
     Serve,
     Dev,
     Migrate,
+    ReloadSchema,
 }
 
 /// The token secret [`Config::for_database`] uses; tests sign tokens with it.
@@ -234,6 +237,7 @@ impl Config {
             Command::Serve(a) => (Mode::Serve, a),
             Command::Dev(a) => (Mode::Dev, a),
             Command::Migrate(a) => (Mode::Migrate, a),
+            Command::ReloadSchema(a) => (Mode::ReloadSchema, a),
         };
         Config::from_args(mode, args)
     }
@@ -248,7 +252,7 @@ impl Config {
                     "a Postgres connection string such as postgres://user:password@host:5432/dbname"
                         .into(),
             })?;
-        } else if mode == Mode::Serve {
+        } else if mode == Mode::Serve || mode == Mode::ReloadSchema {
             return Err(ConfigError {
                 setting: "DATABASE_URL",
                 expected: "a Postgres connection string (required by `serve`; use `rowcast dev` for an embedded database)".into(),
@@ -264,7 +268,7 @@ impl Config {
         }
         let format = args.log_format.unwrap_or(match mode {
             Mode::Serve => LogFormat::Json,
-            Mode::Dev | Mode::Migrate => LogFormat::Pretty,
+            Mode::Dev | Mode::Migrate | Mode::ReloadSchema => LogFormat::Pretty,
         });
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(ConfigError {

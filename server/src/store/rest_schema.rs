@@ -209,6 +209,23 @@ pub async fn reload(
     Ok(())
 }
 
+/// Ask every running instance on the database at `pg_config` to reload its schema cache
+/// (`rowcast reload-schema`).
+pub async fn notify_reload(pg_config: &tokio_postgres::Config) -> Result<(), StoreError> {
+    let (client, connection) = pg_config
+        .connect(NoTls)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let driver = tokio::spawn(connection);
+    let result = client
+        .execute("select pg_notify($1, '')", &[&CHANNEL])
+        .await;
+    drop(client);
+    let _ = driver.await;
+    result?;
+    Ok(())
+}
+
 /// What the schema listener needs.
 #[derive(Debug, Clone)]
 pub struct Listener {

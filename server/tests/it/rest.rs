@@ -1452,6 +1452,37 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
     })
     .await;
 
+    // With the event trigger off, DDL goes unnoticed until `rowcast reload-schema` rings
+    // the doorbell from outside.
+    db.batch_execute("alter event trigger rowcast_rest_ddl disable")
+        .await
+        .unwrap();
+    db.batch_execute("alter table posts add column quiet text default 'q'")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(t.get("/rest/v1/posts?select=quiet", svc).await.status, 404);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rowcast"))
+        .args(["reload-schema", "--database-url", &t.app.db_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    support::eventually(
+        Duration::from_secs(10),
+        "reload-schema CLI picked up",
+        || async {
+            t.get("/rest/v1/posts?select=quiet&id=eq.1", svc).await.body == json!([{"quiet": "q"}])
+        },
+    )
+    .await;
+    db.batch_execute("alter event trigger rowcast_rest_ddl enable")
+        .await
+        .unwrap();
+
     // The admin call reloads synchronously, and only for the service role.
     let r = t
         .call(
@@ -1469,6 +1500,68 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
     t.reload().await;
     assert_eq!(t.get("/rest/v1/later", svc).await.status, 404);
     t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rest_schema_listener_reconnects_after_losing_the_database() {
+    use crate::support::proxy::{self, Proxy};
+    let url = support::migrated_db().await;
+    let direct = support::connect(&url).await;
+    direct
+        .batch_execute(
+            "set search_path = public;
+             create table gauge (id int primary key, v int);
+             insert into gauge values (1, 10);
+             grant select on gauge to rowcast_anon;",
+        )
+        .await
+        .unwrap();
+    let proxy = Proxy::start(proxy::target_of(&url), true).await;
+    let mut config = Config::for_database(&proxy.url_through(&url));
+    config.database.connect_timeout = Duration::from_secs(1);
+    let app = TestApp::spawn_with(config).await;
+    let get = |path: &'static str| {
+        let app = &app;
+        async move {
+            app.http
+                .get(app.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    support::eventually(Duration::from_secs(10), "cache loaded", || async {
+        get("/rest/v1/gauge").await == 200
+    })
+    .await;
+    // Cut every connection (the listener's too), change the schema meanwhile, come back.
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    direct
+        .batch_execute("alter table gauge add column unit text default 'kPa'")
+        .await
+        .unwrap();
+    proxy.set_up(true);
+    support::eventually(
+        Duration::from_secs(20),
+        "reloaded after reconnect",
+        || async { get("/rest/v1/gauge?select=unit").await == 200 },
+    )
+    .await;
+    // And it is listening again: a later change arrives by doorbell.
+    direct
+        .batch_execute("alter table gauge add column later int default 1")
+        .await
+        .unwrap();
+    support::eventually(
+        Duration::from_secs(10),
+        "doorbell after reconnect",
+        || async { get("/rest/v1/gauge?select=later").await == 200 },
+    )
+    .await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
