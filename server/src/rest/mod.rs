@@ -125,6 +125,21 @@ pub fn api_error_from_store(e: crate::store::StoreError) -> ApiError {
             let message = e.db_message().unwrap_or_else(|| "the function raised an error".into());
             api(ErrorCode::BadRequest, &message)
         }
+        "42P10" => api(
+            ErrorCode::BadRequest,
+            "the on_conflict columns have no unique index or constraint",
+        ),
+        "428C9" => api(
+            ErrorCode::ConstraintViolation,
+            "a generated column cannot be written",
+        ),
+        "42P01" => api(ErrorCode::UnknownTable, "the table no longer exists"),
+        "42703" => api(ErrorCode::UnknownColumn, "the column no longer exists"),
+        "0A000" | "55000" => api(
+            ErrorCode::BadRequest,
+            "this table or view does not support this operation",
+        ),
+        "54001" => api(ErrorCode::BadRequest, "the request is too complex"),
         "40001" | "40P01" => api(
             ErrorCode::Conflict,
             "the transaction conflicted with a concurrent one; retry",

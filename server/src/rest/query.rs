@@ -219,7 +219,7 @@ pub fn parse_query(raw: &str) -> Result<Query, RestError> {
                 if q.select.is_some() {
                     return Err(bad("`select` given more than once"));
                 }
-                q.select = Some(parse_select(value)?);
+                q.select = Some(parse_select_at(value, 0)?);
                 continue;
             }
             "on_conflict" => {
@@ -255,7 +255,7 @@ pub fn parse_query(raw: &str) -> Result<Query, RestError> {
             "or" | "and" => {
                 let negated = n >= 2 && segments[n - 2] == "not";
                 let path_end = if negated { n - 2 } else { n - 1 };
-                let items = parse_logic_list(value)?;
+                let items = parse_logic_list(value, 0)?;
                 let cond = if last == "or" {
                     Condition::Or { negated, items }
                 } else {
@@ -430,7 +430,19 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, RestError> {
 }
 
 /// `(cond,cond,...)` of `or=` / `and=`.
-fn parse_logic_list(value: &str) -> Result<Vec<Condition>, RestError> {
+/// How deep `and(...)`/`or(...)` and embeddings may nest in the grammar itself. The parser
+/// recurses, so without a bound a long query string could exhaust the stack; plans apply
+/// the (smaller) configured embed depth afterwards.
+pub const MAX_NESTING: usize = 16;
+
+fn too_deep() -> RestError {
+    bad(format!("nested more than {MAX_NESTING} levels deep"))
+}
+
+fn parse_logic_list(value: &str, depth: usize) -> Result<Vec<Condition>, RestError> {
+    if depth > MAX_NESTING {
+        return Err(too_deep());
+    }
     let inner = value
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
@@ -441,11 +453,11 @@ fn parse_logic_list(value: &str) -> Result<Vec<Condition>, RestError> {
     }
     parts
         .into_iter()
-        .map(|p| parse_logic_item(p.trim()))
+        .map(|p| parse_logic_item(p.trim(), depth))
         .collect()
 }
 
-fn parse_logic_item(s: &str) -> Result<Condition, RestError> {
+fn parse_logic_item(s: &str, depth: usize) -> Result<Condition, RestError> {
     let (negated, body) = match s.strip_prefix("not.") {
         Some(r) if r.starts_with("and(") || r.starts_with("or(") => (true, r),
         _ => (false, s),
@@ -454,7 +466,7 @@ fn parse_logic_item(s: &str) -> Result<Condition, RestError> {
         if list.starts_with('(') {
             return Ok(Condition::And {
                 negated,
-                items: parse_logic_list(list)?,
+                items: parse_logic_list(list, depth + 1)?,
             });
         }
     }
@@ -462,7 +474,7 @@ fn parse_logic_item(s: &str) -> Result<Condition, RestError> {
         if list.starts_with('(') {
             return Ok(Condition::Or {
                 negated,
-                items: parse_logic_list(list)?,
+                items: parse_logic_list(list, depth + 1)?,
             });
         }
     }
@@ -546,17 +558,24 @@ fn parse_order(value: &str) -> Result<Vec<OrderTerm>, RestError> {
 /// `select=` grammar: `item(,item)*` where an item is `*`, `[alias:]column[::cast]`, or
 /// `[alias:]table[!hint][!inner](items)`.
 pub fn parse_select(value: &str) -> Result<Vec<SelectItem>, RestError> {
+    parse_select_at(value, 0)
+}
+
+fn parse_select_at(value: &str, depth: usize) -> Result<Vec<SelectItem>, RestError> {
+    if depth > MAX_NESTING {
+        return Err(too_deep());
+    }
     let value = value.trim();
     if value.is_empty() {
         return Ok(vec![SelectItem::Star]);
     }
     split_top_level(value)?
         .into_iter()
-        .map(|item| parse_select_item(item.trim()))
+        .map(|item| parse_select_item(item.trim(), depth))
         .collect()
 }
 
-fn parse_select_item(item: &str) -> Result<SelectItem, RestError> {
+fn parse_select_item(item: &str, depth: usize) -> Result<SelectItem, RestError> {
     if item == "*" {
         return Ok(SelectItem::Star);
     }
@@ -598,7 +617,7 @@ fn parse_select_item(item: &str) -> Result<SelectItem, RestError> {
             target: target.to_string(),
             hint,
             inner: inner_join,
-            items: parse_select(inner)?,
+            items: parse_select_at(inner, depth + 1)?,
         });
     }
     let (name, cast) = match rest.split_once("::") {
@@ -779,6 +798,8 @@ mod tests {
         assert!(parse_select("id::evil_type").is_err());
         assert!(parse_select("a(b").is_err());
         assert!(parse_select("x\"; drop table t; --").is_err());
+        let deep = format!("{}id{}", "a(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse_select(&deep).is_err());
     }
 
     #[test]
@@ -821,6 +842,12 @@ mod tests {
         assert!(parse_query("or=(a.eq.1").is_err());
         assert!(parse_query("limit=-1").is_err());
         assert!(parse_query("order=id.sideways").is_err());
+        let deep = format!(
+            "or=({}a.eq.1{})",
+            "and(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert!(parse_query(&deep).is_err());
     }
 
     #[test]

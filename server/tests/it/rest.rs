@@ -1454,9 +1454,13 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
 
     // With the event trigger off, DDL goes unnoticed until `rowcast reload-schema` rings
     // the doorbell from outside.
-    db.batch_execute("alter event trigger rowcast_rest_ddl disable")
-        .await
-        .unwrap();
+    db.batch_execute(
+        "alter event trigger rowcast_rest_ddl disable; alter event trigger rowcast_rest_drop disable",
+    )
+    .await
+    .unwrap();
+    // Let reloads rung by the DDL above finish first.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     db.batch_execute("alter table posts add column quiet text default 'q'")
         .await
         .unwrap();
@@ -1479,9 +1483,11 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
         },
     )
     .await;
-    db.batch_execute("alter event trigger rowcast_rest_ddl enable")
-        .await
-        .unwrap();
+    db.batch_execute(
+        "alter event trigger rowcast_rest_ddl enable; alter event trigger rowcast_rest_drop enable",
+    )
+    .await
+    .unwrap();
 
     // The admin call reloads synchronously, and only for the service role.
     let r = t
@@ -1538,7 +1544,20 @@ async fn rest_schema_listener_reconnects_after_losing_the_database() {
     .await;
     // Cut every connection (the listener's too), change the schema meanwhile, come back.
     proxy.set_up(false);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::eventually(
+        Duration::from_secs(10),
+        "503 while the database is away",
+        || async {
+            let r = app
+                .http
+                .get(app.url("/rest/v1/gauge"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 503 && r.json::<Value>().await.unwrap()["code"] == "database-unavailable"
+        },
+    )
+    .await;
     direct
         .batch_execute("alter table gauge add column unit text default 'kPa'")
         .await
@@ -1570,6 +1589,8 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
         c.rest.max_body_bytes = 200;
         c.rest.max_rows = 3;
         c.rest.max_embed_depth = 1;
+        c.rest.allow_unfiltered_writes = true;
+        c.database.statement_timeout = Duration::from_millis(500);
     })
     .await;
     let svc = Some(t.service.as_str());
