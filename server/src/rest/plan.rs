@@ -688,7 +688,6 @@ fn insert_with(
 }
 
 /// Plan a PATCH.
-#[allow(clippy::too_many_arguments)]
 pub fn update(
     cache: &SchemaCache,
     table: &Arc<Table>,

@@ -191,6 +191,13 @@ pub async fn load(
     })
 }
 
+/// Swap in a new snapshot and forget the pooled connections' prepared statements: their
+/// parameter types were inferred from the old column types.
+fn install(store: &Store, handle: &SchemaHandle, ticket: u64, cache: SchemaCache) {
+    handle.set(ticket, cache);
+    store.pool().manager().statement_caches.clear();
+}
+
 /// Reload the cache now on a pooled connection (the admin call).
 pub async fn reload(
     store: &Store,
@@ -300,7 +307,12 @@ impl Listener {
         });
         client.batch_execute(&format!("listen {CHANNEL}")).await?;
         let ticket = self.handle.ticket();
-        self.handle.set(ticket, load(&client, &self.schemas).await?);
+        install(
+            &self.store,
+            &self.handle,
+            ticket,
+            load(&client, &self.schemas).await?,
+        );
         tracing::info!("REST schema cache loaded");
         let mut prune = tokio::time::interval(Duration::from_secs(600));
         loop {
@@ -314,7 +326,7 @@ impl Listener {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     while rx.try_recv().is_ok() {}
                     let ticket = self.handle.ticket();
-                    self.handle.set(ticket, load(&client, &self.schemas).await?);
+                    install(&self.store, &self.handle, ticket, load(&client, &self.schemas).await?);
                     tracing::info!("REST schema cache reloaded");
                 }
                 _ = prune.tick() => {

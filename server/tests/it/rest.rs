@@ -1452,6 +1452,24 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
     })
     .await;
 
+    // Prepared statements do not outlive a column's type change.
+    for _ in 0..3 {
+        let r = t.get("/rest/v1/posts?select=id&rating=eq.5", svc).await;
+        assert_eq!(r.body, json!([{"id": 1}]));
+    }
+    db.batch_execute("alter table posts alter column rating type text using rating::text")
+        .await
+        .unwrap();
+    support::eventually(
+        Duration::from_secs(10),
+        "text comparison after the type change",
+        || async {
+            let r = t.get("/rest/v1/posts?select=id&rating=eq.abc", svc).await;
+            r.status == 200 && r.body == json!([])
+        },
+    )
+    .await;
+
     // With the event trigger off, DDL goes unnoticed until `rowcast reload-schema` rings
     // the doorbell from outside.
     db.batch_execute(
