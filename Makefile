@@ -3,8 +3,27 @@
 
 CARGO ?= cargo
 ROWCAST := $(CARGO) run --quiet --bin rowcast --
+# Where `dev` keeps its state (ROWCAST_DATA_DIR); the embedded cluster is in $(DATA_DIR)/pg.
+DATA_DIR ?= $(or $(ROWCAST_DATA_DIR),.rowcast)
 
-.PHONY: dev serve migrate test fmt lint check build clean bench-rest
+# Deployment: set these on the command line, e.g. `make deploy-cloudrun PROJECT=my-proj`.
+# Credentials are never here: DATABASE_URL and ROWCAST_JWT_SECRET come from Secret Manager
+# (Cloud Run), your shell's environment (App Engine) or a Kubernetes Secret.
+PROJECT ?=
+REGION ?= europe-west1
+INSTANCE ?= rowcast
+SERVICE ?= rowcast
+VERSION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+IMAGE ?= $(if $(PROJECT),$(REGION)-docker.pkg.dev/$(PROJECT)/rowcast/rowcast,rowcast):$(VERSION)
+# Secret Manager secret names (not values) for Cloud Run.
+DATABASE_URL_SECRET ?= rowcast-database-url
+JWT_SECRET_SECRET ?= rowcast-jwt-secret
+K8S_MANIFEST ?= deploy/k8s/rowcast.yaml
+# Benchmarks other parts of the project define; `make bench` runs the ones that exist.
+BENCHES ?= bench-capture bench-rest bench-realtime
+
+.PHONY: dev serve migrate test fmt lint check build clean psql token bench image \
+	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-rest
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
 dev:
@@ -28,8 +47,63 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+## The release binary, built exactly as the Dockerfile and CI build it.
 build:
-	$(CARGO) build --release --bin rowcast
+	$(CARGO) build --release --locked --bin rowcast
+
+## psql on DATABASE_URL, or on the dev database while `make dev` runs (its port is line 4
+## of postmaster.pid; the embedded cluster trusts the local `rowcast` user).
+psql:
+	@if [ -n "$$DATABASE_URL" ]; then exec psql "$$DATABASE_URL"; fi; \
+	pidfile="$(DATA_DIR)/pg/postmaster.pid"; \
+	if [ ! -f "$$pidfile" ]; then echo "no dev database is running: start \`make dev\` (or set DATABASE_URL)" >&2; exit 1; fi; \
+	exec psql -h 127.0.0.1 -p "$$(sed -n 4p "$$pidfile")" -U rowcast rowcast
+
+## Print a dev access token: `make token SUB=<user uuid>` (a new id without SUB), or
+## `make token ROLE=service`. Signed with ROWCAST_JWT_SECRET or the dev secret.
+token:
+	@$(ROWCAST) token $(if $(SUB),--sub $(SUB)) $(if $(ROLE),--role $(ROLE)) --data-dir "$(DATA_DIR)"
+
+## Run every benchmark target that exists (results go in docs/benchmarks.md).
+bench:
+	@for b in $(BENCHES); do \
+	  if $(MAKE) -s -n $$b >/dev/null 2>&1; then $(MAKE) $$b || exit 1; \
+	  else echo "make bench: no $$b target yet, skipping"; fi; \
+	done
+
+## The container image (needs a Docker engine): `make image IMAGE=rowcast:dev`.
+image:
+	docker build -t $(IMAGE) .
+
+need-project:
+	@test -n "$(PROJECT)" || { echo "set PROJECT=<gcp project id>" >&2; exit 1; }
+
+## Cloud Run: build the image with Cloud Build, deploy it with the Cloud SQL socket and the
+## two secrets from Secret Manager. Cloud Run gives 10 s after SIGTERM, hence the 8 s drain.
+deploy-cloudrun: need-project
+	gcloud builds submit --project $(PROJECT) --tag $(IMAGE) .
+	gcloud run deploy $(SERVICE) --project $(PROJECT) --region $(REGION) --image $(IMAGE) \
+	  --port 8080 --timeout 3600 --no-cpu-throttling --min-instances 1 \
+	  --add-cloudsql-instances $(PROJECT):$(REGION):$(INSTANCE) \
+	  --set-env-vars ROWCAST_LISTEN=0.0.0.0:8080,ROWCAST_SHUTDOWN_TIMEOUT=8s \
+	  --set-secrets DATABASE_URL=$(DATABASE_URL_SECRET):latest,ROWCAST_JWT_SECRET=$(JWT_SECRET_SECRET):latest
+
+## App Engine flexible (custom runtime): deploy the image with deploy/appengine/app.yaml plus
+## DATABASE_URL and ROWCAST_JWT_SECRET from your environment (written to a temporary copy).
+deploy-appengine: need-project
+	@test -n "$$DATABASE_URL" && test -n "$$ROWCAST_JWT_SECRET" || \
+	  { echo "export DATABASE_URL and ROWCAST_JWT_SECRET first" >&2; exit 1; }
+	gcloud builds submit --project $(PROJECT) --tag $(IMAGE) .
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+	sed 's|CLOUD_SQL_INSTANCE|$(PROJECT):$(REGION):$(INSTANCE)|' deploy/appengine/app.yaml > "$$dir/app.yaml" && \
+	printf '  DATABASE_URL: "%s"\n  ROWCAST_JWT_SECRET: "%s"\n' "$$DATABASE_URL" "$$ROWCAST_JWT_SECRET" >> "$$dir/app.yaml" && \
+	echo "gcloud app deploy $$dir/app.yaml --project $(PROJECT) --image-url $(IMAGE)" && \
+	gcloud app deploy "$$dir/app.yaml" --project $(PROJECT) --image-url $(IMAGE) --quiet
+
+## Kubernetes: apply deploy/k8s/rowcast.yaml with IMAGE (needs the `rowcast` Secret, see the file).
+deploy-k8s:
+	sed 's|image: rowcast:latest|image: $(IMAGE)|' $(K8S_MANIFEST) | kubectl apply -f -
+	kubectl rollout status deployment/rowcast
 
 clean:
 	$(CARGO) clean

@@ -8,9 +8,14 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::token::TokenKeys,
-    config::Config,
+    auth::{
+        service::Auth,
+        token::{SigningAlgorithm, TokenKeys},
+    },
+    config::{AuthConfig, Config},
     http::{self, HttpState},
+    lifecycle::Lifecycle,
+    metrics::{self, Metrics},
     readiness::Readiness,
     store::{migrate, Store, StoreError},
 };
@@ -29,6 +34,8 @@ pub enum AppError {
     NoDatabase,
     #[error("no token secret configured (ROWCAST_JWT_SECRET)")]
     NoTokenSecret,
+    #[error("auth settings: {0}")]
+    Auth(String),
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
@@ -36,6 +43,8 @@ pub enum AppError {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub store: Store,
+    /// The registry behind `GET /metrics` (tests read it; modules feed it).
+    pub metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -64,6 +73,7 @@ impl Running {
         {
             tracing::warn!(
                 timeout = ?self.shutdown_timeout,
+                http_requests_in_flight = self.metrics.gauge_of(metrics::HTTP_IN_FLIGHT).get(),
                 "shutdown timed out; abandoning in-flight work"
             );
         }
@@ -102,16 +112,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
 
-    let secret = config
-        .auth
-        .jwt_secret
-        .as_deref()
-        .ok_or(AppError::NoTokenSecret)?;
-    let tokens = Arc::new(TokenKeys::hs256(
-        secret.as_bytes(),
-        &config.auth.issuer,
-        &config.auth.audience,
-    ));
+    let tokens = Arc::new(token_keys(&config.auth)?);
+    let auth = Arc::new(
+        Auth::new(store.clone(), tokens.clone(), &config.auth)
+            .map_err(|e| AppError::Auth(e.to_string()))?,
+    );
+    let metrics = Metrics::new();
+    register_process_metrics(&metrics, &store);
     let rest = crate::rest::RestState {
         config: config.rest.clone(),
         schema: Default::default(),
@@ -130,12 +137,30 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         migrations,
         tokens,
         rest,
+        auth,
+        max_body_bytes: config.http.max_body_bytes,
+        trusted_proxy_header: config
+            .http
+            .trusted_proxy_header
+            .as_deref()
+            .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        metrics: metrics.clone(),
+        lifecycle: Lifecycle::new(shutdown.clone(), tasks.clone()),
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
+        // On shutdown axum stops accepting (the listener is dropped, so new connections are
+        // refused), lets in-flight requests finish and closes idle keep-alive connections.
+        // Connect info gives handlers the client address (sign-in rate limits).
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            token.cancelled().await;
+            tracing::info!("draining: no longer accepting connections");
+        })
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -145,10 +170,60 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         store,
+        metrics,
         shutdown,
         tasks,
         shutdown_timeout: config.http.shutdown_timeout,
     })
+}
+
+/// The keys that sign our tokens and verify bearer tokens, from validated settings.
+pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
+    let keys = match (config.algorithm, &config.private_key_pem) {
+        (SigningAlgorithm::Hs256, _) => {
+            let secret = config
+                .jwt_secret
+                .as_deref()
+                .ok_or(AppError::NoTokenSecret)?;
+            TokenKeys::hs256(secret.as_bytes(), &config.issuer, &config.audience)
+        }
+        (alg, Some(pem)) => TokenKeys::asymmetric(alg, pem, &config.issuer, &config.audience)
+            .map_err(|e| AppError::Auth(format!("ROWCAST_JWT_PRIVATE_KEY_FILE: {e}")))?,
+        (_, None) => {
+            return Err(AppError::Auth(
+                "ROWCAST_JWT_PRIVATE_KEY_FILE is required for rs256/es256".into(),
+            ))
+        }
+    };
+    Ok(keys.with_providers(config.providers.clone()))
+}
+
+/// Metrics about this process that are known from the start: the build and the pool.
+fn register_process_metrics(m: &Metrics, store: &Store) {
+    m.gauge_with(
+        metrics::BUILD_INFO.name,
+        metrics::BUILD_INFO.help,
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    )
+    .set(1);
+    let pool = store.pool().clone();
+    m.gauge_fn(metrics::POOL_MAX.name, metrics::POOL_MAX.help, {
+        let pool = pool.clone();
+        move || pool.status().max_size as f64
+    });
+    m.gauge_fn(metrics::POOL_SIZE.name, metrics::POOL_SIZE.help, {
+        let pool = pool.clone();
+        move || pool.status().size as f64
+    });
+    m.gauge_fn(metrics::POOL_IDLE.name, metrics::POOL_IDLE.help, {
+        let pool = pool.clone();
+        move || pool.status().available as f64
+    });
+    m.gauge_fn(
+        metrics::POOL_WAITING.name,
+        metrics::POOL_WAITING.help,
+        move || pool.status().waiting as f64,
+    );
 }
 
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it

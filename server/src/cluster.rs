@@ -225,6 +225,17 @@ impl EmbeddedPostgres {
             PathBuf::from("psql")
         };
         let url = self.url_for("postgres");
+        // The login role is named `rowcast`, so the default search path ("$user", public)
+        // would put an admin's unqualified `create table todos` into the `rowcast` schema.
+        let out = self.run(
+            psql.as_os_str(),
+            &[
+                &url,
+                "-c",
+                &format!("alter role {EMBEDDED_USER} set search_path = public"),
+            ],
+        )?;
+        check("alter role", out)?;
         let exists = self.run(
             psql.as_os_str(),
             &[

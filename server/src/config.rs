@@ -8,6 +8,11 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::{
+    limiter::Limits, password::HashParams, provider::ExternalProvider, token::SigningAlgorithm,
+    token::TokenKeys,
+};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rowcast",
@@ -29,6 +34,85 @@ pub enum Command {
     Migrate(ServerArgs),
     /// Tell every running server on DATABASE_URL to reload its REST schema cache, and exit.
     ReloadSchema(ServerArgs),
+    /// Print a signed access token for development and admin scripts.
+    Token(TokenArgs),
+    /// Exit 0 if the server on ROWCAST_LISTEN answers GET /ready with 200, else 1 (for
+    /// container health checks; the runtime image has no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `rowcast token`: kept small on purpose; it signs with the same keys the server verifies.
+#[derive(Debug, Args, Clone)]
+pub struct TokenArgs {
+    /// The user id (`sub`, a UUID) to sign in as; a new random id when omitted.
+    #[arg(long)]
+    pub sub: Option<String>,
+
+    /// The role claim: `authenticated` (a user) or `service` (bypasses row-level security).
+    #[arg(long, value_enum, default_value = "authenticated")]
+    pub role: TokenRole,
+
+    /// How long the token is valid (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = duration_parser("--ttl"))]
+    pub ttl: Duration,
+
+    /// Signing secret; without it, the dev secret in DATA_DIR/jwt-secret (made by `dev`).
+    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `iss` claim; must match the server's ROWCAST_JWT_ISSUER.
+    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim; must match the server's ROWCAST_JWT_AUDIENCE.
+    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
+    pub jwt_audience: String,
+
+    /// Where `dev` keeps its state, including the dev secret (DATA_DIR/jwt-secret).
+    #[arg(long, env = "ROWCAST_DATA_DIR", default_value = ".rowcast")]
+    pub data_dir: PathBuf,
+
+    /// Algorithm; must match the server's ROWCAST_JWT_ALGORITHM (hs256, rs256, es256).
+    #[arg(long, env = "ROWCAST_JWT_ALGORITHM", default_value = "hs256", value_parser = jwt_algorithm_parser)]
+    pub jwt_algorithm: SigningAlgorithm,
+
+    /// The server's PEM private key for rs256/es256 (ROWCAST_JWT_PRIVATE_KEY_FILE).
+    #[arg(long, env = "ROWCAST_JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Authenticated,
+    Service,
+}
+
+/// `rowcast healthcheck`: probes the server this container runs.
+#[derive(Debug, Args, Clone)]
+pub struct HealthcheckArgs {
+    /// The server's listen address; an unspecified IP (0.0.0.0, ::) is probed on loopback.
+    #[arg(long, env = "ROWCAST_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Longest the probe may take.
+    #[arg(long, default_value = "3s", value_parser = duration_parser("--timeout"))]
+    pub timeout: Duration,
+}
+
+/// Every environment variable any `rowcast` command reads, taken from the command line
+/// definition itself so that docs and deployment files can be checked against it.
+pub fn env_vars() -> std::collections::BTreeSet<String> {
+    use clap::CommandFactory;
+    let mut out = std::collections::BTreeSet::new();
+    let root = Cli::command();
+    for sub in root.get_subcommands() {
+        for arg in sub.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|e| e.to_str()) {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Args, Clone)]
@@ -97,6 +181,9 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub rest: RestArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// Settings of the REST data API (`/rest/v1`).
@@ -109,10 +196,6 @@ pub struct RestArgs {
         default_value = "public"
     )]
     pub rest_schemas: String,
-
-    /// Largest request body the REST API accepts (bytes; e.g. 1048576).
-    #[arg(long = "rest-max-body-bytes", env = "ROWCAST_REST_MAX_BODY_BYTES", default_value = "1048576", value_parser = positive_parser("ROWCAST_REST_MAX_BODY_BYTES"))]
-    pub rest_max_body_bytes: u64,
 
     /// Most rows one REST read returns (a larger `limit` is capped to this).
     #[arg(long = "rest-max-rows", env = "ROWCAST_REST_MAX_ROWS", default_value = "1000", value_parser = positive_parser("ROWCAST_REST_MAX_ROWS"))]
@@ -129,6 +212,90 @@ pub struct RestArgs {
     /// How long the response to a write with an `Idempotency-Key` is kept for retries.
     #[arg(long = "rest-idempotency-ttl", env = "ROWCAST_REST_IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration_parser("ROWCAST_REST_IDEMPOTENCY_TTL"))]
     pub rest_idempotency_ttl: Duration,
+}
+
+/// Auth settings beyond the token secret: key pairs, lifetimes, password rules, sign-in
+/// limits and external identity providers.
+#[derive(Debug, Args, Clone)]
+pub struct AuthArgs {
+    /// Algorithm of issued access tokens: hs256 (secret), rs256 or es256 (key pair).
+    #[arg(long, env = "ROWCAST_JWT_ALGORITHM", default_value = "hs256", value_parser = jwt_algorithm_parser)]
+    pub jwt_algorithm: SigningAlgorithm,
+
+    /// PEM file with the private key for rs256/es256 (PKCS#8; RSA may be PKCS#1).
+    #[arg(long, env = "ROWCAST_JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<PathBuf>,
+
+    /// Lifetime of issued access tokens.
+    #[arg(long, env = "ROWCAST_JWT_EXPIRY", default_value = "1h", value_parser = duration_parser("ROWCAST_JWT_EXPIRY"))]
+    pub jwt_expiry: Duration,
+
+    /// Lifetime of a sign-in session (its refresh tokens stop working after this).
+    #[arg(long, env = "ROWCAST_SESSION_LIFETIME", default_value = "30days", value_parser = duration_parser("ROWCAST_SESSION_LIFETIME"))]
+    pub session_lifetime: Duration,
+
+    /// Shortest accepted password, in characters.
+    #[arg(long, env = "ROWCAST_PASSWORD_MIN_LENGTH", default_value = "8", value_parser = u32_parser("ROWCAST_PASSWORD_MIN_LENGTH", 1, 1024))]
+    pub password_min_length: u32,
+
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "ROWCAST_ARGON2_MEMORY_KIB", default_value = "19456", value_parser = u32_parser("ROWCAST_ARGON2_MEMORY_KIB", 8, 4 * 1024 * 1024))]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id passes over memory.
+    #[arg(long, env = "ROWCAST_ARGON2_ITERATIONS", default_value = "2", value_parser = u32_parser("ROWCAST_ARGON2_ITERATIONS", 1, 100))]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long, env = "ROWCAST_ARGON2_PARALLELISM", default_value = "1", value_parser = u32_parser("ROWCAST_ARGON2_PARALLELISM", 1, 64))]
+    pub argon2_parallelism: u32,
+
+    /// Failed sign-ins allowed per account per window before 429.
+    #[arg(long, env = "ROWCAST_SIGNIN_FAILURES_PER_ACCOUNT", default_value = "5", value_parser = u32_parser("ROWCAST_SIGNIN_FAILURES_PER_ACCOUNT", 1, 1_000_000))]
+    pub signin_failures_per_account: u32,
+
+    /// Failed sign-ins allowed per client address per window before 429.
+    #[arg(long, env = "ROWCAST_SIGNIN_FAILURES_PER_ADDRESS", default_value = "30", value_parser = u32_parser("ROWCAST_SIGNIN_FAILURES_PER_ADDRESS", 1, 1_000_000))]
+    pub signin_failures_per_address: u32,
+
+    /// The window the sign-in failure limits count over.
+    #[arg(long, env = "ROWCAST_SIGNIN_FAILURE_WINDOW", default_value = "15m", value_parser = duration_parser("ROWCAST_SIGNIN_FAILURE_WINDOW"))]
+    pub signin_failure_window: Duration,
+
+    /// External identity providers whose access tokens are accepted: a JSON array of
+    /// `{"name", "issuer", "audience", "jwks": {...} | "jwks_file": "path"}`.
+    #[arg(long, env = "ROWCAST_AUTH_PROVIDERS")]
+    pub auth_providers: Option<String>,
+
+    /// Header a trusted reverse proxy sets to the client's address (e.g. x-forwarded-for,
+    /// x-real-ip); its last address is used for per-address limits. Unset: the TCP peer.
+    #[arg(long, env = "ROWCAST_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<String>,
+
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "ROWCAST_MAX_BODY_BYTES", default_value = "1048576", value_parser = u32_parser("ROWCAST_MAX_BODY_BYTES", 1024, 1024 * 1024 * 1024))]
+    pub max_body_bytes: u32,
+}
+
+impl Default for AuthArgs {
+    fn default() -> Self {
+        AuthArgs {
+            jwt_algorithm: SigningAlgorithm::Hs256,
+            jwt_private_key_file: None,
+            jwt_expiry: Duration::from_secs(3600),
+            session_lifetime: Duration::from_secs(30 * 24 * 3600),
+            password_min_length: 8,
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            signin_failures_per_account: 5,
+            signin_failures_per_address: 30,
+            signin_failure_window: Duration::from_secs(15 * 60),
+            auth_providers: None,
+            trusted_proxy_header: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,7 +333,6 @@ pub struct Config {
 pub struct RestConfig {
     /// Exposed schemas, in order; the first is the default profile.
     pub schemas: Vec<String>,
-    pub max_body_bytes: usize,
     pub max_rows: u64,
     pub max_embed_depth: usize,
     pub allow_unfiltered_writes: bool,
@@ -188,6 +354,10 @@ pub struct DatabaseConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub shutdown_timeout: Duration,
+    /// Largest accepted request body; larger ones get `payload-too-large`.
+    pub max_body_bytes: usize,
+    /// Lower-cased name of the header a trusted proxy puts the client address in.
+    pub trusted_proxy_header: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +372,15 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     pub issuer: String,
     pub audience: String,
+    pub algorithm: SigningAlgorithm,
+    /// The PEM private key for rs256/es256, read (and checked) at start-up.
+    pub private_key_pem: Option<Vec<u8>>,
+    pub access_token_ttl: Duration,
+    pub session_lifetime: Duration,
+    pub password_min_length: usize,
+    pub hash_params: HashParams,
+    pub signin_limits: Limits,
+    pub providers: Vec<ExternalProvider>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -213,7 +392,10 @@ impl std::fmt::Debug for AuthConfig {
             )
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
-            .finish()
+            .field("algorithm", &self.algorithm)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -233,12 +415,19 @@ pub struct ConfigError {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let (mode, args) = match cli.command {
-            Command::Serve(a) => (Mode::Serve, a),
-            Command::Dev(a) => (Mode::Dev, a),
-            Command::Migrate(a) => (Mode::Migrate, a),
-            Command::ReloadSchema(a) => (Mode::ReloadSchema, a),
-        };
+        let (mode, args) =
+            match cli.command {
+                Command::Serve(a) => (Mode::Serve, a),
+                Command::Dev(a) => (Mode::Dev, a),
+                Command::Migrate(a) => (Mode::Migrate, a),
+                Command::ReloadSchema(a) => (Mode::ReloadSchema, a),
+                Command::Token(_) | Command::Healthcheck(_) => return Err(ConfigError {
+                    setting: "command",
+                    expected:
+                        "serve, dev, migrate or reload-schema (token and healthcheck run without a server config)"
+                            .into(),
+                }),
+            };
         Config::from_args(mode, args)
     }
 
@@ -284,7 +473,7 @@ impl Config {
                     expected: "at least 32 bytes of secret (e.g. `openssl rand -hex 32`)".into(),
                 })
             }
-            None if mode == Mode::Serve => {
+            None if mode == Mode::Serve && args.auth.jwt_algorithm == SigningAlgorithm::Hs256 => {
                 return Err(ConfigError {
                     setting: "ROWCAST_JWT_SECRET",
                     expected:
@@ -295,6 +484,24 @@ impl Config {
             _ => {}
         }
         let rest = RestConfig::from_args(&args.rest)?;
+        let trusted_proxy_header = match args.auth.trusted_proxy_header.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(h) => Some(
+                axum::http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| ConfigError {
+                        setting: "ROWCAST_TRUSTED_PROXY_HEADER",
+                        expected: "an HTTP header name such as x-forwarded-for".into(),
+                    })?
+                    .to_string(),
+            ),
+        };
+        let auth = auth_config(
+            &args.auth,
+            mode,
+            jwt_secret,
+            args.jwt_issuer,
+            args.jwt_audience,
+        )?;
         Ok(Config {
             rest,
             mode,
@@ -309,6 +516,8 @@ impl Config {
             http: HttpConfig {
                 listen: args.listen,
                 shutdown_timeout: args.shutdown_timeout,
+                max_body_bytes: args.auth.max_body_bytes as usize,
+                trusted_proxy_header,
             },
             embedded: EmbeddedConfig {
                 data_dir: args.data_dir,
@@ -318,11 +527,7 @@ impl Config {
                 format,
                 filter: args.log,
             },
-            auth: AuthConfig {
-                jwt_secret,
-                issuer: args.jwt_issuer,
-                audience: args.jwt_audience,
-            },
+            auth,
         })
     }
 
@@ -347,12 +552,12 @@ impl Config {
             jwt_audience: "rowcast".into(),
             rest: RestArgs {
                 rest_schemas: "public".into(),
-                rest_max_body_bytes: 1024 * 1024,
                 rest_max_rows: 1000,
                 rest_max_embed_depth: 4,
                 rest_allow_unfiltered_writes: false,
                 rest_idempotency_ttl: Duration::from_secs(24 * 3600),
             },
+            auth: AuthArgs::default(),
         };
         match Config::from_args(Mode::Serve, args) {
             Ok(c) => c,
@@ -381,8 +586,6 @@ impl RestConfig {
         };
         Ok(RestConfig {
             schemas,
-            max_body_bytes: usize::try_from(args.rest_max_body_bytes)
-                .map_err(|_| too_big("ROWCAST_REST_MAX_BODY_BYTES"))?,
             max_rows: args.rest_max_rows,
             max_embed_depth: usize::try_from(args.rest_max_embed_depth)
                 .map_err(|_| too_big("ROWCAST_REST_MAX_EMBED_DEPTH"))?,
@@ -399,6 +602,148 @@ pub fn positive_parser(
     move |s: &str| match s.trim().parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{setting} expects a whole number of at least 1")),
+    }
+}
+
+/// The auth part of [`Config`]: reads and checks the key file and the providers.
+fn auth_config(
+    args: &AuthArgs,
+    mode: Mode,
+    jwt_secret: Option<String>,
+    issuer: String,
+    audience: String,
+) -> Result<AuthConfig, ConfigError> {
+    let private_key_pem =
+        match (args.jwt_algorithm, &args.jwt_private_key_file) {
+            (SigningAlgorithm::Hs256, _) => None,
+            (alg, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| ConfigError {
+                    setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
+                    expected: format!("a readable PEM private key file ({}: {e})", path.display()),
+                })?;
+                TokenKeys::asymmetric(alg, &pem, &issuer, &audience).map_err(|e| ConfigError {
+                    setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
+                    expected: format!("a private key matching ROWCAST_JWT_ALGORITHM: {e}"),
+                })?;
+                Some(pem)
+            }
+            (_, None) if mode == Mode::Migrate => None,
+            (_, None) => return Err(ConfigError {
+                setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
+                expected:
+                    "a PEM private key file (required when ROWCAST_JWT_ALGORITHM is rs256 or es256)"
+                        .into(),
+            }),
+        };
+    let providers = match &args.auth_providers {
+        Some(json) if !json.trim().is_empty() => parse_providers(json, &issuer)?,
+        _ => Vec::new(),
+    };
+    Ok(AuthConfig {
+        jwt_secret,
+        issuer,
+        audience,
+        algorithm: args.jwt_algorithm,
+        private_key_pem,
+        access_token_ttl: args.jwt_expiry,
+        session_lifetime: args.session_lifetime,
+        password_min_length: args.password_min_length as usize,
+        hash_params: HashParams {
+            memory_kib: args.argon2_memory_kib,
+            iterations: args.argon2_iterations,
+            parallelism: args.argon2_parallelism,
+        },
+        signin_limits: Limits {
+            per_account: args.signin_failures_per_account,
+            per_address: args.signin_failures_per_address,
+            window: args.signin_failure_window,
+        },
+        providers,
+    })
+}
+
+/// `ROWCAST_AUTH_PROVIDERS`: a JSON array of providers, each with inline `jwks` or a
+/// `jwks_file`.
+pub fn parse_providers(json: &str, own_issuer: &str) -> Result<Vec<ExternalProvider>, ConfigError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        name: String,
+        issuer: String,
+        audience: String,
+        jwks: Option<serde_json::Value>,
+        jwks_file: Option<PathBuf>,
+    }
+    let bad = |expected: String| ConfigError {
+        setting: "ROWCAST_AUTH_PROVIDERS",
+        expected,
+    };
+    let entries: Vec<Entry> = serde_json::from_str(json).map_err(|e| {
+        bad(format!(
+            "a JSON array of {{\"name\", \"issuer\", \"audience\", \"jwks\" or \"jwks_file\"}} ({e})"
+        ))
+    })?;
+    let mut providers: Vec<ExternalProvider> = Vec::new();
+    for entry in entries {
+        let jwks = match (entry.jwks, entry.jwks_file) {
+            (Some(jwks), None) => jwks,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    bad(format!(
+                        "provider {}: cannot read {} ({e})",
+                        entry.name,
+                        path.display()
+                    ))
+                })?;
+                serde_json::from_str(&text).map_err(|e| {
+                    bad(format!(
+                        "provider {}: {} is not JSON ({e})",
+                        entry.name,
+                        path.display()
+                    ))
+                })?
+            }
+            _ => {
+                return Err(bad(format!(
+                    "provider {}: exactly one of jwks or jwks_file",
+                    entry.name
+                )))
+            }
+        };
+        if entry.issuer == own_issuer || providers.iter().any(|p| p.issuer == entry.issuer) {
+            return Err(bad(format!(
+                "provider {}: issuer {} is already used (each issuer once, not ROWCAST_JWT_ISSUER)",
+                entry.name, entry.issuer
+            )));
+        }
+        let provider =
+            ExternalProvider::from_jwks(&entry.name, &entry.issuer, &entry.audience, &jwks)
+                .map_err(|e| bad(e.to_string()))?;
+        providers.push(provider);
+    }
+    Ok(providers)
+}
+
+fn jwt_algorithm_parser(s: &str) -> Result<SigningAlgorithm, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "hs256" => Ok(SigningAlgorithm::Hs256),
+        "rs256" => Ok(SigningAlgorithm::Rs256),
+        "es256" => Ok(SigningAlgorithm::Es256),
+        _ => Err("ROWCAST_JWT_ALGORITHM expects hs256, rs256 or es256".into()),
+    }
+}
+
+/// A clap value parser for a whole number in `min..=max` that names its variable on error.
+pub fn u32_parser(
+    setting: &'static str,
+    min: u32,
+    max: u32,
+) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{setting} expects a whole number from {min} to {max}"
+        )),
     }
 }
 
@@ -491,6 +836,40 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("DATABASE_URL"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn auth_settings_are_validated() {
+        let base = ["rowcast", "serve", "--database-url", "postgres://h/db"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        // A key pair needs its key file, and then no secret.
+        let err = with(&["--jwt-algorithm", "rs256"]).unwrap_err();
+        assert!(err.contains("ROWCAST_JWT_PRIVATE_KEY_FILE"), "{err}");
+        let err = with(&[
+            "--jwt-algorithm",
+            "rs256",
+            "--jwt-private-key-file",
+            "/nonexistent.pem",
+        ])
+        .unwrap_err();
+        assert!(err.contains("ROWCAST_JWT_PRIVATE_KEY_FILE"), "{err}");
+        let err = with(&["--jwt-algorithm", "none"]).unwrap_err();
+        assert!(err.contains("ROWCAST_JWT_ALGORITHM"), "{err}");
+        let secret = ["--jwt-secret", TEST_JWT_SECRET];
+        let err = with(&[&secret[..], &["--auth-providers", "{not json"]].concat()).unwrap_err();
+        assert!(err.contains("ROWCAST_AUTH_PROVIDERS"), "{err}");
+        let symmetric = r#"[{"name":"x","issuer":"https://x","audience":"a","jwks":{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}}]"#;
+        let err = with(&[&secret[..], &["--auth-providers", symmetric]].concat()).unwrap_err();
+        assert!(err.contains("ROWCAST_AUTH_PROVIDERS"), "{err}");
+        let err = with(&[&secret[..], &["--password-min-length", "0"]].concat()).unwrap_err();
+        assert!(err.contains("ROWCAST_PASSWORD_MIN_LENGTH"), "{err}");
+        let c = with(&secret).expect("defaults parse");
+        assert_eq!(c.auth.access_token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.http.max_body_bytes, 1024 * 1024);
     }
 
     #[test]

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod lifecycle;
+pub mod metrics;
 pub mod protocol;
 pub mod readiness;
 pub mod rest;

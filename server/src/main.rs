@@ -1,18 +1,28 @@
 //! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev` or
-//! `migrate`.
+//! `migrate` (plus the small `token` and `healthcheck` helpers).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use rowcast::{
     app,
+    auth::{
+        token::{SigningAlgorithm, TokenKeys},
+        Identity,
+    },
     cluster::EmbeddedPostgres,
-    config::{Cli, Config, LogFormat, Mode},
+    config::{Cli, Command, Config, HealthcheckArgs, LogFormat, Mode, TokenArgs, TokenRole},
+    http::probe,
     store::{migrate, Store},
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Token(args) => return token(args),
+        Command::Healthcheck(args) => return healthcheck(args),
+        command => Cli { command },
+    };
     let mut config = match Config::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -21,7 +31,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    if config.auth.jwt_secret.is_none() && config.mode != Mode::ReloadSchema {
+    if config.auth.jwt_secret.is_none()
+        && config.auth.algorithm == SigningAlgorithm::Hs256
+        && config.mode != Mode::ReloadSchema
+    {
         match dev_jwt_secret(&config.embedded.data_dir) {
             Ok(secret) => config.auth.jwt_secret = Some(secret),
             Err(e) => {
@@ -57,7 +70,12 @@ fn main() -> ExitCode {
     };
 
     let code = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(run(config)),
+        Ok(rt) => {
+            let code = rt.block_on(run(config));
+            // Work abandoned by a timed-out drain must not hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
+        }
         Err(e) => {
             eprintln!("rowcast: cannot start the async runtime: {e}");
             ExitCode::from(1)
@@ -169,4 +187,86 @@ fn dev_jwt_secret(data_dir: &std::path::Path) -> std::io::Result<String> {
         .open(&path)?;
     std::io::Write::write_all(&mut f, secret.as_bytes())?;
     Ok(secret)
+}
+
+/// `rowcast token`: print a signed access token (stdout) for a user id or the service role.
+fn token(args: TokenArgs) -> ExitCode {
+    let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
+        Some(s) => s,
+        // A key pair needs no secret.
+        None if args.jwt_algorithm != SigningAlgorithm::Hs256 => String::new(),
+        None => match std::fs::read_to_string(args.data_dir.join("jwt-secret")) {
+            Ok(s) if s.trim().len() >= 32 => s.trim().to_string(),
+            _ => {
+                eprintln!(
+                    "rowcast: no ROWCAST_JWT_SECRET and no dev secret in {}; run `rowcast dev` once or set ROWCAST_JWT_SECRET",
+                    args.data_dir.join("jwt-secret").display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let identity = match args.role {
+        TokenRole::Service => Identity::service(),
+        TokenRole::Authenticated => {
+            let sub = match args.sub.as_deref().map(uuid::Uuid::parse_str) {
+                Some(Ok(id)) => id,
+                Some(Err(_)) => {
+                    eprintln!("rowcast: --sub expects a user id (UUID)");
+                    return ExitCode::from(2);
+                }
+                None => uuid::Uuid::new_v4(),
+            };
+            eprintln!("token for user {sub}");
+            Identity::user(&sub.to_string(), serde_json::json!({}))
+        }
+    };
+    let keys = match (args.jwt_algorithm, &args.jwt_private_key_file) {
+        (SigningAlgorithm::Hs256, _) => {
+            TokenKeys::hs256(secret.as_bytes(), &args.jwt_issuer, &args.jwt_audience)
+        }
+        (alg, Some(path)) => {
+            let signed = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    TokenKeys::asymmetric(alg, &pem, &args.jwt_issuer, &args.jwt_audience)
+                        .map_err(|e| e.to_string())
+                });
+            match signed {
+                Ok(keys) => keys,
+                Err(e) => {
+                    eprintln!(
+                        "rowcast: ROWCAST_JWT_PRIVATE_KEY_FILE {}: {e}",
+                        path.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (_, None) => {
+            eprintln!("rowcast: rs256/es256 need ROWCAST_JWT_PRIVATE_KEY_FILE");
+            return ExitCode::from(2);
+        }
+    };
+    match keys.sign(&identity, args.ttl) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rowcast: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `rowcast healthcheck`: exit 0 when this server's `/ready` answers 200.
+fn healthcheck(args: HealthcheckArgs) -> ExitCode {
+    match probe::ready(args.listen, args.timeout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rowcast healthcheck: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

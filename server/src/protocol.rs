@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
+
 /// Every error a client can see, by stable kebab-case code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -56,6 +58,8 @@ pub enum ErrorCode {
     FilterRequired,
     /// The Idempotency-Key was already used for a different request.
     IdempotencyKeyReused,
+    /// Sign-in refused: wrong email or password, or a spent/revoked refresh token.
+    InvalidCredentials,
 }
 
 impl ErrorCode {
@@ -84,6 +88,7 @@ impl ErrorCode {
         ErrorCode::ConstraintViolation,
         ErrorCode::FilterRequired,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::InvalidCredentials,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +116,7 @@ impl ErrorCode {
             ErrorCode::ConstraintViolation => "constraint-violation",
             ErrorCode::FilterRequired => "filter-required",
             ErrorCode::IdempotencyKeyReused => "idempotency-key-reused",
+            ErrorCode::InvalidCredentials => "invalid-credentials",
         }
     }
 
@@ -118,6 +124,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidJson | ErrorCode::InvalidField => 400,
+            ErrorCode::InvalidCredentials => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,

@@ -1,6 +1,11 @@
 //! Identity: who a request or socket acts as, and the Postgres role and claims that
 //! row-level security sees for it.
 
+pub mod limiter;
+pub mod password;
+pub mod provider;
+pub mod refresh;
+pub mod service;
 pub mod token;
 
 use serde_json::Value;

@@ -33,6 +33,13 @@ impl FromRequestParts<HttpState> for Caller {
             .map(str::trim)
             .ok_or_else(unauthorized)?;
         let identity = state.tokens.verify(token).map_err(|_| unauthorized())?;
+        // A user known through an external provider gets their row on first sight, so app
+        // tables can reference rowcast.users(id) for them too.
+        state
+            .auth
+            .ensure_external_user(&identity)
+            .await
+            .map_err(|e| HttpError(e.into()))?;
         Ok(Caller(identity))
     }
 }

@@ -13,11 +13,17 @@ use axum::{
 };
 use serde_json::json;
 
+pub mod auth;
+pub mod body;
 pub mod identity;
+pub mod observe;
+pub mod probe;
 pub mod rest;
 
 use crate::{
-    auth::token::TokenKeys,
+    auth::{service::Auth, token::TokenKeys},
+    lifecycle::Lifecycle,
+    metrics::Metrics,
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
@@ -31,15 +37,30 @@ pub struct HttpState {
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
     pub rest: crate::rest::RestState,
+    /// Sign-up, sign-in, sessions and users (`/auth/v1`).
+    pub auth: Arc<Auth>,
+    /// Largest accepted request body (`ROWCAST_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Header holding the client address when behind a trusted proxy
+    /// (`ROWCAST_TRUSTED_PROXY_HEADER`); otherwise the TCP peer is the client.
+    pub trusted_proxy_header: Option<axum::http::HeaderName>,
+    /// Counters and gauges for `GET /metrics`; see `metrics` for the names others feed.
+    pub metrics: Metrics,
+    /// Drain: long-lived sessions (WebSockets) spawn through it and end when it drains.
+    pub lifecycle: Lifecycle,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(rest::routes())
+        .route("/metrics", get(metrics))
+        .merge(auth::routes())
         .fallback(not_found)
-        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes));
+    // Add routes above: the layer wraps only what is already there.
+    observe::layer(routes, state.metrics.clone()).with_state(state)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -65,6 +86,18 @@ async fn ready(State(state): State<HttpState>) -> Response {
         body["code"] = json!(ErrorCode::NotReady.as_str());
     }
     (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition of everything registered in [`Metrics`].
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> HttpError {

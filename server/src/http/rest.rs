@@ -128,13 +128,13 @@ async fn read(
     ))
 }
 
-/// The body, refused with 413 past the configured limit.
+/// The body, refused with 413 past `ROWCAST_MAX_BODY_BYTES`.
 async fn body_bytes(
     state: &HttpState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<bytes::Bytes, HttpError> {
-    let limit = state.rest.config.max_body_bytes;
+    let limit = state.max_body_bytes;
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(err(RestError::TooLarge(limit)));

@@ -4,6 +4,7 @@
 pub mod migrate;
 pub mod rest_query;
 pub mod rest_schema;
+pub mod users;
 
 use std::{str::FromStr, time::Duration};
 

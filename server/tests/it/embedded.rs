@@ -103,6 +103,15 @@ async fn dev_starts_embedded_postgres_stops_it_and_keeps_data() {
     db.batch_execute("create table kept (v text); insert into kept values ('still here')")
         .await
         .unwrap();
+    let in_public: bool = db
+        .query_one("select to_regclass('public.kept') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        in_public,
+        "an unqualified table must land in public, not in schema rowcast"
+    );
     drop(db);
 
     signal(&dev, "-TERM");

@@ -6,6 +6,11 @@
 
 mod support;
 
+mod auth;
+mod deploy;
+mod drain;
 mod embedded;
 mod foundation;
+mod instances;
+mod observability;
 mod rest;

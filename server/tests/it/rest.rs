@@ -1604,7 +1604,7 @@ async fn rest_schema_listener_reconnects_after_losing_the_database() {
 #[tokio::test]
 async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
     let t = Rest::start_with(|c| {
-        c.rest.max_body_bytes = 200;
+        c.http.max_body_bytes = 200;
         c.rest.max_rows = 3;
         c.rest.max_embed_depth = 1;
         c.rest.allow_unfiltered_writes = true;

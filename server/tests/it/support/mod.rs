@@ -4,6 +4,7 @@
 // Helpers are shared by test modules; not every module uses each one.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod proxy;
 
 use std::{

@@ -1,0 +1,312 @@
+//! `/auth/v1`: sign-up, sign-in (password, anonymous), refresh, sign-out, the current user,
+//! the admin API, and `/.well-known/jwks.json`. Handlers only translate between HTTP and
+//! `auth::service::Auth`.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use axum::{
+    extract::{ConnectInfo, Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    body::{from_value, JsonBody},
+    identity::Caller,
+    HttpError, HttpState,
+};
+use crate::{
+    auth::service::{IssuedSession, LogoutScope, UserUpdate},
+    protocol::{
+        auth::{
+            AdminUserRequest, PasswordGrant, RefreshGrant, Session, SignUpRequest,
+            UpdateUserRequest, User, UserList,
+        },
+        ApiError, ErrorCode,
+    },
+    store::users::UserRow,
+};
+
+pub fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/auth/v1/signup", post(sign_up))
+        .route("/auth/v1/token", post(token))
+        .route("/auth/v1/logout", post(logout))
+        .route("/auth/v1/user", get(get_user).put(update_user))
+        .route("/auth/v1/admin/users", get(admin_list).post(admin_create))
+        .route(
+            "/auth/v1/admin/users/{id}",
+            get(admin_get).put(admin_update).delete(admin_delete),
+        )
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/auth/v1/.well-known/jwks.json", get(jwks))
+}
+
+type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn query(params: Params) -> Result<HashMap<String, String>, HttpError> {
+    params.map(|Query(q)| q).map_err(|_| {
+        HttpError(ApiError::new(
+            ErrorCode::BadRequest,
+            "the query string is malformed",
+        ))
+    })
+}
+
+async fn sign_up(
+    State(state): State<HttpState>,
+    JsonBody(body): JsonBody<SignUpRequest>,
+) -> Result<Json<Session>, HttpError> {
+    let issued = match (body.email, body.password) {
+        (Some(email), Some(password)) => state.auth.sign_up(&email, &password, body.data).await,
+        (None, None) => state.auth.sign_in_anonymous(body.data).await,
+        _ => return Err(HttpError(ApiError::new(
+            ErrorCode::InvalidField,
+            "email and password are required together (leave both out for an anonymous sign-in)",
+        ))),
+    }
+    .map_err(ApiError::from)?;
+    Ok(Json(session(&state, issued)))
+}
+
+async fn token(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Params,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Session>, HttpError> {
+    let params = query(params)?;
+    let issued = match params.get("grant_type").map(String::as_str) {
+        Some("password") => {
+            let grant: PasswordGrant = from_value(body)?;
+            state
+                .auth
+                .sign_in_password(
+                    &grant.email,
+                    &grant.password,
+                    client_address(&state, &headers, peer),
+                )
+                .await
+        }
+        Some("refresh_token") => {
+            let grant: RefreshGrant = from_value(body)?;
+            state.auth.refresh(&grant.refresh_token).await
+        }
+        _ => {
+            return Err(HttpError(
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    "grant_type must be password or refresh_token",
+                )
+                .with_hint("POST /auth/v1/token?grant_type=password"),
+            ))
+        }
+    }
+    .map_err(ApiError::from)?;
+    Ok(Json(session(&state, issued)))
+}
+
+async fn logout(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+    params: Params,
+) -> Result<StatusCode, HttpError> {
+    let scope = match query(params)?.get("scope").map(String::as_str) {
+        None | Some("local") => LogoutScope::Local,
+        Some("global") => LogoutScope::Global,
+        Some("others") => LogoutScope::Others,
+        Some(_) => {
+            return Err(HttpError(ApiError::new(
+                ErrorCode::BadRequest,
+                "scope must be local, global or others",
+            )))
+        }
+    };
+    state
+        .auth
+        .logout(&who, scope)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_user(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+) -> Result<Json<User>, HttpError> {
+    let user = state
+        .auth
+        .current_user(&who)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(wire_user(&state, &user)))
+}
+
+async fn update_user(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+    JsonBody(body): JsonBody<UpdateUserRequest>,
+) -> Result<Json<User>, HttpError> {
+    let update = UserUpdate {
+        email: body.email,
+        password: body.password,
+        app_metadata: None,
+        user_metadata: body.data,
+    };
+    let user = state
+        .auth
+        .update_current_user(&who, update)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(wire_user(&state, &user)))
+}
+
+async fn admin_list(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+    params: Params,
+) -> Result<Json<UserList>, HttpError> {
+    let params = query(params)?;
+    let number = |name: &str, default: i64| -> Result<i64, HttpError> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                HttpError(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("{name} must be a positive whole number"),
+                ))
+            }),
+        }
+    };
+    let page = number("page", 1)?;
+    let per_page = number("per_page", 50)?.min(1000);
+    let (users, total) = state
+        .auth
+        .admin_list(&who, page, per_page)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(UserList {
+        users: users.iter().map(|u| wire_user(&state, u)).collect(),
+        total,
+        page,
+        per_page,
+    }))
+}
+
+async fn admin_create(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+    JsonBody(body): JsonBody<AdminUserRequest>,
+) -> Result<Response, HttpError> {
+    let user = state
+        .auth
+        .admin_create(&who, admin_update_of(body))
+        .await
+        .map_err(ApiError::from)?;
+    Ok((StatusCode::CREATED, Json(wire_user(&state, &user))).into_response())
+}
+
+async fn admin_get(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<User>, HttpError> {
+    let user = state
+        .auth
+        .admin_get(&who, user_id(&id)?)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(wire_user(&state, &user)))
+}
+
+async fn admin_update(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<AdminUserRequest>,
+) -> Result<Json<User>, HttpError> {
+    let user = state
+        .auth
+        .admin_update(&who, user_id(&id)?, admin_update_of(body))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(wire_user(&state, &user)))
+}
+
+async fn admin_delete(
+    State(state): State<HttpState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    state
+        .auth
+        .admin_delete(&who, user_id(&id)?)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn jwks(State(state): State<HttpState>) -> Json<Value> {
+    Json(state.tokens.jwks())
+}
+
+/// The client's address: the TCP peer, or, behind a trusted proxy, the last address in the
+/// proxy's header (the one the proxy itself added; earlier ones are client-supplied).
+fn client_address(state: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    state
+        .trusted_proxy_header
+        .as_ref()
+        .and_then(|name| headers.get_all(name).iter().next_back())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer.ip())
+}
+
+fn user_id(id: &str) -> Result<Uuid, HttpError> {
+    Uuid::parse_str(id).map_err(|_| HttpError(ApiError::new(ErrorCode::NotFound, "no such user")))
+}
+
+fn admin_update_of(body: AdminUserRequest) -> UserUpdate {
+    UserUpdate {
+        email: body.email,
+        password: body.password,
+        app_metadata: body.app_metadata,
+        user_metadata: body.user_metadata,
+    }
+}
+
+fn session(state: &HttpState, issued: IssuedSession) -> Session {
+    Session {
+        user: wire_user(state, &issued.user),
+        access_token: issued.access_token,
+        token_type: "bearer".into(),
+        expires_in: issued.expires_in,
+        expires_at: issued.expires_at,
+        refresh_token: issued.refresh_token,
+    }
+}
+
+fn wire_user(state: &HttpState, user: &UserRow) -> User {
+    let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339();
+    User {
+        id: user.id.to_string(),
+        aud: state.tokens.audience().to_string(),
+        role: "authenticated".into(),
+        email: user.email.clone(),
+        is_anonymous: user.is_anonymous,
+        app_metadata: user.app_metadata.clone(),
+        user_metadata: user.user_metadata.clone(),
+        created_at: time(&user.created_at),
+        updated_at: time(&user.updated_at),
+        last_sign_in_at: user.last_sign_in_at.as_ref().map(time),
+    }
+}
