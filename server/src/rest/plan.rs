@@ -235,6 +235,41 @@ fn column(table: &Table, name: &str) -> Result<Ident, RestError> {
     })
 }
 
+/// Most filter values one request may carry. Each is a bound parameter, and Postgres takes
+/// at most 65,535 per statement; a request past this is refused as too large instead.
+pub const MAX_FILTER_VALUES: usize = 5000;
+
+fn values_in(c: &Cond) -> usize {
+    match c {
+        Cond::Pred { operand, .. } => match operand {
+            Operand::List(l) => l.len(),
+            _ => 1,
+        },
+        Cond::And { items, .. } | Cond::Or { items, .. } => items.iter().map(values_in).sum(),
+    }
+}
+
+fn values_in_node(n: &Node) -> usize {
+    n.condition.iter().map(values_in).sum::<usize>()
+        + n.fields
+            .iter()
+            .map(|f| match f {
+                // An `!inner` embedding's filters are bound twice.
+                Field::Embed(e) => values_in_node(&e.node) * if e.inner { 2 } else { 1 } + 1,
+                Field::Column { .. } => 1,
+            })
+            .sum::<usize>()
+}
+
+fn check_size(n: usize) -> Result<(), RestError> {
+    if n > MAX_FILTER_VALUES {
+        return Err(RestError::Syntax(format!(
+            "the request has more than {MAX_FILTER_VALUES} filter values and selected fields"
+        )));
+    }
+    Ok(())
+}
+
 /// Plan a GET.
 pub fn read(
     cache: &SchemaCache,
@@ -553,11 +588,13 @@ fn write_conditions(
     if !query.has_root_filter() && !limits.allow_unfiltered_writes {
         return Err(RestError::FilterRequired);
     }
-    query
+    let conds: Vec<Cond> = query
         .conditions
         .iter()
         .map(|c| resolve_condition(table, &c.item))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    check_size(conds.iter().map(values_in).sum())?;
+    Ok(conds)
 }
 
 fn returning(
