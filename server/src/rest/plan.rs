@@ -293,6 +293,7 @@ pub fn read(
         node.limit
             .map_or(limits.max_rows, |l| l.min(limits.max_rows)),
     );
+    check_size(values_in_node(&node))?;
     Ok(ReadPlan {
         node,
         count: prefer.count,

@@ -1641,6 +1641,74 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
         )
         .await;
     assert_eq!(r.status, 406, "{}", r.text);
+
+    // Grammar nesting is bounded before anything recurses deeply.
+    let deep = format!(
+        "/rest/v1/posts?or=({}id.eq.1{})",
+        "and(".repeat(5000),
+        ")".repeat(5000)
+    );
+    let r = t.get(&deep, svc).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let deep = format!(
+        "/rest/v1/posts?select={}id{}",
+        "comments(".repeat(5000),
+        ")".repeat(5000)
+    );
+    assert_eq!(t.get(&deep, svc).await.status, 400);
+
+    // Too many filter values is a 400, not a failed statement.
+    let many = (0..5100).map(|_| "id=gt.1").collect::<Vec<_>>().join("&");
+    let r = t.get(&format!("/rest/v1/posts?{many}"), svc).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("filter values"), "{}", r.text);
+    let many = (0..5100).map(|_| "id.eq.1").collect::<Vec<_>>().join(",");
+    let r = t
+        .call(
+            Method::DELETE,
+            &format!("/rest/v1/posts?or=({many})"),
+            svc,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("filter values"), "{}", r.text);
+
+    // on_conflict needs a unique index.
+    let r = t
+        .call(
+            Method::POST,
+            "/rest/v1/users?on_conflict=name",
+            svc,
+            &[("prefer", "resolution=merge-duplicates")],
+            Some(r#"{"id":"00000000-0000-0000-0000-000000000009","name":"x"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // The statement timeout ends a slow request with 504.
+    t.db()
+        .await
+        .batch_execute(
+            "create function slow() returns int language sql as 'select 1 from pg_sleep(3)';",
+        )
+        .await
+        .unwrap();
+    t.reload().await;
+    let r = t
+        .call(Method::POST, "/rest/v1/rpc/slow", svc, &[], Some("{}"))
+        .await;
+    assert_eq!(r.status, 504, "{}", r.text);
+    assert_eq!(r.body["code"], "timeout");
+
+    // With ROWCAST_REST_ALLOW_UNFILTERED_WRITES an unfiltered DELETE is allowed.
+    let r = t
+        .call(Method::DELETE, "/rest/v1/comments", svc, &[], None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(t.get("/rest/v1/comments", svc).await.body, json!([]));
+    assert_eq!(t.get("/health", None).await.status, 200);
     t.app.shutdown().await;
 }
 
