@@ -5,7 +5,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-bin="$root/target/release/rowcast"
+bin="${BENCH_BIN:-$root/target/release/rowcast}"
 port=${BENCH_PORT:-18080}
 duration=${BENCH_DURATION:-20s}
 conns=${BENCH_CONNECTIONS:-64}
