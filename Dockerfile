@@ -10,9 +10,12 @@ WORKDIR /src
 
 COPY Cargo.toml Cargo.lock ./
 COPY server/Cargo.toml server/Cargo.toml
-# Placeholder sources so cargo can build (and this layer can cache) every dependency.
-RUN mkdir -p server/src migrations \
+COPY bench/Cargo.toml bench/Cargo.toml
+# Placeholder sources so cargo can build (and this layer can cache) every dependency. The
+# bench crate only needs to exist for the workspace to load; the image never builds it.
+RUN mkdir -p server/src bench/src migrations \
  && echo 'fn main() {}' > server/src/main.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
  && touch server/src/lib.rs \
  && echo 'fn main() {}' > server/build.rs \
  && cargo build --release --locked --bin rowcast \

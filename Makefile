@@ -23,7 +23,7 @@ K8S_MANIFEST ?= deploy/k8s/rowcast.yaml
 BENCHES ?= bench-capture bench-rest bench-realtime
 
 .PHONY: dev serve migrate test fmt lint check build clean psql token bench image \
-	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-rest
+	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-capture bench-rest
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
 dev:
@@ -46,6 +46,11 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Capture benchmark: write cost of capture (NOTIFY on/off) and commit-to-reader latency.
+## Not part of `make test`; results go in docs/benchmarks.md.
+bench-capture:
+	$(CARGO) run --release --locked -p rowcast-bench -- capture
 
 ## The release binary, built exactly as the Dockerfile and CI build it.
 build:

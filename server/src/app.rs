@@ -12,6 +12,7 @@ use crate::{
         service::Auth,
         token::{SigningAlgorithm, TokenKeys},
     },
+    capture::Capture,
     config::{AuthConfig, Config},
     http::{self, HttpState},
     lifecycle::Lifecycle,
@@ -43,6 +44,8 @@ pub enum AppError {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub store: Store,
+    /// Change capture of this instance: subscribe to the live tail, read changes by cursor.
+    pub capture: Capture,
     /// The registry behind `GET /metrics` (tests read it; modules feed it).
     pub metrics: Metrics,
     shutdown: CancellationToken,
@@ -112,6 +115,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         shutdown.clone(),
     ));
 
+    let capture = Capture::new(store.clone(), config.capture.clone());
+    capture.spawn(&tasks, &shutdown, readiness.clone());
+
     let tokens = Arc::new(token_keys(&config.auth)?);
     let auth = Arc::new(
         Auth::new(store.clone(), tokens.clone(), &config.auth)
@@ -131,12 +137,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         idempotency_ttl: config.rest.idempotency_ttl,
     }
     .spawn(&tasks, shutdown.clone());
+    register_capture_metrics(&metrics, &capture);
     let router = http::router(HttpState {
         store: store.clone(),
         readiness,
         migrations,
         tokens,
         rest,
+        capture: capture.clone(),
         auth,
         max_body_bytes: config.http.max_body_bytes,
         trusted_proxy_header: config
@@ -170,6 +178,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(Running {
         local_addr,
         store,
+        capture,
         metrics,
         shutdown,
         tasks,
@@ -199,6 +208,29 @@ pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
 }
 
 /// Metrics about this process that are known from the start: the build and the pool.
+/// Capture keeps its own atomics (`CaptureStats`); the registry samples them at each scrape.
+fn register_capture_metrics(m: &Metrics, capture: &Capture) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = capture.clone();
+    m.counter_fn(
+        metrics::CHANGES_READ.name,
+        metrics::CHANGES_READ.help,
+        move || c.stats().changes_published.load(Relaxed) as f64,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
+        metrics::CAPTURE_OLDEST_UNDELIVERED.name,
+        metrics::CAPTURE_OLDEST_UNDELIVERED.help,
+        move || c.stats().oldest_undelivered_ms.load(Relaxed) as f64 / 1000.0,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
+        metrics::CAPTURE_BLOCKING_PID.name,
+        metrics::CAPTURE_BLOCKING_PID.help,
+        move || c.stats().blocking_pid.load(Relaxed) as f64,
+    );
+}
+
 fn register_process_metrics(m: &Metrics, store: &Store) {
     m.gauge_with(
         metrics::BUILD_INFO.name,

@@ -12,6 +12,7 @@ use crate::auth::{
     limiter::Limits, password::HashParams, provider::ExternalProvider, token::SigningAlgorithm,
     token::TokenKeys,
 };
+pub use crate::capture::CaptureConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,8 @@ pub enum Command {
     Migrate(ServerArgs),
     /// Tell every running server on DATABASE_URL to reload its REST schema cache, and exit.
     ReloadSchema(ServerArgs),
+    /// Opt tables in or out of sync (applies pending migrations first, like `migrate`).
+    Sync(SyncArgs),
     /// Print a signed access token for development and admin scripts.
     Token(TokenArgs),
     /// Exit 0 if the server on ROWCAST_LISTEN answers GET /ready with 200, else 1 (for
@@ -116,6 +119,25 @@ pub fn env_vars() -> std::collections::BTreeSet<String> {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct SyncArgs {
+    #[command(subcommand)]
+    pub action: SyncAction,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// What `rowcast sync` does.
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
+pub enum SyncAction {
+    /// Start capturing changes of TABLE (`todos`, `public.todos`); idempotent.
+    Enable { table: String },
+    /// Stop capturing changes of TABLE; removes its triggers and `_v` column.
+    Disable { table: String },
+    /// List the synced tables.
+    List,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
     /// Postgres connection string. Required for `serve`; optional for `dev` and `migrate`
     /// (without it they use the embedded Postgres in --data-dir).
@@ -179,6 +201,24 @@ pub struct ServerArgs {
     #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
     pub jwt_audience: String,
 
+    /// Longest the change reader waits before looking at the log without a notification
+    /// (bounds delivery latency when NOTIFY is off or lost), 10ms-60s.
+    #[arg(long, env = "ROWCAST_POLL_INTERVAL", default_value = "50ms", value_parser = bounded_duration_parser("ROWCAST_POLL_INTERVAL", Duration::from_millis(10), Duration::from_secs(60)))]
+    pub poll_interval: Duration,
+
+    /// Ring the NOTIFY doorbell on every writing transaction to synced tables and LISTEN for
+    /// it: lower latency for writes from psql and other services, but a cluster-wide lock at
+    /// every notifying commit (off by default; see docs/benchmarks.md).
+    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "false", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_NOTIFY"))]
+    pub notify: bool,
+
+    /// Keep captured changes at least this long (e.g. 7d); `0` keeps them by age forever.
+    #[arg(long, env = "ROWCAST_RETENTION", default_value = "7d", value_parser = duration_parser("ROWCAST_RETENTION"))]
+    pub retention: Duration,
+
+    /// Prune the oldest captured changes beyond this many; `0` means no cap.
+    #[arg(long, env = "ROWCAST_RETENTION_MAX_CHANGES", default_value = "0", value_parser = u64_parser("ROWCAST_RETENTION_MAX_CHANGES"))]
+    pub retention_max_changes: u64,
     #[command(flatten)]
     pub rest: RestArgs,
 
@@ -311,6 +351,7 @@ pub enum Mode {
     Dev,
     Migrate,
     ReloadSchema,
+    Sync,
 }
 
 /// The token secret [`Config::for_database`] uses; tests sign tokens with it.
@@ -325,6 +366,7 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub capture: CaptureConfig,
     pub rest: RestConfig,
 }
 
@@ -421,6 +463,7 @@ impl Config {
                 Command::Dev(a) => (Mode::Dev, a),
                 Command::Migrate(a) => (Mode::Migrate, a),
                 Command::ReloadSchema(a) => (Mode::ReloadSchema, a),
+                Command::Sync(a) => (Mode::Sync, a.server),
                 Command::Token(_) | Command::Healthcheck(_) => return Err(ConfigError {
                     setting: "command",
                     expected:
@@ -457,7 +500,7 @@ impl Config {
         }
         let format = args.log_format.unwrap_or(match mode {
             Mode::Serve => LogFormat::Json,
-            Mode::Dev | Mode::Migrate | Mode::ReloadSchema => LogFormat::Pretty,
+            Mode::Dev | Mode::Migrate | Mode::ReloadSchema | Mode::Sync => LogFormat::Pretty,
         });
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(ConfigError {
@@ -528,6 +571,14 @@ impl Config {
                 filter: args.log,
             },
             auth,
+            capture: CaptureConfig {
+                poll_interval: args.poll_interval,
+                notify: args.notify,
+                retention: (!args.retention.is_zero()).then_some(args.retention),
+                retention_max_changes: (args.retention_max_changes > 0)
+                    .then_some(args.retention_max_changes),
+                ..CaptureConfig::default()
+            },
         })
     }
 
@@ -557,6 +608,10 @@ impl Config {
                 rest_allow_unfiltered_writes: false,
                 rest_idempotency_ttl: Duration::from_secs(24 * 3600),
             },
+            poll_interval: Duration::from_millis(50),
+            notify: false,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_max_changes: 0,
             auth: AuthArgs::default(),
         };
         match Config::from_args(Mode::Serve, args) {
@@ -769,6 +824,33 @@ pub fn duration_parser(
     }
 }
 
+/// A clap value parser for a duration within `[min, max]` that names its variable on error.
+pub fn bounded_duration_parser(
+    setting: &'static str,
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match humantime::parse_duration(s.trim()) {
+        Ok(d) if d >= min && d <= max => Ok(d),
+        _ => Err(format!(
+            "{setting} expects a duration from {} to {}, such as 200ms",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )),
+    }
+}
+
+/// A clap value parser for a whole number that names its variable on error.
+pub fn u64_parser(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{setting} expects a whole number (0 or more)"))
+    }
+}
+
 /// A clap value parser for booleans that names its variable on error.
 pub fn bool_parser(
     setting: &'static str,
@@ -836,6 +918,23 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("DATABASE_URL"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn capture_settings_are_validated() {
+        let err = parse(&["rowcast", "dev", "--poll-interval", "1ms"]).unwrap_err();
+        assert!(err.contains("ROWCAST_POLL_INTERVAL"), "{err}");
+        let err = parse(&["rowcast", "dev", "--notify", "maybe"]).unwrap_err();
+        assert!(err.contains("ROWCAST_NOTIFY"), "{err}");
+        let err = parse(&["rowcast", "dev", "--retention", "forever"]).unwrap_err();
+        assert!(err.contains("ROWCAST_RETENTION"), "{err}");
+        let err = parse(&["rowcast", "dev", "--retention-max-changes=-5"]).unwrap_err();
+        assert!(err.contains("ROWCAST_RETENTION_MAX_CHANGES"), "{err}");
+        let c = parse(&["rowcast", "dev", "--retention", "0", "--notify", "off"]).expect("valid");
+        assert_eq!(c.capture.retention, None);
+        assert!(!c.capture.notify);
+        let c = parse(&["rowcast", "sync", "enable", "public.todos"]).expect("valid");
+        assert_eq!(c.mode, Mode::Sync);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod capture;
 pub mod cluster;
 pub mod config;
 pub mod http;

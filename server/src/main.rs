@@ -1,5 +1,5 @@
-//! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev` or
-//! `migrate` (plus the small `token` and `healthcheck` helpers).
+//! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev`,
+//! `migrate` or `sync` (plus the small `token` and `healthcheck` helpers).
 
 use std::process::ExitCode;
 
@@ -10,14 +10,21 @@ use rowcast::{
         token::{SigningAlgorithm, TokenKeys},
         Identity,
     },
+    capture,
     cluster::EmbeddedPostgres,
-    config::{Cli, Command, Config, HealthcheckArgs, LogFormat, Mode, TokenArgs, TokenRole},
+    config::{
+        Cli, Command, Config, HealthcheckArgs, LogFormat, Mode, SyncAction, TokenArgs, TokenRole,
+    },
     http::probe,
     store::{migrate, Store},
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let sync_action = match &cli.command {
+        Command::Sync(s) => Some(s.action.clone()),
+        _ => None,
+    };
     let cli = match cli.command {
         Command::Token(args) => return token(args),
         Command::Healthcheck(args) => return healthcheck(args),
@@ -71,7 +78,7 @@ fn main() -> ExitCode {
 
     let code = match tokio::runtime::Runtime::new() {
         Ok(rt) => {
-            let code = rt.block_on(run(config));
+            let code = rt.block_on(run(config, sync_action));
             // Work abandoned by a timed-out drain must not hold the exit.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             code
@@ -92,8 +99,12 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, sync_action: Option<SyncAction>) -> ExitCode {
     match config.mode {
+        Mode::Sync => match sync_action {
+            Some(action) => sync(&config, action).await,
+            None => ExitCode::from(2),
+        },
         Mode::Migrate => {
             let url = config.database.url.clone().unwrap_or_default();
             let result = async {
@@ -151,6 +162,49 @@ async fn run(config: Config) -> ExitCode {
             running.wait().await;
             tracing::info!("stopped");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `rowcast sync enable|disable|list`: migrate (so the capture functions exist), then do it.
+async fn sync(config: &Config, action: SyncAction) -> ExitCode {
+    let url = config.database.url.clone().unwrap_or_default();
+    let result = async {
+        let store = Store::new(&url, &config.database).map_err(capture::sync::SyncError::Store)?;
+        let all = migrate::all_migrations(config.database.app_migrations.as_deref())
+            .map_err(capture::sync::SyncError::Store)?;
+        migrate::apply(store.pg_config(), &all)
+            .await
+            .map_err(capture::sync::SyncError::Store)?;
+        match &action {
+            SyncAction::Enable { table } => {
+                capture::sync::enable(&store, table).await?;
+                println!("sync enabled on {table}");
+            }
+            SyncAction::Disable { table } => {
+                capture::sync::disable(&store, table).await?;
+                println!("sync disabled on {table}");
+            }
+            SyncAction::List => {
+                for t in capture::sync::list(&store).await? {
+                    println!(
+                        "{}.{}\tprimary key ({})\tsince {}",
+                        t.schema,
+                        t.name,
+                        t.primary_key.join(", "),
+                        t.enabled_at.to_rfc3339()
+                    );
+                }
+            }
+        }
+        Ok::<_, capture::sync::SyncError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rowcast: {e}");
+            ExitCode::from(1)
         }
     }
 }

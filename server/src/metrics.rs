@@ -135,6 +135,17 @@ pub const CHANGE_LOG_FLOOR: Spec = spec(
     "Oldest change id still kept; clients resuming from before it are told to resync.",
 );
 
+pub const CAPTURE_OLDEST_UNDELIVERED: Spec = spec(
+    "rowcast_capture_oldest_undelivered_seconds",
+    Kind::Gauge,
+    "Age of the oldest committed change the reader cannot deliver yet because an older transaction is still open (0 when none).",
+);
+pub const CAPTURE_BLOCKING_PID: Spec = spec(
+    "rowcast_capture_blocking_pid",
+    Kind::Gauge,
+    "Backend pid holding the change log's watermark back, or 0.",
+);
+
 /// Every metric the server defines. docs/operations.md lists each (a test checks).
 pub const CATALOG: &[Spec] = &[
     BUILD_INFO,
@@ -152,6 +163,8 @@ pub const CATALOG: &[Spec] = &[
     DELIVERY_LAG,
     CHANGE_LOG_ROWS,
     CHANGE_LOG_FLOOR,
+    CAPTURE_OLDEST_UNDELIVERED,
+    CAPTURE_BLOCKING_PID,
 ];
 
 /// A monotonically increasing count.

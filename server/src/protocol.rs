@@ -58,6 +58,8 @@ pub enum ErrorCode {
     FilterRequired,
     /// The Idempotency-Key was already used for a different request.
     IdempotencyKeyReused,
+    /// The cursor is older than the retained change history: resync from a snapshot.
+    ResyncRequired,
     /// Sign-in refused: wrong email or password, or a spent/revoked refresh token.
     InvalidCredentials,
 }
@@ -88,6 +90,7 @@ impl ErrorCode {
         ErrorCode::ConstraintViolation,
         ErrorCode::FilterRequired,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::ResyncRequired,
         ErrorCode::InvalidCredentials,
     ];
 
@@ -116,6 +119,7 @@ impl ErrorCode {
             ErrorCode::ConstraintViolation => "constraint-violation",
             ErrorCode::FilterRequired => "filter-required",
             ErrorCode::IdempotencyKeyReused => "idempotency-key-reused",
+            ErrorCode::ResyncRequired => "resync-required",
             ErrorCode::InvalidCredentials => "invalid-credentials",
         }
     }
@@ -144,6 +148,7 @@ impl ErrorCode {
             ErrorCode::ConstraintViolation => 400,
             ErrorCode::FilterRequired => 400,
             ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::ResyncRequired => 410,
         }
     }
 }

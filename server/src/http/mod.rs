@@ -22,6 +22,7 @@ pub mod rest;
 
 use crate::{
     auth::{service::Auth, token::TokenKeys},
+    capture::Capture,
     lifecycle::Lifecycle,
     metrics::Metrics,
     protocol::{ApiError, ErrorCode},
@@ -37,6 +38,8 @@ pub struct HttpState {
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
     pub rest: crate::rest::RestState,
+    /// Change capture: the live tail and reads by cursor (see `capture`).
+    pub capture: Capture,
     /// Sign-up, sign-in, sessions and users (`/auth/v1`).
     pub auth: Arc<Auth>,
     /// Largest accepted request body (`ROWCAST_MAX_BODY_BYTES`).

@@ -231,6 +231,9 @@ async fn run_write(
         WriteError::Store(e) => HttpError(rest::api_error_from_store(e)),
         WriteError::Refused(e) => HttpError(e),
     })?;
+    // The write is committed: let the change reader pick it up now rather than at the next
+    // poll, so subscribers see REST writes promptly.
+    state.capture.wake();
     Ok(into_response(response))
 }
 

@@ -1,6 +1,7 @@
 //! The storage layer: the connection pool, migrations, and every SQL statement the server
 //! runs. Nothing outside `store` writes SQL.
 
+pub mod changes;
 pub mod migrate;
 pub mod rest_query;
 pub mod rest_schema;
@@ -29,6 +30,8 @@ pub enum StoreError {
     Migration { name: String, reason: String },
     #[error("invalid database configuration: {0}")]
     Config(String),
+    #[error("unexpected data from the database: {0}")]
+    Decode(String),
 }
 
 impl StoreError {

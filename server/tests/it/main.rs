@@ -7,6 +7,7 @@
 mod support;
 
 mod auth;
+mod capture;
 mod deploy;
 mod drain;
 mod embedded;

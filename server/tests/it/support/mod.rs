@@ -266,6 +266,11 @@ impl TestApp {
         }
     }
 
+    /// The running server's change capture handle.
+    pub fn capture(&self) -> &rowcast::capture::Capture {
+        &self.running.as_ref().expect("server running").capture
+    }
+
     pub async fn db(&self) -> tokio_postgres::Client {
         connect(&self.db_url).await
     }

@@ -1,0 +1,284 @@
+//! `rowcast-bench capture`: what change capture costs writers and how fast changes reach the
+//! reader. Starts its own Postgres (fsync on), so numbers from one run are comparable with
+//! each other; report ratios and medians, this machine is noisy.
+//!
+//! 1. Throughput of single-row INSERT transactions (pgbench) into a plain table, a synced
+//!    table with the NOTIFY doorbell off, and a synced table with it on, at 1, 8 and 32
+//!    writers, interleaved over several rounds; the median of each is reported with its
+//!    ratio to the plain table.
+//! 2. Commit-to-reader latency at a steady 1,000 changes/s through the live tail, with
+//!    NOTIFY on and off (p50, p99).
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use rowcast::{
+    capture::{Capture, CaptureConfig, LiveEvent},
+    cluster::{self, EmbeddedPostgres},
+    config::Config,
+    readiness::Readiness,
+    store::{migrate, Store},
+};
+use tokio_postgres::NoTls;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Settings {
+    seconds: u64,
+    rounds: usize,
+    clients: Vec<u32>,
+    latency_seconds: u64,
+}
+
+fn settings() -> Settings {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    Settings {
+        seconds: env("BENCH_SECONDS", 5),
+        rounds: env("BENCH_ROUNDS", 3) as usize,
+        clients: vec![1, 8, 32],
+        latency_seconds: env("BENCH_LATENCY_SECONDS", 10),
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "capture".into());
+    if what != "capture" {
+        return Err(format!("unknown benchmark {what:?}; available: capture").into());
+    }
+    let s = settings();
+    let root = tempfile::Builder::new()
+        .prefix("rowcast-bench-")
+        .tempdir()?;
+    cluster::prepare_parent_dir(root.path())?;
+    let pg = EmbeddedPostgres::start(&root.path().join("pg"), None)?;
+    let bindir = cluster::find_bindir(None)?;
+    let result = tokio::runtime::Runtime::new()?.block_on(run(&pg, &bindir, &s));
+    pg.stop()?;
+    result
+}
+
+async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> Result<(), Error> {
+    let url = pg.database_url();
+    let store = Store::new(&url, &Config::for_database(&url).database)?;
+    migrate::apply(store.pg_config(), &migrate::server_migrations()).await?;
+    let (db, conn) = tokio_postgres::connect(&url, NoTls).await?;
+    tokio::spawn(conn);
+    db.batch_execute(
+        "create table public.bench_plain (id bigserial primary key, body text not null);
+         create table public.bench_synced (id bigserial primary key, body text not null);
+         select rowcast.enable_sync('public.bench_synced');",
+    )
+    .await?;
+
+    println!("# capture write throughput (single-row INSERT transactions, pgbench, {}s x {} rounds, fsync on)", s.seconds, s.rounds);
+    println!("writers | plain tps | capture, NOTIFY off | capture, NOTIFY on");
+    println!("---|---|---|---");
+    for &c in &s.clients {
+        let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
+        for _ in 0..s.rounds {
+            for (name, table, notify) in [
+                ("plain", "bench_plain", false),
+                ("off", "bench_synced", false),
+                ("on", "bench_synced", true),
+            ] {
+                set_doorbell(&db, notify).await?;
+                db.batch_execute("checkpoint").await?;
+                let tps = pgbench(bindir, pg, table, c, s.seconds)?;
+                results.entry(name).or_default().push(tps);
+            }
+        }
+        let plain = median(&results["plain"]);
+        let off = median(&results["off"]);
+        let on = median(&results["on"]);
+        println!(
+            "{c} | {plain:.0} | {off:.0} ({:.0}%) | {on:.0} ({:.0}%)",
+            100.0 * off / plain,
+            100.0 * on / plain
+        );
+    }
+
+    println!();
+    println!(
+        "# commit-to-reader latency at 1,000 changes/s ({}s)",
+        s.latency_seconds
+    );
+    println!("NOTIFY | poll interval | delivered | p50 ms | p99 ms | max ms");
+    println!("---|---|---|---|---|---");
+    for (notify, poll_ms) in [(true, 200), (false, 50), (false, 200)] {
+        let (n, p50, p99, max) = latency(&url, &store, notify, poll_ms, s.latency_seconds).await?;
+        println!(
+            "{} | {poll_ms}ms | {n} | {p50:.1} | {p99:.1} | {max:.1}",
+            if notify { "on" } else { "off" }
+        );
+    }
+    Ok(())
+}
+
+async fn set_doorbell(db: &tokio_postgres::Client, on: bool) -> Result<(), Error> {
+    db.batch_execute(if on {
+        "alter table rowcast.change_log enable always trigger rowcast_doorbell"
+    } else {
+        "alter table rowcast.change_log disable trigger rowcast_doorbell"
+    })
+    .await?;
+    Ok(())
+}
+
+fn pgbench(
+    bindir: &std::path::Path,
+    pg: &EmbeddedPostgres,
+    table: &str,
+    clients: u32,
+    seconds: u64,
+) -> Result<f64, Error> {
+    let dir = tempfile::tempdir()?;
+    let script: PathBuf = dir.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        format!("insert into public.{table} (body) values (repeat('x', 100));\n"),
+    )?;
+    let out = Command::new(bindir.join("pgbench"))
+        .args(["-n", "-M", "prepared", "-f"])
+        .arg(&script)
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(4).to_string(),
+        ])
+        .args(["-T", &seconds.to_string()])
+        .arg(pg.database_url())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no tps in pgbench output: {text}").into())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Insert 1,000 rows/s (one per transaction, 8 connections) and time each from its commit
+/// returning to the live tail delivering it.
+async fn latency(
+    url: &str,
+    store: &Store,
+    notify: bool,
+    poll_ms: u64,
+    seconds: u64,
+) -> Result<(usize, f64, f64, f64), Error> {
+    let capture = Capture::new(
+        store.clone(),
+        CaptureConfig {
+            notify,
+            poll_interval: Duration::from_millis(poll_ms),
+            live_capacity: 1 << 16,
+            ..CaptureConfig::default()
+        },
+    );
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let readiness = Arc::new(Readiness::default());
+    readiness.mark_started();
+    capture.spawn(&tasks, &shutdown, readiness);
+    let mut sub = capture.subscribe().await;
+    // Let the listener connect before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let received: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let rx = received.clone();
+    let consumer = tokio::spawn(async move {
+        while let Ok(ev) = sub.events.recv().await {
+            if let LiveEvent::Batch(b) = ev {
+                let now = Instant::now();
+                let mut map = rx.lock().unwrap_or_else(|p| p.into_inner());
+                for c in &b.changes {
+                    if let Some(id) = c.pk.get("id").and_then(|v| v.as_i64()) {
+                        map.insert(id, now);
+                    }
+                }
+            }
+        }
+    });
+
+    let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let writers = 8u32;
+    let per_writer = Duration::from_micros(1_000_000 * writers as u64 / 1000);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut handles = Vec::new();
+    for _ in 0..writers {
+        let (db, conn) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(conn);
+        let committed = committed.clone();
+        handles.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_writer);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while Instant::now() < until {
+                tick.tick().await;
+                let row = db
+                    .query_one(
+                        "insert into public.bench_synced (body) values ('latency') returning id",
+                        &[],
+                    )
+                    .await;
+                let now = Instant::now();
+                if let Ok(row) = row {
+                    let id: i64 = row.get(0);
+                    committed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, now);
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    consumer.abort();
+
+    let committed = committed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let received = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut ms: Vec<f64> = committed
+        .iter()
+        .filter_map(|(id, c)| {
+            received
+                .get(id)
+                .map(|r| r.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    if ms.len() < committed.len() {
+        return Err(format!(
+            "only {} of {} committed changes were delivered",
+            ms.len(),
+            committed.len()
+        )
+        .into());
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p) as usize];
+    Ok((ms.len(), pct(0.5), pct(0.99), pct(1.0)))
+}

@@ -1,0 +1,66 @@
+//! Retention: prunes the oldest changes by age and/or count in small batches (short
+//! statements that touch only rows no writer touches again, so writers never wait), and
+//! records the largest pruned position as the floor below which cursors must resync.
+
+use std::{
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{CaptureError, Shared};
+use crate::{readiness::Readiness, store::changes};
+
+const BATCH: i64 = 1000;
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    if shared.config.retention.is_none() && shared.config.retention_max_changes.is_none() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(shared.config.retention_interval) => {}
+        }
+        if !readiness.is_started() {
+            continue;
+        }
+        let pruning = prune_all(&shared);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = pruning => match r {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "change log retention"),
+                Err(e) => tracing::warn!(error = %e, "change log retention failed; will retry"),
+            },
+        }
+    }
+}
+
+/// Prune in batches until nothing more qualifies.
+pub(super) async fn prune_all(shared: &Shared) -> Result<u64, CaptureError> {
+    let mut total = 0;
+    loop {
+        let client = shared.store.client().await?;
+        let pruned = changes::prune(
+            &**client,
+            shared.config.retention,
+            shared.config.retention_max_changes,
+            BATCH,
+        )
+        .await?;
+        drop(client);
+        total += pruned.deleted;
+        shared.stats.pruned.fetch_add(pruned.deleted, Relaxed);
+        if pruned.deleted < BATCH as u64 {
+            return Ok(total);
+        }
+        // Leave room for other work between batches.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

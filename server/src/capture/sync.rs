@@ -1,0 +1,73 @@
+//! Opting tables in and out of sync from Rust (the `rowcast sync` command); the same as
+//! calling `rowcast.enable_sync`/`disable_sync`/`synced_tables()` from psql or a migration.
+
+use chrono::{DateTime, Utc};
+
+use crate::store::{changes, Store, StoreError};
+
+/// A synced table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedTable {
+    pub schema: String,
+    pub name: String,
+    pub primary_key: Vec<String>,
+    pub enabled_at: DateTime<Utc>,
+}
+
+/// Why enabling or disabling failed, in words for the operator who asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Postgres refused (missing table, a view, no primary key, not the owner…); the message
+    /// is Postgres's, written for the admin.
+    #[error("{message}{}", hint.as_deref().map(|h| format!(" (hint: {h})")).unwrap_or_default())]
+    Refused {
+        sqlstate: String,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        if let StoreError::Db(db) = &e {
+            if let Some(d) = db.as_db_error() {
+                return SyncError::Refused {
+                    sqlstate: d.code().code().to_string(),
+                    message: d.message().to_string(),
+                    hint: d.hint().map(str::to_string),
+                };
+            }
+        }
+        SyncError::Store(e)
+    }
+}
+
+/// Enable sync on `table` (`todos`, `public.todos`, `"Mixed Case"`). Idempotent.
+pub async fn enable(store: &Store, table: &str) -> Result<(), SyncError> {
+    let client = store.client().await?;
+    changes::enable_sync(&**client, table).await?;
+    Ok(())
+}
+
+/// Disable sync on `table`: removes the triggers and the `_v` column. Idempotent.
+pub async fn disable(store: &Store, table: &str) -> Result<(), SyncError> {
+    let client = store.client().await?;
+    changes::disable_sync(&**client, table).await?;
+    Ok(())
+}
+
+pub async fn list(store: &Store) -> Result<Vec<SyncedTable>, SyncError> {
+    let client = store.client().await?;
+    Ok(changes::synced_tables(&**client)
+        .await?
+        .into_iter()
+        .map(|r| SyncedTable {
+            schema: r.schema,
+            name: r.name,
+            primary_key: r.primary_key,
+            enabled_at: r.enabled_at,
+        })
+        .collect())
+}

@@ -1,0 +1,179 @@
+//! The live tail: one reader task per instance that follows the log from the watermark at
+//! start-up and publishes each transaction to subscribers, woken by the doorbell, by
+//! [`super::Capture::wake`], or by the poll interval, whichever comes first. It also probes
+//! whether the watermark is held back and reports who holds it.
+
+use std::{
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{read_batches, CaptureError, Cursor, LiveEvent, Shared};
+use crate::{readiness::Readiness, store::changes};
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut last_probe: Option<Instant> = None;
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if !readiness.is_started() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+            }
+        }
+        match catch_up(&shared).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                shared.stats.read_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, "change log read failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        }
+        if last_probe.map_or(true, |t| t.elapsed() >= shared.config.lag_probe_interval) {
+            last_probe = Some(Instant::now());
+            probe_lag(&shared, &mut last_warning).await;
+        }
+        let wait = shared
+            .config
+            .poll_interval
+            .min(shared.config.lag_probe_interval);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Read and publish everything below the watermark.
+async fn catch_up(shared: &Shared) -> Result<(), CaptureError> {
+    let mut pos = match current(shared) {
+        Some(p) => p,
+        None => initialize(shared).await?,
+    };
+    loop {
+        shared.stats.reads.fetch_add(1, Relaxed);
+        let read =
+            match read_batches(&shared.store, pos, Cursor::END, shared.config.page_size).await {
+                Ok(r) => r,
+                Err(CaptureError::ResyncRequired { floor, .. }) => {
+                    tracing::error!(
+                        position = %pos, %floor,
+                        "the reader fell behind retention; subscribers must resync"
+                    );
+                    shared.stats.reader_resyncs.fetch_add(1, Relaxed);
+                    let mut p = lock(shared);
+                    *p = Some(floor);
+                    let _ = shared.sender.send(LiveEvent::ResyncRequired { floor });
+                    pos = floor;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+        let now = chrono::Utc::now();
+        for batch in read.batches {
+            let n = batch.changes.len() as u64;
+            let delay = (now - batch.started_at).num_milliseconds().max(0) as u64;
+            let cursor = batch.cursor();
+            {
+                let mut p = lock(shared);
+                *p = Some(cursor);
+                // No receivers is fine: nobody is listening yet.
+                let _ = shared.sender.send(LiveEvent::Batch(Arc::new(batch)));
+            }
+            shared.stats.batches_published.fetch_add(1, Relaxed);
+            shared.stats.changes_published.fetch_add(n, Relaxed);
+            shared.stats.last_delivery_ms.store(delay, Relaxed);
+        }
+        {
+            let mut p = lock(shared);
+            if p.map_or(true, |c| c < read.position) {
+                *p = Some(read.position);
+            }
+        }
+        pos = read.position;
+        if !read.more {
+            return Ok(());
+        }
+    }
+}
+
+/// First read after start: apply the doorbell setting and start "live from now".
+async fn initialize(shared: &Shared) -> Result<Cursor, CaptureError> {
+    let mut client = shared.store.client().await?;
+    let switched = async {
+        let tx = client.transaction().await?;
+        changes::set_doorbell(&tx, shared.config.notify).await?;
+        tx.commit().await?;
+        Ok::<_, crate::store::StoreError>(())
+    };
+    if let Err(e) = switched.await {
+        // Only the owner of rowcast.change_log may switch it; capture still works (the poll
+        // interval bounds latency), so say so and carry on.
+        tracing::warn!(error = %e, notify = shared.config.notify, "cannot switch the NOTIFY doorbell");
+    }
+    let start = Cursor::before_xid(changes::snapshot_xmin(&**client).await?);
+    {
+        let mut p = lock(shared);
+        *p = Some(start);
+    }
+    shared.initialized.send_replace(true);
+    tracing::info!(position = %start, notify = shared.config.notify, "change capture reader started");
+    Ok(start)
+}
+
+fn current(shared: &Shared) -> Option<Cursor> {
+    *lock(shared)
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Cursor>> {
+    shared.position.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn probe_lag(shared: &Shared, last_warning: &mut Option<Instant>) {
+    let probe = async {
+        let client = shared.store.client().await?;
+        changes::lag_probe(&**client).await
+    };
+    match probe.await {
+        Ok(p) => {
+            let held = p.held_age.map(|d| d.as_millis() as u64).unwrap_or(0);
+            shared.stats.oldest_undelivered_ms.store(held, Relaxed);
+            let pid = if held > 0 {
+                p.oldest_xid_pid.unwrap_or(0)
+            } else {
+                0
+            };
+            shared.stats.blocking_pid.store(pid as i64, Relaxed);
+            if held >= 5_000
+                && last_warning.map_or(true, |t| t.elapsed() >= Duration::from_secs(10))
+            {
+                *last_warning = Some(Instant::now());
+                tracing::warn!(
+                    oldest_undelivered_ms = held,
+                    blocking_pid = p.oldest_xid_pid,
+                    blocking_database = p.oldest_xid_database.as_deref(),
+                    blocking_xact_age_ms = p.oldest_xid_age.map(|d| d.as_millis() as u64),
+                    "change delivery is held back by an open transaction (or a prepared one if no pid); \
+                     changes are delayed, not lost"
+                );
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "lag probe failed"),
+    }
+}

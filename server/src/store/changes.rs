@@ -1,0 +1,326 @@
+//! SQL of change capture: reading the change log by cursor below the snapshot-xmin
+//! watermark, the retention floor and pruning, lag probes, the doorbell switch, and the
+//! `rowcast.enable_sync`/`disable_sync`/`synced_tables` calls. The rules these queries
+//! implement are in `capture` and docs/adr/0001-change-capture.md.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::{GenericClient, Row};
+
+use super::StoreError;
+
+/// One row of `rowcast.change_log`, as stored.
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    pub xid: u64,
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub table_schema: String,
+    pub table_name: String,
+    /// `I`, `U`, `D` or `T`.
+    pub op: String,
+    pub pk: Option<Value>,
+    pub version: i64,
+    pub new_row: Option<Value>,
+    pub old_row: Option<Value>,
+}
+
+/// One read of the log: the rows, and what the same snapshot said about the floor and
+/// the watermark.
+#[derive(Debug)]
+pub struct Page {
+    /// The retention floor `(xid, id)`: the largest position ever pruned.
+    pub floor: (u64, i64),
+    /// `pg_snapshot_xmin` of the statement's snapshot: every transaction below it has ended.
+    pub watermark: u64,
+    pub rows: Vec<ChangeRow>,
+}
+
+fn parse_xid(s: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Decode(format!("not an xid8: {s:?}")))
+}
+
+macro_rules! row_columns {
+    () => {
+        "l.xid::text, l.id, l.created_at, l.table_schema, l.table_name, \
+         l.op::text, l.pk, l.version, l.new_row, l.old_row"
+    };
+}
+
+fn change_row(r: &Row, at: usize) -> Result<ChangeRow, StoreError> {
+    let xid: String = r.try_get(at)?;
+    Ok(ChangeRow {
+        xid: parse_xid(&xid)?,
+        id: r.try_get(at + 1)?,
+        created_at: r.try_get(at + 2)?,
+        table_schema: r.try_get(at + 3)?,
+        table_name: r.try_get(at + 4)?,
+        op: r.try_get(at + 5)?,
+        pk: r.try_get(at + 6)?,
+        version: r.try_get(at + 7)?,
+        new_row: r.try_get(at + 8)?,
+        old_row: r.try_get(at + 9)?,
+    })
+}
+
+/// Up to `limit` changes with `after < (xid, id) <= until` whose transaction is below the
+/// watermark, in log order, plus the floor and watermark seen by the same snapshot (one
+/// statement, so the three agree with each other). Prepared once per pooled connection:
+/// the live tail runs it on every wake-up.
+pub async fn read_page(
+    client: &deadpool_postgres::Client,
+    after: (u64, i64),
+    until: (u64, i64),
+    limit: i64,
+) -> Result<Page, StoreError> {
+    let stmt = client
+        .prepare_cached(concat!(
+            "select f.xid::text, f.id, pg_snapshot_xmin(pg_current_snapshot())::text, ",
+            row_columns!(),
+            " from rowcast.change_floor f
+              left join lateral (
+                  select * from rowcast.change_log c
+                  where (c.xid, c.id) > ($1::text::xid8, $2::int8)
+                    and (c.xid, c.id) <= ($3::text::xid8, $4::int8)
+                    and c.xid < pg_snapshot_xmin(pg_current_snapshot())
+                  order by c.xid, c.id
+                  limit $5
+              ) l on true
+              order by l.xid, l.id"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &after.0.to_string(),
+                &after.1,
+                &until.0.to_string(),
+                &until.1,
+                &limit,
+            ],
+        )
+        .await?;
+    let first = rows
+        .first()
+        .ok_or_else(|| StoreError::Decode("rowcast.change_floor is empty".into()))?;
+    let floor_xid: String = first.try_get(0)?;
+    let watermark: String = first.try_get(2)?;
+    let mut page = Page {
+        floor: (parse_xid(&floor_xid)?, first.try_get(1)?),
+        watermark: parse_xid(&watermark)?,
+        rows: Vec::with_capacity(rows.len()),
+    };
+    for r in &rows {
+        if r.try_get::<_, Option<String>>(3)?.is_some() {
+            page.rows.push(change_row(r, 3)?);
+        }
+    }
+    Ok(page)
+}
+
+/// The rest of one transaction's changes after `after_id` (the transaction is known to have
+/// ended, so no watermark is needed).
+pub async fn read_rest_of_transaction(
+    client: &deadpool_postgres::Client,
+    xid: u64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<ChangeRow>, StoreError> {
+    let stmt = client
+        .prepare_cached(concat!(
+            "select ",
+            row_columns!(),
+            " from rowcast.change_log l
+              where l.xid = $1::text::xid8 and l.id > $2 order by l.id limit $3"
+        ))
+        .await?;
+    let rows = client
+        .query(&stmt, &[&xid.to_string(), &after_id, &limit])
+        .await?;
+    rows.iter().map(|r| change_row(r, 0)).collect()
+}
+
+/// `pg_snapshot_xmin(pg_current_snapshot())`. In a REPEATABLE READ transaction this is the
+/// xmin of the transaction's snapshot, whichever statement calls it.
+pub async fn snapshot_xmin(client: &impl GenericClient) -> Result<u64, StoreError> {
+    let row = client
+        .query_one("select pg_snapshot_xmin(pg_current_snapshot())::text", &[])
+        .await?;
+    parse_xid(&row.try_get::<_, String>(0)?)
+}
+
+/// The retention floor.
+pub async fn floor(client: &impl GenericClient) -> Result<(u64, i64), StoreError> {
+    let row = client
+        .query_one("select xid::text, id from rowcast.change_floor", &[])
+        .await?;
+    Ok((parse_xid(&row.try_get::<_, String>(0)?)?, row.try_get(1)?))
+}
+
+/// What one pruning round did.
+#[derive(Debug, Clone, Copy)]
+pub struct Pruned {
+    pub deleted: u64,
+}
+
+/// Delete up to `batch` of the oldest changes (in log order, below the watermark) that are
+/// older than `max_age` or beyond the newest `max_changes`, and raise the floor to the
+/// largest position deleted, in one statement (one short transaction; writers never wait
+/// on it: it touches only rows no writer will touch again).
+pub async fn prune(
+    client: &impl GenericClient,
+    max_age: Option<Duration>,
+    max_changes: Option<u64>,
+    batch: i64,
+) -> Result<Pruned, StoreError> {
+    let secs = max_age.map(|d| d.as_secs_f64());
+    let keep = max_changes.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let row = client
+        .query_one(
+            "with head as (
+                 select xid, id, created_at from rowcast.change_log
+                 where xid < pg_snapshot_xmin(pg_current_snapshot())
+                 order by xid, id limit $1
+             ), victims as (
+                 select xid, id from head
+                 where ($2::float8 is not null and created_at < now() - make_interval(secs => $2::float8))
+                    or ($3::int8 is not null and id <= (select last_value from rowcast.change_log_id_seq) - $3::int8)
+             ), gone as (
+                 delete from rowcast.change_log l using victims v
+                 where l.xid = v.xid and l.id = v.id
+                 returning l.xid, l.id
+             ), top as (
+                 select xid, id from gone order by xid desc, id desc limit 1
+             ), raised as (
+                 update rowcast.change_floor f set xid = top.xid, id = top.id
+                 from top where (top.xid, top.id) > (f.xid, f.id)
+                 returning 1
+             )
+             select (select count(*) from gone), (select count(*) from raised)",
+            &[&batch, &secs, &keep],
+        )
+        .await?;
+    let deleted: i64 = row.try_get(0)?;
+    Ok(Pruned {
+        deleted: deleted.max(0) as u64,
+    })
+}
+
+/// Why delivery may be behind: the age of the oldest committed change still held back by the
+/// watermark, and the backend holding the oldest transaction id in the cluster.
+#[derive(Debug, Clone)]
+pub struct LagProbe {
+    pub held_age: Option<Duration>,
+    pub oldest_xid_pid: Option<i32>,
+    pub oldest_xid_age: Option<Duration>,
+    pub oldest_xid_database: Option<String>,
+}
+
+pub async fn lag_probe(client: &impl GenericClient) -> Result<LagProbe, StoreError> {
+    let row = client
+        .query_one(
+            "select
+                 (select extract(epoch from clock_timestamp() - min(created_at))::float8
+                  from rowcast.change_log
+                  where xid >= pg_snapshot_xmin(pg_current_snapshot())),
+                 b.pid,
+                 extract(epoch from clock_timestamp() - b.xact_start)::float8,
+                 b.datname::text
+             from (select 1) one
+             left join lateral (
+                 select pid, xact_start, datname from pg_stat_activity
+                 where backend_xid is not null
+                 order by age(backend_xid) desc limit 1
+             ) b on true",
+            &[],
+        )
+        .await?;
+    let secs = |v: Option<f64>| v.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    Ok(LagProbe {
+        held_age: secs(row.try_get(0)?),
+        oldest_xid_pid: row.try_get(1)?,
+        oldest_xid_age: secs(row.try_get(2)?),
+        oldest_xid_database: row.try_get(3)?,
+    })
+}
+
+/// Turn the NOTIFY doorbell trigger on or off. Only alters the table when the state
+/// differs, so a normal start takes no lock on the log. Call it in a transaction: the
+/// ALTER gives up after 2 s (`lock_timeout`) rather than queue every writer behind it while
+/// a long transaction holds the log.
+pub async fn set_doorbell(
+    tx: &tokio_postgres::Transaction<'_>,
+    on: bool,
+) -> Result<(), StoreError> {
+    let client = tx;
+    let row = client
+        .query_one(
+            "select tgenabled::text from pg_trigger
+             where tgrelid = 'rowcast.change_log'::regclass and tgname = 'rowcast_doorbell'",
+            &[],
+        )
+        .await?;
+    let state: String = row.try_get(0)?;
+    let is_on = state == "A";
+    if is_on != on {
+        let sql = if on {
+            "alter table rowcast.change_log enable always trigger rowcast_doorbell"
+        } else {
+            "alter table rowcast.change_log disable trigger rowcast_doorbell"
+        };
+        client
+            .batch_execute("set local lock_timeout = '2s'")
+            .await?;
+        client.batch_execute(sql).await?;
+    }
+    Ok(())
+}
+
+/// `rowcast.enable_sync(table)`. `table` is an identifier as an admin typed it
+/// (`todos`, `public.todos`, `"My Table"`); Postgres resolves it against the catalog.
+pub async fn enable_sync(client: &impl GenericClient, table: &str) -> Result<(), StoreError> {
+    client
+        .execute("select rowcast.enable_sync($1::text::regclass)", &[&table])
+        .await?;
+    Ok(())
+}
+
+/// `rowcast.disable_sync(table)`.
+pub async fn disable_sync(client: &impl GenericClient, table: &str) -> Result<(), StoreError> {
+    client
+        .execute("select rowcast.disable_sync($1::text::regclass)", &[&table])
+        .await?;
+    Ok(())
+}
+
+/// A synced table as `rowcast.synced_tables()` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedTableRow {
+    pub schema: String,
+    pub name: String,
+    pub primary_key: Vec<String>,
+    pub enabled_at: DateTime<Utc>,
+}
+
+pub async fn synced_tables(client: &impl GenericClient) -> Result<Vec<SyncedTableRow>, StoreError> {
+    let rows = client
+        .query(
+            "select table_schema, table_name, primary_key, enabled_at from rowcast.synced_tables()",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SyncedTableRow {
+                schema: r.try_get(0)?,
+                name: r.try_get(1)?,
+                primary_key: r.try_get(2)?,
+                enabled_at: r.try_get(3)?,
+            })
+        })
+        .collect()
+}

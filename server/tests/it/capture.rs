@@ -1,0 +1,1109 @@
+//! Change capture against real Postgres: the randomized convergence test (a consumer applying
+//! the live tail by version ends equal to the tables), late commits, a killed LISTEN backend,
+//! big rows, TRUNCATE, primary-key updates, retention and resync, enable_sync's refusals,
+//! replica-mode and rolled-back writes, schema changes, the app wiring and the CLI.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::TryStreamExt;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rowcast::{
+    capture::{
+        sync::{self, SyncError},
+        Capture, CaptureConfig, CaptureError, Change, ChangeBatch, Cursor, LiveEvent, Op,
+    },
+    config::Config,
+    readiness::Readiness,
+    store::Store,
+};
+use serde_json::{json, Value};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::support::{self, TestApp};
+
+/// Capture tasks on their own database, stopped like the app stops them.
+struct Harness {
+    url: String,
+    capture: Capture,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Harness {
+    async fn start(config: CaptureConfig) -> Harness {
+        Harness::start_on(support::migrated_db().await, config)
+    }
+
+    /// Another instance on the same database.
+    fn start_on(url: String, config: CaptureConfig) -> Harness {
+        let store = Store::new(&url, &Config::for_database(&url).database).unwrap();
+        let capture = Capture::new(store.clone(), config);
+        let readiness = Arc::new(Readiness::default());
+        readiness.mark_started();
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        capture.spawn(&tasks, &shutdown, readiness);
+        Harness {
+            url,
+            capture,
+            shutdown,
+            tasks,
+        }
+    }
+
+    async fn db(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .expect("capture tasks stop on shutdown");
+    }
+}
+
+/// A connection whose unqualified tables are in `public` (the test login role is named
+/// `rowcast`, so `$user` in the default search_path would pick the `rowcast` schema).
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let db = support::connect(url).await;
+    db.batch_execute("set search_path = public").await.unwrap();
+    db
+}
+
+fn fast() -> CaptureConfig {
+    CaptureConfig {
+        poll_interval: Duration::from_millis(50),
+        lag_probe_interval: Duration::from_millis(100),
+        ..CaptureConfig::default()
+    }
+}
+
+async fn read_all(capture: &Capture, after: Cursor) -> Vec<ChangeBatch> {
+    capture.changes_after(after).try_collect().await.unwrap()
+}
+
+/// The watermark is cluster-wide and other tests run transactions in the same cluster, so
+/// changes become readable "eventually": wait until at least `n` are.
+async fn read_at_least(capture: &Capture, after: Cursor, n: usize) -> Vec<ChangeBatch> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let batches = read_all(capture, after).await;
+        let got = changes(&batches).len();
+        if got >= n {
+            return batches;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {n} changes became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn changes(batches: &[ChangeBatch]) -> Vec<&Change> {
+    batches.iter().flat_map(|b| b.changes.iter()).collect()
+}
+
+/// An in-memory copy of synced tables, built only from captured changes, applying
+/// last-writer-wins by version exactly as a client would.
+#[derive(Default)]
+struct Replica {
+    /// (table, pk as JSON text) -> (version, row or tombstone)
+    rows: HashMap<(String, String), (i64, Option<Value>)>,
+    /// table -> version of its last TRUNCATE
+    truncated: HashMap<String, i64>,
+}
+
+impl Replica {
+    fn apply_batch(&mut self, b: &ChangeBatch) {
+        for c in &b.changes {
+            self.apply(c);
+        }
+    }
+
+    fn apply(&mut self, c: &Change) {
+        let table = c.table.to_string();
+        if c.op == Op::Truncate {
+            self.rows
+                .retain(|(t, _), (v, _)| !(t == &table && *v < c.version));
+            let t = self.truncated.entry(table).or_insert(i64::MIN);
+            *t = (*t).max(c.version);
+            return;
+        }
+        if c.version <= self.truncated.get(&table).copied().unwrap_or(i64::MIN) {
+            return; // written before a TRUNCATE that was delivered earlier
+        }
+        let key = (table, Value::Object(c.pk.clone()).to_string());
+        let current = self.rows.get(&key).map(|r| r.0).unwrap_or(i64::MIN);
+        if c.version > current {
+            let row = match c.op {
+                Op::Insert | Op::Update => c.new_row.clone(),
+                _ => None,
+            };
+            self.rows.insert(key, (c.version, row));
+        }
+    }
+
+    fn table(&self, table: &str) -> BTreeMap<String, Value> {
+        self.rows
+            .iter()
+            .filter(|((t, _), _)| t == table)
+            .filter_map(|((_, k), (_, row))| row.clone().map(|r| (k.clone(), r)))
+            .collect()
+    }
+}
+
+/// `SELECT *` of a table, keyed like the replica.
+async fn db_table(
+    db: &tokio_postgres::Client,
+    table: &str,
+    pk: &[&str],
+) -> BTreeMap<String, Value> {
+    let rows = db
+        .query(&format!("select to_jsonb(t) from {table} t"), &[])
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let row: Value = r.get(0);
+            let key: serde_json::Map<String, Value> = pk
+                .iter()
+                .map(|c| (c.to_string(), row[*c].clone()))
+                .collect();
+            (Value::Object(key).to_string(), row)
+        })
+        .collect()
+}
+
+/// Feed a replica from a live subscription until `stop`; anything but batches is a failure.
+fn consume(
+    capture: &Capture,
+    replica: Arc<Mutex<Replica>>,
+    sub: rowcast::capture::LiveSubscription,
+    failure: Arc<Mutex<Option<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    let _ = capture;
+    let mut events = sub.events;
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(LiveEvent::Batch(b)) => replica.lock().unwrap().apply_batch(&b),
+                Ok(LiveEvent::ResyncRequired { floor }) => {
+                    *failure.lock().unwrap() = Some(format!("resync required at {floor}"));
+                    return;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    *failure.lock().unwrap() = Some(format!("consumer lagged by {n}"));
+                    return;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+const TABLES: &[(&str, &[&str])] = &[("public.cv_a", &["id"]), ("public.cv_b", &["k1", "k2"])];
+
+async fn converges(replica: &Mutex<Replica>, db: &tokio_postgres::Client) -> Result<(), String> {
+    for (table, pk) in TABLES {
+        let want = db_table(db, table, pk).await;
+        let got = replica.lock().unwrap().table(table);
+        if want != got {
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(5)
+                .collect();
+            let differ: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+                .take(3)
+                .collect();
+            return Err(format!(
+                "{table}: db has {} rows, replica {}; missing {missing:?}; extra {extra:?}; differing {differ:?}",
+                want.len(),
+                got.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How one writer session behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum WriterKind {
+    Superuser,
+    PlainRole,
+    ReplicaMode,
+}
+
+async fn writer(
+    url: String,
+    kind: WriterKind,
+    role: String,
+    seed: u64,
+    until: Instant,
+    fresh: Arc<AtomicI64>,
+    commits: Arc<AtomicU64>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut db = connect(&url).await;
+    match kind {
+        WriterKind::PlainRole => db.batch_execute(&format!("set role {role}")).await.unwrap(),
+        WriterKind::ReplicaMode => db
+            .batch_execute("set session_replication_role = replica")
+            .await
+            .unwrap(),
+        WriterKind::Superuser => {}
+    }
+    while Instant::now() < until {
+        let tx = db.transaction().await.unwrap();
+        let mut failed = false;
+        for _ in 0..rng.gen_range(1..=4) {
+            let hot: i64 = rng.gen_range(1..=40);
+            let n: i32 = rng.gen_range(0..1000);
+            let k1: i32 = rng.gen_range(0..15);
+            let k2 = ["x", "y", "z"][rng.gen_range(0..3)];
+            let r = match rng.gen_range(0..100) {
+                0..=24 => {
+                    tx.execute(
+                        "insert into cv_a (id, n, note) values ($1, $2, 'ins') on conflict (id) do nothing",
+                        &[&hot, &n],
+                    )
+                    .await
+                }
+                25..=49 => {
+                    tx.execute(
+                        "update cv_a set n = n + $2, note = 'upd' where id = $1",
+                        &[&hot, &n],
+                    )
+                    .await
+                }
+                50..=59 => tx.execute("delete from cv_a where id = $1", &[&hot]).await,
+                60..=64 => {
+                    let new_id = 1_000_000 + fresh.fetch_add(1, Ordering::Relaxed);
+                    tx.execute("update cv_a set id = $2 where id = $1", &[&hot, &new_id])
+                        .await
+                }
+                65..=89 => {
+                    tx.execute(
+                        "insert into cv_b (k1, k2, payload) values ($1, $2, $3)
+                         on conflict (k1, k2) do update set payload = excluded.payload",
+                        &[&k1, &k2, &json!({ "n": n, "seed": seed.to_string() })],
+                    )
+                    .await
+                }
+                _ => {
+                    tx.execute(
+                        "delete from cv_b where k1 = $1 and k2 = $2",
+                        &[&k1, &k2],
+                    )
+                    .await
+                }
+            };
+            if let Err(e) = r {
+                let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                assert!(
+                    matches!(code.as_str(), "40P01" | "40001" | "23505"),
+                    "unexpected write error: {e:?}"
+                );
+                failed = true;
+                break;
+            }
+        }
+        if failed {
+            drop(tx); // rolls back
+            continue;
+        }
+        if rng.gen_bool(0.1) {
+            // Held open: its xid holds the watermark while later transactions commit.
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+        }
+        if rng.gen_bool(0.15) {
+            tx.rollback().await.unwrap();
+        } else if tx.commit().await.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn convergence_run(seed: u64, kill_listener: bool) {
+    let config = CaptureConfig {
+        // With the listener killed, delivery must come back through its reconnect and
+        // catch-up, not through a short poll.
+        poll_interval: if kill_listener {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_millis(100)
+        },
+        live_capacity: 1 << 16,
+        // The listener test needs the doorbell; otherwise alternate so both modes run.
+        notify: kill_listener || seed % 2 == 1,
+        ..fast()
+    };
+    let h = Harness::start(config).await;
+    let db = h.db().await;
+    let role = format!("cap_writer_{}", uuid::Uuid::new_v4().simple());
+    db.batch_execute(&format!(
+        "create table cv_a (id bigint primary key, n int not null, note text);
+         create table cv_b (k1 int, k2 text, payload jsonb, primary key (k1, k2));
+         select rowcast.enable_sync('cv_a');
+         select rowcast.enable_sync('public.cv_b');
+         create role {role} nologin;
+         grant usage on schema public to {role};
+         grant select, insert, update, delete on cv_a, cv_b to {role};"
+    ))
+    .await
+    .unwrap();
+
+    let sub = h.capture.subscribe().await;
+    let replica = Arc::new(Mutex::new(Replica::default()));
+    let failure = Arc::new(Mutex::new(None));
+    let consumer = consume(&h.capture, replica.clone(), sub, failure.clone());
+
+    let until = Instant::now() + Duration::from_millis(2500);
+    let fresh = Arc::new(AtomicI64::new(seed as i64 * 100_000));
+    let commits = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let kind = match w % 4 {
+            1 => WriterKind::PlainRole,
+            3 => WriterKind::ReplicaMode,
+            _ => WriterKind::Superuser,
+        };
+        writers.push(tokio::spawn(writer(
+            h.url.clone(),
+            kind,
+            role.clone(),
+            seed.wrapping_mul(1000).wrapping_add(w),
+            until,
+            fresh.clone(),
+            commits.clone(),
+        )));
+    }
+    // Mid-run, a second consumer starts from a REPEATABLE READ snapshot of the tables (rows
+    // with their `_v`) and hands over to the live stream as realtime will: it must converge
+    // too.
+    let snap_replica = Arc::new(Mutex::new(Replica::default()));
+    let mut snap_consumer = None;
+    if !kill_listener {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let sub2 = h.capture.subscribe().await;
+        let start2 = sub2.start;
+        snap_consumer = Some(consume(
+            &h.capture,
+            snap_replica.clone(),
+            sub2,
+            failure.clone(),
+        ));
+        let mut snap = connect(&h.url).await;
+        let tx = snap
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .unwrap();
+        let c0 = rowcast::capture::snapshot_cursor(&tx).await.unwrap();
+        for (table, pk) in TABLES {
+            let rows = tx
+                .query(
+                    &format!("select to_jsonb(t), coalesce(t._v, 0) from {table} t"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (schema, name) = table.split_once('.').unwrap();
+            for r in rows {
+                let row: Value = r.get(0);
+                let key = pk
+                    .iter()
+                    .map(|c| (c.to_string(), row[*c].clone()))
+                    .collect();
+                snap_replica.lock().unwrap().apply(&Change {
+                    table: rowcast::capture::TableName {
+                        schema: schema.into(),
+                        name: name.into(),
+                    },
+                    op: Op::Insert,
+                    pk: key,
+                    version: r.get(1),
+                    new_row: Some(row),
+                    old_row: None,
+                    cursor: c0,
+                });
+            }
+        }
+        tx.commit().await.unwrap();
+        if c0 < start2 {
+            let replay: Vec<ChangeBatch> = h
+                .capture
+                .changes_between(c0, start2)
+                .try_collect()
+                .await
+                .unwrap();
+            for b in &replay {
+                snap_replica.lock().unwrap().apply_batch(b);
+            }
+        }
+    }
+    if kill_listener {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let killed = db
+            .query(
+                "select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name = 'rowcast-listen' and datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            killed.len(),
+            1,
+            "seed {seed}: the listener backend was not found"
+        );
+    }
+    for w in writers {
+        if let Err(e) = w.await {
+            panic!("seed {seed}: writer failed: {e}");
+        }
+    }
+    let commits = commits.load(Ordering::Relaxed);
+    assert!(commits > 50, "seed {seed}: only {commits} commits");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(f) = failure.lock().unwrap().clone() {
+            panic!("seed {seed}: {f}");
+        }
+        match converges(&replica, &db).await {
+            Ok(()) => break,
+            Err(diff) if Instant::now() > deadline => {
+                panic!(
+                    "seed {seed} (kill_listener={kill_listener}): replica never converged: {diff}"
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(
+        !replica.lock().unwrap().table("public.cv_a").is_empty(),
+        "seed {seed}: nothing was captured"
+    );
+    if let Some(c) = snap_consumer {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match converges(&snap_replica, &db).await {
+                Ok(()) => break,
+                Err(diff) if Instant::now() > deadline => {
+                    panic!("seed {seed}: the snapshot-seeded replica never converged: {diff}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        c.abort();
+    }
+    if kill_listener {
+        let stats = h.capture.stats().snapshot();
+        assert!(
+            stats.listener_connects >= 2,
+            "seed {seed}: the listener did not reconnect: {stats:?}"
+        );
+    }
+    consumer.abort();
+    db.batch_execute(&format!("drop owned by {role}; drop role {role}"))
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("ROWCAST_CAPTURE_SEED") {
+        Ok(s) => vec![s.parse().expect("ROWCAST_CAPTURE_SEED is a number")],
+        Err(_) => vec![1, 2, 3, rand::random::<u32>() as u64],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_concurrent_writes_converge_for_several_seeds() {
+    for seed in seeds() {
+        eprintln!("capture convergence: seed {seed} (rerun with ROWCAST_CAPTURE_SEED={seed})");
+        convergence_run(seed, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_listener_backend_mid_run_still_converges() {
+    let seed = seeds()[0] + 100;
+    eprintln!("capture convergence with listener kill: seed {seed}");
+    convergence_run(seed, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_with_a_smaller_xid_is_delayed_not_skipped() {
+    let h = Harness::start(fast()).await;
+    let db = h.db().await;
+    db.batch_execute(
+        "create table late (id int primary key, who text);
+         select rowcast.enable_sync('late');",
+    )
+    .await
+    .unwrap();
+    let start = h.capture.watermark().await.unwrap();
+    let mut sub = h.capture.subscribe().await;
+
+    let mut a = h.db().await;
+    let a_pid: i32 = a
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ta = a.transaction().await.unwrap();
+    ta.execute("insert into late values (1, 'a')", &[])
+        .await
+        .unwrap();
+    let mut b = h.db().await;
+    let tb = b.transaction().await.unwrap();
+    tb.execute("insert into late values (2, 'b')", &[])
+        .await
+        .unwrap();
+    let xid_a: String = ta
+        .query_one("select pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let xid_b: String = tb
+        .query_one("select pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(xid_a.parse::<u64>().unwrap() < xid_b.parse::<u64>().unwrap());
+    tb.commit().await.unwrap();
+
+    // B committed, but A (smaller xid) is open: nothing may be delivered past A yet.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(read_all(&h.capture, start).await.is_empty());
+    assert!(
+        sub.events.try_recv().is_err(),
+        "delivered past an open transaction"
+    );
+    // The stall is visible, naming A's backend.
+    support::eventually(
+        Duration::from_secs(20),
+        "lag names the blocking pid",
+        || {
+            let s = h.capture.stats().snapshot();
+            async move { s.blocking_pid == Some(a_pid) && s.oldest_undelivered_ms > 0 }
+        },
+    )
+    .await;
+
+    ta.commit().await.unwrap();
+    let batches = read_at_least(&h.capture, start, 2).await;
+    let who: Vec<_> = changes(&batches)
+        .iter()
+        .map(|c| c.new_row.as_ref().unwrap()["who"].clone())
+        .collect();
+    assert_eq!(who, vec![json!("a"), json!("b")], "log order is xid order");
+    assert_eq!(batches.len(), 2, "one batch per transaction");
+    // The live tail delivers both too, A first.
+    let mut live = Vec::new();
+    while live.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await {
+            Ok(Ok(LiveEvent::Batch(b))) => live.push(b),
+            other => panic!("expected two live batches, got {other:?}"),
+        }
+    }
+    assert_eq!(live[0].xid.to_string(), xid_a);
+    assert_eq!(live[1].xid.to_string(), xid_b);
+    support::eventually(Duration::from_secs(20), "lag clears", || {
+        let s = h.capture.stats().snapshot();
+        async move { s.blocking_pid.is_none() && s.oldest_undelivered_ms == 0 }
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_five_mib_row_is_captured_whole() {
+    let h = Harness::start(fast()).await;
+    let db = h.db().await;
+    db.batch_execute(
+        "create table big (id int primary key, body text);
+         select rowcast.enable_sync('big');",
+    )
+    .await
+    .unwrap();
+    let start = h.capture.watermark().await.unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let body: String = (0..5 * 1024 * 1024)
+        .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
+        .collect();
+    db.execute("insert into big values (1, $1)", &[&body])
+        .await
+        .unwrap();
+    let batches = read_at_least(&h.capture, start, 1).await;
+    let c = changes(&batches);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0].new_row.as_ref().unwrap()["body"].as_str(),
+        Some(body.as_str())
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn truncate_and_primary_key_updates() {
+    let h = Harness::start(fast()).await;
+    let db = h.db().await;
+    db.batch_execute(
+        "create table tk (id int primary key, v text);
+         select rowcast.enable_sync('tk');",
+    )
+    .await
+    .unwrap();
+    let start = h.capture.watermark().await.unwrap();
+    db.batch_execute("insert into tk values (1, 'a'), (2, 'b'), (3, 'c')")
+        .await
+        .unwrap();
+    db.batch_execute("update tk set id = 10 where id = 1")
+        .await
+        .unwrap();
+    let batches = read_at_least(&h.capture, start, 5).await;
+    let last = batches.last().unwrap();
+    assert_eq!(last.changes.len(), 2, "a key change is one batch: D + I");
+    assert_eq!(last.changes[0].op, Op::Delete);
+    assert_eq!(json!(last.changes[0].pk), json!({"id": 1}));
+    assert_eq!(last.changes[0].old_row.as_ref().unwrap()["v"], "a");
+    assert_eq!(last.changes[1].op, Op::Insert);
+    assert_eq!(json!(last.changes[1].pk), json!({"id": 10}));
+    assert_eq!(last.changes[1].new_row.as_ref().unwrap()["v"], "a");
+
+    let mid = last.cursor();
+    db.batch_execute("truncate tk").await.unwrap();
+    db.batch_execute("insert into tk values (7, 'after')")
+        .await
+        .unwrap();
+    let after = read_at_least(&h.capture, mid, 2).await;
+    let c = changes(&after);
+    assert_eq!(c[0].op, Op::Truncate);
+    assert_eq!(c[0].table.to_string(), "public.tk");
+    assert!(c[1].version > c[0].version);
+
+    let mut replica = Replica::default();
+    for b in read_all(&h.capture, start).await {
+        replica.apply_batch(&b);
+    }
+    assert_eq!(
+        replica.table("public.tk"),
+        db_table(&db, "public.tk", &["id"]).await
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_retention_gets_resync_required() {
+    let h = Harness::start(CaptureConfig {
+        retention: None,
+        retention_max_changes: Some(2),
+        ..fast()
+    })
+    .await;
+    let db = h.db().await;
+    db.batch_execute(
+        "create table r (id int primary key);
+         select rowcast.enable_sync('r');",
+    )
+    .await
+    .unwrap();
+    let start = h.capture.watermark().await.unwrap();
+    for i in 0..6 {
+        db.execute("insert into r values ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    support::eventually(
+        Duration::from_secs(20),
+        "watermark passes the inserts",
+        || {
+            let c = h.capture.clone();
+            async move { read_all(&c, start).await.len() == 6 }
+        },
+    )
+    .await;
+    let pruned = h.capture.prune_now().await.unwrap();
+    assert!(pruned >= 3, "pruned {pruned}");
+    let floor = h.capture.floor().await.unwrap();
+    assert!(floor > start);
+
+    let err = h
+        .capture
+        .changes_after(start)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CaptureError::ResyncRequired { cursor, floor: f } if cursor == start && f == floor),
+        "{err:?}"
+    );
+    let api: rowcast::protocol::ApiError = err.into();
+    assert_eq!(api.code.as_str(), "resync-required");
+    // From the floor on, what is left is readable.
+    let rest = read_all(&h.capture, floor).await;
+    assert!(!rest.is_empty() && rest.len() < 6);
+    h.stop().await;
+
+    // Retention by age prunes everything old enough.
+    let h = Harness::start(CaptureConfig {
+        retention: Some(Duration::from_millis(1)),
+        retention_max_changes: None,
+        ..fast()
+    })
+    .await;
+    let db = h.db().await;
+    db.batch_execute(
+        "create table r (id int primary key);
+         select rowcast.enable_sync('r');
+         insert into r values (1), (2);",
+    )
+    .await
+    .unwrap();
+    let pruned = Arc::new(AtomicU64::new(0));
+    support::eventually(Duration::from_secs(20), "both changes pruned", || {
+        let (c, p) = (h.capture.clone(), pruned.clone());
+        async move {
+            let n = c.prune_now().await.unwrap();
+            p.fetch_add(n, Ordering::Relaxed) + n == 2
+        }
+    })
+    .await;
+    let left: i64 = db
+        .query_one("select count(*) from rowcast.change_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    h.stop().await;
+}
+
+async fn triggers_on(db: &tokio_postgres::Client, table: &str) -> i64 {
+    db.query_one(
+        "select count(*) from pg_trigger where tgrelid = to_regclass($1) and tgname like 'zz_rowcast%'",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+async fn has_v(db: &tokio_postgres::Client, table: &str) -> bool {
+    db.query_one(
+        "select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = '_v' and not attisdropped)",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn enable_sync_refuses_bad_targets_and_is_idempotent() {
+    let url = support::migrated_db().await;
+    let store = Store::new(&url, &Config::for_database(&url).database).unwrap();
+    let db = connect(&url).await;
+    db.batch_execute(
+        "create table ok (id int primary key, t text);
+         create table nopk (a int, b text);
+         create view vw as select * from ok;",
+    )
+    .await
+    .unwrap();
+
+    let refused = |e: SyncError| match e {
+        SyncError::Refused {
+            sqlstate, message, ..
+        } => (sqlstate, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let (code, msg) = refused(sync::enable(&store, "missing_table").await.unwrap_err());
+    assert_eq!(code, "42P01", "{msg}");
+    assert!(msg.contains("missing_table"), "{msg}");
+    let (code, msg) = refused(sync::enable(&store, "vw").await.unwrap_err());
+    assert_eq!(code, "42809");
+    assert!(msg.contains("is a view"), "{msg}");
+    let (code, msg) = refused(sync::enable(&store, "nopk").await.unwrap_err());
+    assert_eq!(code, "42P16");
+    assert!(msg.contains("no primary key"), "{msg}");
+    let err = sync::enable(&store, "nopk").await.unwrap_err().to_string();
+    assert!(err.contains("hint"), "{err}");
+    for t in ["nopk", "vw"] {
+        assert_eq!(triggers_on(&db, t).await, 0, "{t} got triggers");
+        assert!(!has_v(&db, t).await, "{t} got a _v column");
+    }
+    assert!(sync::list(&store).await.unwrap().is_empty());
+
+    sync::enable(&store, "ok").await.unwrap();
+    sync::enable(&store, "public.ok").await.unwrap();
+    assert_eq!(triggers_on(&db, "ok").await, 3);
+    let listed = sync::list(&store).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].schema.as_str(), listed[0].name.as_str()),
+        ("public", "ok")
+    );
+    assert_eq!(listed[0].primary_key, vec!["id".to_string()]);
+
+    sync::disable(&store, "ok").await.unwrap();
+    sync::disable(&store, "ok").await.unwrap();
+    assert_eq!(triggers_on(&db, "ok").await, 0);
+    assert!(!has_v(&db, "ok").await);
+    assert!(sync::list(&store).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn replica_mode_and_plain_role_writes_are_captured_rollbacks_are_not() {
+    let h = Harness::start(fast()).await;
+    let db = h.db().await;
+    let role = format!("cap_plain_{}", uuid::Uuid::new_v4().simple());
+    db.batch_execute(&format!(
+        "create table w (id int primary key, src text);
+         select rowcast.enable_sync('w');
+         create role {role} nologin;
+         grant insert, select on w to {role};"
+    ))
+    .await
+    .unwrap();
+    let start = h.capture.watermark().await.unwrap();
+    let mut s = h.db().await;
+    s.batch_execute("set session_replication_role = replica; insert into w values (1, 'replica')")
+        .await
+        .unwrap();
+    let tx = s.transaction().await.unwrap();
+    tx.execute("insert into w values (2, 'rolled back')", &[])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let p = h.db().await;
+    p.batch_execute(&format!(
+        "set role {role}; insert into w values (3, 'plain')"
+    ))
+    .await
+    .unwrap();
+    let batches = read_at_least(&h.capture, start, 2).await;
+    let src: Vec<_> = changes(&batches)
+        .iter()
+        .map(|c| c.new_row.as_ref().unwrap()["src"].clone())
+        .collect();
+    assert_eq!(src, vec![json!("replica"), json!("plain")]);
+    db.batch_execute(&format!("drop owned by {role}; drop role {role}"))
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn adding_and_dropping_columns_keeps_capturing() {
+    let h = Harness::start(fast()).await;
+    let db = h.db().await;
+    db.batch_execute(
+        "create table sc (id int primary key, note text);
+         select rowcast.enable_sync('sc');",
+    )
+    .await
+    .unwrap();
+    let start = h.capture.watermark().await.unwrap();
+    db.batch_execute(
+        "insert into sc values (1, 'n');
+         alter table sc add column extra text default 'x';
+         insert into sc (id, note, extra) values (2, 'n2', 'y');
+         alter table sc drop column note;
+         update sc set extra = 'z' where id = 1;",
+    )
+    .await
+    .unwrap();
+    let batches = read_at_least(&h.capture, start, 3).await;
+    let c = changes(&batches);
+    assert_eq!(c.len(), 3);
+    assert_eq!(c[0].new_row.as_ref().unwrap()["note"], "n");
+    assert_eq!(c[1].new_row.as_ref().unwrap()["extra"], "y");
+    assert_eq!(c[2].new_row.as_ref().unwrap()["extra"], "z");
+    assert!(c[2].new_row.as_ref().unwrap().get("note").is_none());
+    // Every row written after the change has the table's new shape.
+    let row1 = &db_table(&db, "public.sc", &["id"]).await["{\"id\":1}"];
+    assert_eq!(c[2].new_row.as_ref().unwrap(), row1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_tails_psql_writes_and_hands_off_without_gaps() {
+    let app = TestApp::spawn().await;
+    let db = connect(&app.db_url).await;
+    db.batch_execute(
+        "create table todos (id int primary key, title text);
+         select rowcast.enable_sync('public.todos');
+         insert into todos values (1, 'before subscribe');",
+    )
+    .await
+    .unwrap();
+    let capture = app.capture().clone();
+    let before = Cursor::START;
+    let mut sub = capture.subscribe().await;
+    db.batch_execute("insert into todos values (2, 'after subscribe')")
+        .await
+        .unwrap();
+    // Replay up to the subscription start, then the live events: each change exactly once.
+    let replayed: Vec<ChangeBatch> = capture
+        .changes_between(before, sub.start)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = changes(&replayed)
+        .iter()
+        .map(|c| {
+            c.new_row.as_ref().unwrap()["title"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    while !seen.contains(&"after subscribe".to_string()) {
+        match tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await {
+            Ok(Ok(LiveEvent::Batch(b))) => {
+                assert!(b.cursor() > sub.start);
+                seen.extend(b.changes.iter().map(|c| {
+                    c.new_row.as_ref().unwrap()["title"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                }))
+            }
+            other => panic!("no live batch: {other:?}"),
+        }
+    }
+    assert_eq!(seen, vec!["before subscribe", "after subscribe"]);
+    // The reader's numbers reach /metrics.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let read: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rowcast_changes_read_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rowcast_changes_read_total in /metrics:\n{metrics}"));
+    assert!(read >= 2.0, "{read}");
+    assert!(
+        metrics.contains("rowcast_capture_blocking_pid 0"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sync_command_enables_lists_and_disables() {
+    let url = support::migrated_db().await;
+    let db = connect(&url).await;
+    db.batch_execute("create table cli_t (id int primary key); create table cli_nopk (a int);")
+        .await
+        .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rowcast"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("ROWCAST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["sync", "enable", "public.cli_t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["sync", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("public.cli_t\tprimary key (id)"));
+    let out = run(&["sync", "enable", "public.cli_nopk"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no primary key"));
+    let out = run(&["sync", "disable", "public.cli_t"]);
+    assert!(out.status.success());
+    assert_eq!(triggers_on(&db, "cli_t").await, 0);
+}
+
+#[tokio::test]
+async fn with_notify_off_the_doorbell_is_disabled_and_polling_delivers() {
+    let h = Harness::start(CaptureConfig {
+        notify: false,
+        ..fast()
+    })
+    .await;
+    let db = h.db().await;
+    db.batch_execute("create table nf (id int primary key); select rowcast.enable_sync('nf');")
+        .await
+        .unwrap();
+    let mut sub = h.capture.subscribe().await;
+    let state: String = db
+        .query_one(
+            "select tgenabled::text from pg_trigger where tgname = 'rowcast_doorbell'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "D", "the doorbell trigger is disabled");
+    db.batch_execute("insert into nf values (1)").await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(20), sub.events.recv()).await {
+        Ok(Ok(LiveEvent::Batch(b))) => assert_eq!(json!(b.changes[0].pk), json!({"id": 1})),
+        other => panic!("no batch by polling: {other:?}"),
+    }
+    assert_eq!(h.capture.stats().snapshot().listener_connects, 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_read_the_same_log_without_coordinating() {
+    let one = Harness::start(fast()).await;
+    let two = Harness::start_on(one.url.clone(), fast());
+    let db = one.db().await;
+    db.batch_execute(
+        "create table multi (id int primary key); select rowcast.enable_sync('multi');",
+    )
+    .await
+    .unwrap();
+    let mut subs = vec![one.capture.subscribe().await, two.capture.subscribe().await];
+    for i in 0..20 {
+        db.execute("insert into multi values ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    for sub in &mut subs {
+        let mut ids = Vec::new();
+        while ids.len() < 20 {
+            match tokio::time::timeout(Duration::from_secs(20), sub.events.recv()).await {
+                Ok(Ok(LiveEvent::Batch(b))) => {
+                    ids.extend(b.changes.iter().map(|c| (c.cursor, json!(c.pk))))
+                }
+                other => panic!("instance stopped delivering: {other:?}"),
+            }
+        }
+        seen.push(ids);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "both instances deliver the same changes in the same order"
+    );
+    one.stop().await;
+    two.stop().await;
+}
