@@ -1712,6 +1712,60 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
     t.app.shutdown().await;
 }
 
+#[tokio::test]
+async fn rest_writes_to_a_synced_table_are_captured_in_order() {
+    let t = Rest::start().await;
+    let alice = Some(t.alice.as_str());
+    let db = t.db().await;
+    db.batch_execute("select rowcast.enable_sync('public.posts')")
+        .await
+        .unwrap();
+    t.reload().await;
+    let r = t
+        .call(
+            Method::POST,
+            "/rest/v1/posts?select=id",
+            alice,
+            &[("prefer", "return=representation")],
+            Some(r#"{"title":"synced"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body[0]["id"].as_i64().unwrap();
+    let r = t
+        .call(
+            Method::PATCH,
+            &format!("/rest/v1/posts?id=eq.{id}"),
+            alice,
+            &[],
+            Some(r#"{"rating":2}"#),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = t
+        .call(
+            Method::DELETE,
+            &format!("/rest/v1/posts?id=eq.{id}"),
+            alice,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let ops: Vec<String> = db
+        .query(
+            "select op::text from rowcast.change_log where table_name = 'posts' and pk ->> 'id' = $1 order by xid, id",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ops, ["I", "U", "D"]);
+    t.app.shutdown().await;
+}
+
 /// The same requests through `@supabase/postgrest-js` (compat/postgrest-js), against this
 /// server: the Node suite asserts the results the HTTP-level tests above assert.
 #[tokio::test]
