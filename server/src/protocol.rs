@@ -58,6 +58,8 @@ pub enum ErrorCode {
     FilterRequired,
     /// The Idempotency-Key was already used for a different request.
     IdempotencyKeyReused,
+    /// The route exists but not for this HTTP method.
+    MethodNotAllowed,
     /// The cursor is older than the retained change history: resync from a snapshot.
     ResyncRequired,
     /// Sign-in refused: wrong email or password, or a spent/revoked refresh token.
@@ -90,6 +92,7 @@ impl ErrorCode {
         ErrorCode::ConstraintViolation,
         ErrorCode::FilterRequired,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::ResyncRequired,
         ErrorCode::InvalidCredentials,
     ];
@@ -119,6 +122,7 @@ impl ErrorCode {
             ErrorCode::ConstraintViolation => "constraint-violation",
             ErrorCode::FilterRequired => "filter-required",
             ErrorCode::IdempotencyKeyReused => "idempotency-key-reused",
+            ErrorCode::MethodNotAllowed => "method-not-allowed",
             ErrorCode::ResyncRequired => "resync-required",
             ErrorCode::InvalidCredentials => "invalid-credentials",
         }
@@ -148,6 +152,7 @@ impl ErrorCode {
             ErrorCode::ConstraintViolation => 400,
             ErrorCode::FilterRequired => 400,
             ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ResyncRequired => 410,
         }
     }

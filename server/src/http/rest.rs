@@ -33,14 +33,21 @@ use crate::{
 
 pub fn routes() -> Router<HttpState> {
     Router::new()
-        .route("/rest/v1/admin/reload-schema", post(reload_schema))
-        .route("/rest/v1/rpc/{function}", post(rpc))
+        .route(
+            "/rest/v1/admin/reload-schema",
+            post(reload_schema).fallback(method_not_allowed),
+        )
+        .route(
+            "/rest/v1/rpc/{function}",
+            post(rpc).fallback(method_not_allowed),
+        )
         .route(
             "/rest/v1/{table}",
             axum::routing::get(read)
                 .post(insert)
                 .patch(update)
-                .delete(delete),
+                .delete(delete)
+                .fallback(method_not_allowed),
         )
 }
 
@@ -367,6 +374,13 @@ async fn rpc(
         uri.path().to_string(),
     )
     .await
+}
+
+async fn method_not_allowed() -> HttpError {
+    HttpError(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not take that method",
+    ))
 }
 
 /// `POST /rest/v1/admin/reload-schema`: reload the schema cache now (service identity only).

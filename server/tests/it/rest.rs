@@ -1093,6 +1093,20 @@ async fn rest_errors_have_codes_statuses_and_no_database_text() {
             400,
             "invalid-field",
         ),
+        (
+            Method::PUT,
+            "/rest/v1/posts?id=eq.1",
+            Some("{}"),
+            405,
+            "method-not-allowed",
+        ),
+        (
+            Method::GET,
+            "/rest/v1/rpc/add_numbers",
+            None,
+            405,
+            "method-not-allowed",
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let r = t.call(method.clone(), path, svc, &[], *body).await;
