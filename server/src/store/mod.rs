@@ -3,10 +3,10 @@
 
 pub mod changes;
 pub mod migrate;
+pub mod realtime;
 pub mod rest_query;
 pub mod rest_schema;
 pub mod users;
-pub mod realtime;
 
 use std::{str::FromStr, time::Duration};
 

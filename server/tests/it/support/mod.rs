@@ -6,6 +6,7 @@
 
 pub mod process;
 pub mod proxy;
+pub mod realtime;
 
 use std::{
     io::Write,
