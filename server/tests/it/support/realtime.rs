@@ -33,6 +33,12 @@ impl Endpoint for TestApp {
     }
 }
 
+impl Endpoint for std::net::SocketAddr {
+    fn websocket_url(&self) -> String {
+        format!("ws://{self}/realtime/v1/websocket")
+    }
+}
+
 impl Endpoint for ServerProcess {
     fn websocket_url(&self) -> String {
         format!("ws://{}/realtime/v1/websocket", self.addr)
