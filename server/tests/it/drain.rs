@@ -1,5 +1,6 @@
 //! Graceful drain of the real `rowcast serve` process on SIGTERM: in-flight requests
-//! finish, new connections are refused, and the process exits within
+//! finish, new connections are refused, every WebSocket is told to reconnect elsewhere and
+//! resume (and loses nothing doing so), and the process exits within
 //! ROWCAST_SHUTDOWN_TIMEOUT even when a request does not finish.
 //!
 //! The slow request is a natural one: `/ready` reads `rowcast.schema_migrations`, and the
@@ -7,11 +8,23 @@
 //! test lets go.
 
 use std::{
+    collections::HashMap,
     net::TcpStream,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
-use crate::support::{self, process::ServerProcess as Server};
+use crate::{
+    instances::{self, Sub},
+    support::{
+        self,
+        process::ServerProcess as Server,
+        realtime::{new_uid, token_for, Client},
+    },
+};
 
 async fn wait_ready(http: &reqwest::Client, server: &Server) {
     support::eventually(Duration::from_secs(30), "server ready", || async {
@@ -177,4 +190,147 @@ async fn drain_gives_up_on_requests_after_the_shutdown_timeout() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["fields"]["http_requests_in_flight"], 1, "{line}");
     lock.batch_execute("rollback").await.unwrap();
+}
+
+/// SIGTERM with subscribed realtime clients while a writer runs: every socket gets close
+/// code 1012 ("restarting: reconnect and resume"), the process exits within
+/// ROWCAST_SHUTDOWN_TIMEOUT, and each client, resuming with its last cursor on another
+/// instance, ends with every change written before, during and after the restart.
+#[tokio::test]
+async fn sigterm_closes_every_socket_with_resume_code_and_nothing_is_lost() {
+    let db_url = support::migrated_db().await;
+    let db = support::connect(&db_url).await;
+    instances::create_synced_tables(&db).await;
+    let users = vec![new_uid(), new_uid()];
+    instances::insert_initial_rows(&db, &users, 3).await;
+    let mut old = Server::start_with(&db_url, instances::INSTANCE_ENV);
+    let new = Server::start_with(&db_url, instances::INSTANCE_ENV);
+    let http = reqwest::Client::new();
+    wait_ready(&http, &old).await;
+    wait_ready(&http, &new).await;
+
+    let specs: Vec<(Option<String>, Vec<Sub>)> = vec![
+        (
+            Some(users[0].clone()),
+            vec![instances::mine(), instances::notes()],
+        ),
+        (
+            Some(users[1].clone()),
+            vec![instances::mine_small(), instances::notes_small()],
+        ),
+        (Some(users[0].clone()), vec![instances::mine()]),
+        (None, vec![instances::notes()]),
+    ];
+    let token = |uid: &Option<String>| {
+        uid.as_deref()
+            .map(|u| token_for(u, Duration::from_secs(600)))
+    };
+    let mut readers = Vec::new();
+    for (uid, subs) in &specs {
+        let mut c = Client::connect(&old, token(uid).as_deref()).await;
+        for sub in subs {
+            c.subscribe(sub.id, sub.table, sub.filter.clone(), None)
+                .await;
+        }
+        for sub in subs {
+            c.until_live(sub.id).await;
+        }
+        // Read until the server closes the socket.
+        readers.push(tokio::spawn(async move {
+            while c.next_within(Duration::from_secs(30)).await.is_some() {}
+            c
+        }));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(instances::sql_writer(
+        support::connect(&db_url).await,
+        users.clone(),
+        11,
+        stop.clone(),
+        written.clone(),
+    ));
+    let writes_reach = |n: usize| {
+        let written = written.clone();
+        async move {
+            support::eventually(Duration::from_secs(20), "writes", || {
+                let written = written.clone();
+                async move { written.load(Relaxed) >= n }
+            })
+            .await
+        }
+    };
+    writes_reach(40).await;
+
+    old.sigterm();
+    let signalled = Instant::now();
+    let mut closed = Vec::new();
+    for (i, r) in readers.into_iter().enumerate() {
+        let c = tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .unwrap_or_else(|_| panic!("client {i}: socket still open 10s after SIGTERM"))
+            .unwrap();
+        assert_eq!(
+            c.closed,
+            Some(1012),
+            "client {i}: the close code says restart, reconnect and resume"
+        );
+        closed.push(c);
+    }
+    let (status, old) = tokio::task::spawn_blocking(move || {
+        let s = old.wait_exit(Duration::from_secs(10));
+        (s, old)
+    })
+    .await
+    .unwrap();
+    let exited_after = signalled.elapsed();
+    let status = status.expect("the drained process exits");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        exited_after < Duration::from_secs(5),
+        "exit took {exited_after:?}, over ROWCAST_SHUTDOWN_TIMEOUT (5s)"
+    );
+    assert!(
+        !old.log_text().contains("shutdown timed out"),
+        "the drain finished without abandoning sessions"
+    );
+
+    // Resume on the other instance with the cursors held, while the writer goes on.
+    let at_restart = written.load(Relaxed);
+    let mut resumed = Vec::new();
+    for (i, ((uid, subs), mut c)) in specs.iter().zip(closed).enumerate() {
+        let mut r = Client::connect(&new, token(uid).as_deref()).await;
+        r.views = std::mem::take(&mut c.views);
+        for sub in subs {
+            let cursor = r.views[sub.id].cursor.clone();
+            assert!(cursor.is_some(), "client {i}: {} has a cursor", sub.id);
+            r.subscribe(sub.id, sub.table, sub.filter.clone(), cursor)
+                .await;
+        }
+        for sub in subs {
+            // Asserts the cursor was accepted: no resync, no error.
+            r.until_live(sub.id).await;
+        }
+        resumed.push(r);
+    }
+    writes_reach(at_restart + 40).await;
+    stop.store(true, Relaxed);
+    writer.await.unwrap();
+
+    for (i, ((uid, subs), c)) in specs.iter().zip(resumed.iter_mut()).enumerate() {
+        let mut want = HashMap::new();
+        for sub in subs {
+            want.insert(sub.id, instances::expected(&db, sub, uid.as_deref()).await);
+        }
+        c.until(
+            &format!("client {i} equals the database"),
+            Duration::from_secs(20),
+            |views| want.iter().all(|(id, rows)| views[*id].visible() == *rows),
+        )
+        .await;
+        for v in c.views.values() {
+            assert!(v.resync.is_none() && v.error.is_none(), "client {i}: {v:?}");
+        }
+    }
 }
