@@ -71,8 +71,8 @@ fn main() -> Result<(), Error> {
         public_rate: env("BENCH_PUBLIC_RATE", 100),
         seconds: env("BENCH_SECONDS", 30),
     };
-    let scenarios = std::env::var("BENCH_SCENARIOS")
-        .unwrap_or_else(|_| "idle,fanout,owner,public".into());
+    let scenarios =
+        std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "idle,fanout,owner,public".into());
     let server_bin = std::env::var("ROWCAST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("target/release/rowcast"));
@@ -120,7 +120,10 @@ impl Server {
         let s = Server { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if s.http_get("/ready").await.is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if s.http_get("/ready")
+                .await
+                .is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
                 return Ok(s);
             }
             if Instant::now() > deadline {
@@ -132,8 +135,10 @@ impl Server {
 
     async fn http_get(&self, path: &str) -> Result<String, Error> {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
         Ok(out)
@@ -232,14 +237,19 @@ async fn client(
             let mut rest = t;
             while let Some(i) = rest.find(r#""sent_us":"#) {
                 rest = &rest[i + 10..];
-                let end = rest.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(rest.len());
+                let end = rest
+                    .find(|ch: char| !ch.is_ascii_digit())
+                    .unwrap_or(rest.len());
                 if let Ok(sent) = rest[..end].parse::<i64>() {
                     local.push(now - sent);
                     c.delivered.fetch_add(1, Relaxed);
                 }
             }
             if local.len() >= 256 {
-                c.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).append(&mut local);
+                c.latencies_us
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .append(&mut local);
             }
         } else if t.starts_with(r#"{"type":"live""#) {
             c.live.fetch_add(1, Relaxed);
@@ -248,7 +258,10 @@ async fn client(
             c.closed.fetch_add(1, Relaxed);
         }
     }
-    c.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).append(&mut local);
+    c.latencies_us
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .append(&mut local);
 }
 
 fn pct(v: &mut [i64], p: f64) -> f64 {
@@ -271,13 +284,20 @@ async fn wait_for(what: &str, timeout: Duration, f: impl Fn() -> bool) -> Result
     Ok(())
 }
 
-async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) -> Result<String, Error> {
+async fn run_scenario(
+    name: &str,
+    pg: &EmbeddedPostgres,
+    bin: &Path,
+    z: &Sizes,
+) -> Result<String, Error> {
     let admin = pg.database_url();
     let (a, conn) = tokio_postgres::connect(&admin, NoTls).await?;
     tokio::spawn(conn);
     let dbname = format!("bench_rt_{}", name);
-    a.batch_execute(&format!("drop database if exists {dbname}")).await?;
-    a.batch_execute(&format!("create database {dbname}")).await?;
+    a.batch_execute(&format!("drop database if exists {dbname}"))
+        .await?;
+    a.batch_execute(&format!("create database {dbname}"))
+        .await?;
     let url = pg.url_for(&dbname);
     let server = Server::start(bin, &url).await?;
     let (db, conn) = tokio_postgres::connect(&url, NoTls).await?;
@@ -304,14 +324,26 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
         "public" => (z.public_conns, "feed", false),
         other => return Err(format!("unknown scenario {other}").into()),
     };
-    let users: Vec<String> = (0..conns).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let users: Vec<String> = (0..conns)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     let started = Instant::now();
     for (i, u) in users.iter().enumerate() {
         let token = owner.then(|| {
-            keys.sign(&Identity::user(u, serde_json::json!({})), Duration::from_secs(3600))
-                .unwrap_or_default()
+            keys.sign(
+                &Identity::user(u, serde_json::json!({})),
+                Duration::from_secs(3600),
+            )
+            .unwrap_or_default()
         });
-        tokio::spawn(client(server.port, token, None, table, c.clone(), stop.clone()));
+        tokio::spawn(client(
+            server.port,
+            token,
+            None,
+            table,
+            c.clone(),
+            stop.clone(),
+        ));
         // Pace connection starts (the accept backlog is finite).
         if i % 100 == 99 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -348,7 +380,11 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
     let t0 = Instant::now();
     if name == "fanout" {
         for _ in 0..z.fanout_writes {
-            db.execute("insert into public.feed (sent_us) values ($1)", &[&now_us()]).await?;
+            db.execute(
+                "insert into public.feed (sent_us) values ($1)",
+                &[&now_us()],
+            )
+            .await?;
             written.fetch_add(1, Relaxed);
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -376,8 +412,11 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
                         )
                         .await
                     } else {
-                        wdb.execute("insert into public.feed (sent_us) values ($1)", &[&now_us()])
-                            .await
+                        wdb.execute(
+                            "insert into public.feed (sent_us) values ($1)",
+                            &[&now_us()],
+                        )
+                        .await
                     };
                     if r.is_err() {
                         return;
@@ -392,7 +431,11 @@ async fn run_scenario(name: &str, pg: &EmbeddedPostgres, bin: &Path, z: &Sizes) 
     }
     let write_time = t0.elapsed();
     let writes = written.load(Relaxed);
-    let expected = if owner { writes } else { writes * c.live.load(Relaxed) };
+    let expected = if owner {
+        writes
+    } else {
+        writes * c.live.load(Relaxed)
+    };
     // Let deliveries settle.
     let settle = Instant::now();
     while c.delivered.load(Relaxed) < expected && settle.elapsed() < Duration::from_secs(30) {

@@ -345,8 +345,10 @@ fn register_realtime_metrics(m: &Metrics, realtime: &Arc<Realtime>) {
         metrics::CHANGES_DELIVERED.name,
         metrics::CHANGES_DELIVERED.help,
         move || {
-            (s.changes_delivered.load(std::sync::atomic::Ordering::Relaxed)
-                + s.catch_up_changes.load(std::sync::atomic::Ordering::Relaxed)) as f64
+            (s.changes_delivered
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + s.catch_up_changes
+                    .load(std::sync::atomic::Ordering::Relaxed)) as f64
         },
     );
 }

@@ -452,7 +452,10 @@ impl Router {
         }
         for conn in lagging {
             if reg.conns.contains_key(&conn) {
-                tracing::info!(conn, "closing a realtime connection whose queue is full (lagging)");
+                tracing::info!(
+                    conn,
+                    "closing a realtime connection whose queue is full (lagging)"
+                );
                 self.stats.lagging_closes.fetch_add(1, Relaxed);
                 remove_conn(&mut reg, conn, &self.stats);
             }

@@ -3,8 +3,8 @@
 
 pub mod changes;
 pub mod migrate;
-pub mod users;
 pub mod realtime;
+pub mod users;
 
 use std::{str::FromStr, time::Duration};
 

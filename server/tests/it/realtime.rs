@@ -378,6 +378,16 @@ async fn snapshot_then_live_changes_reach_matching_subscribers_only() {
         assert!(!m.to_string().contains(&b), "a received b's data: {m}");
     }
     assert_eq!(ca.views["all"].visible(), db_view(&db, &a, "").await);
+    // The numbers reach /metrics.
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(value("rowcast_ws_connections "), 1.0, "{text}");
+    assert_eq!(value("rowcast_subscriptions "), 2.0, "{text}");
+    assert!(value("rowcast_changes_delivered_total ") >= 4.0, "{text}");
     app.shutdown().await;
 }
 
