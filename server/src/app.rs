@@ -128,6 +128,18 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     );
     let metrics = Metrics::new();
     register_process_metrics(&metrics, &store);
+    let rest = crate::rest::RestState {
+        config: config.rest.clone(),
+        schema: Default::default(),
+    };
+    crate::store::rest_schema::Listener {
+        store: store.clone(),
+        schemas: config.rest.schemas.clone(),
+        handle: rest.schema.clone(),
+        readiness: readiness.clone(),
+        idempotency_ttl: config.rest.idempotency_ttl,
+    }
+    .spawn(&tasks, shutdown.clone());
     register_capture_metrics(&metrics, &capture);
     let realtime = Arc::new(Realtime::new(
         config.realtime.clone(),
@@ -147,6 +159,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         readiness,
         migrations,
         tokens,
+        rest,
         capture: capture.clone(),
         auth,
         max_body_bytes: config.http.max_body_bytes,

@@ -33,6 +33,8 @@ pub enum Command {
     Dev(ServerArgs),
     /// Apply migrations (the server's and the app's) and exit.
     Migrate(ServerArgs),
+    /// Tell every running server on DATABASE_URL to reload its REST schema cache, and exit.
+    ReloadSchema(ServerArgs),
     /// Opt tables in or out of sync (applies pending migrations first, like `migrate`).
     Sync(SyncArgs),
     /// Print a signed access token for development and admin scripts.
@@ -221,7 +223,38 @@ pub struct ServerArgs {
     #[arg(long, env = "ROWCAST_RETENTION_MAX_CHANGES", default_value = "0", value_parser = u64_parser("ROWCAST_RETENTION_MAX_CHANGES"))]
     pub retention_max_changes: u64,
     #[command(flatten)]
+    pub rest: RestArgs,
+
+    #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Settings of the REST data API (`/rest/v1`).
+#[derive(Debug, Args, Clone)]
+pub struct RestArgs {
+    /// Comma-separated schemas whose tables, views and functions the REST API exposes.
+    #[arg(
+        long = "rest-schemas",
+        env = "ROWCAST_REST_SCHEMAS",
+        default_value = "public"
+    )]
+    pub rest_schemas: String,
+
+    /// Most rows one REST read returns (a larger `limit` is capped to this).
+    #[arg(long = "rest-max-rows", env = "ROWCAST_REST_MAX_ROWS", default_value = "1000", value_parser = positive_parser("ROWCAST_REST_MAX_ROWS"))]
+    pub rest_max_rows: u64,
+
+    /// Deepest nesting of embedded resources in `select=` (1 = no embed inside an embed).
+    #[arg(long = "rest-max-embed-depth", env = "ROWCAST_REST_MAX_EMBED_DEPTH", default_value = "4", value_parser = positive_parser("ROWCAST_REST_MAX_EMBED_DEPTH"))]
+    pub rest_max_embed_depth: u64,
+
+    /// Allow PATCH and DELETE without any filter (they then touch every row RLS allows).
+    #[arg(long = "rest-allow-unfiltered-writes", env = "ROWCAST_REST_ALLOW_UNFILTERED_WRITES", default_value = "false", value_parser = bool_parser("ROWCAST_REST_ALLOW_UNFILTERED_WRITES"))]
+    pub rest_allow_unfiltered_writes: bool,
+
+    /// How long the response to a write with an `Idempotency-Key` is kept for retries.
+    #[arg(long = "rest-idempotency-ttl", env = "ROWCAST_REST_IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration_parser("ROWCAST_REST_IDEMPOTENCY_TTL"))]
+    pub rest_idempotency_ttl: Duration,
 }
 
 /// Auth settings beyond the token secret: key pairs, lifetimes, password rules, sign-in
@@ -320,6 +353,7 @@ pub enum Mode {
     Serve,
     Dev,
     Migrate,
+    ReloadSchema,
     Sync,
 }
 
@@ -407,6 +441,18 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub capture: CaptureConfig,
+    pub rest: RestConfig,
+}
+
+/// Validated settings of the REST data API.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Exposed schemas, in order; the first is the default profile.
+    pub schemas: Vec<String>,
+    pub max_rows: u64,
+    pub max_embed_depth: usize,
+    pub allow_unfiltered_writes: bool,
+    pub idempotency_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -490,11 +536,12 @@ impl Config {
                 Command::Serve(a) => (Mode::Serve, a),
                 Command::Dev(a) => (Mode::Dev, a),
                 Command::Migrate(a) => (Mode::Migrate, a),
+                Command::ReloadSchema(a) => (Mode::ReloadSchema, a),
                 Command::Sync(a) => (Mode::Sync, a.server),
                 Command::Token(_) | Command::Healthcheck(_) => return Err(ConfigError {
                     setting: "command",
                     expected:
-                        "serve, dev or migrate (token and healthcheck run without a server config)"
+                        "serve, dev, migrate or reload-schema (token and healthcheck run without a server config)"
                             .into(),
                 }),
             };
@@ -511,7 +558,7 @@ impl Config {
                     "a Postgres connection string such as postgres://user:password@host:5432/dbname"
                         .into(),
             })?;
-        } else if mode == Mode::Serve {
+        } else if mode == Mode::Serve || mode == Mode::ReloadSchema {
             return Err(ConfigError {
                 setting: "DATABASE_URL",
                 expected: "a Postgres connection string (required by `serve`; use `rowcast dev` for an embedded database)".into(),
@@ -527,7 +574,7 @@ impl Config {
         }
         let format = args.log_format.unwrap_or(match mode {
             Mode::Serve => LogFormat::Json,
-            Mode::Dev | Mode::Migrate | Mode::Sync => LogFormat::Pretty,
+            Mode::Dev | Mode::Migrate | Mode::ReloadSchema | Mode::Sync => LogFormat::Pretty,
         });
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             return Err(ConfigError {
@@ -553,6 +600,7 @@ impl Config {
             }
             _ => {}
         }
+        let rest = RestConfig::from_args(&args.rest)?;
         let trusted_proxy_header = match args.auth.trusted_proxy_header.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(h) => Some(
@@ -572,6 +620,7 @@ impl Config {
             args.jwt_audience,
         )?;
         Ok(Config {
+            rest,
             mode,
             realtime: args.realtime.settings(),
             database: DatabaseConfig {
@@ -628,6 +677,13 @@ impl Config {
             jwt_secret: Some(TEST_JWT_SECRET.into()),
             jwt_issuer: "rowcast".into(),
             jwt_audience: "rowcast".into(),
+            rest: RestArgs {
+                rest_schemas: "public".into(),
+                rest_max_rows: 1000,
+                rest_max_embed_depth: 4,
+                rest_allow_unfiltered_writes: false,
+                rest_idempotency_ttl: Duration::from_secs(24 * 3600),
+            },
             poll_interval: Duration::from_millis(50),
             notify: false,
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -638,6 +694,45 @@ impl Config {
             Ok(c) => c,
             Err(e) => panic!("Config::for_database needs a valid connection string: {e}"),
         }
+    }
+}
+
+impl RestConfig {
+    fn from_args(args: &RestArgs) -> Result<RestConfig, ConfigError> {
+        let schemas: Vec<String> = args
+            .rest_schemas
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if schemas.is_empty() {
+            return Err(ConfigError {
+                setting: "ROWCAST_REST_SCHEMAS",
+                expected: "one or more schema names separated by commas, e.g. `public`".into(),
+            });
+        }
+        let too_big = |setting: &'static str| ConfigError {
+            setting,
+            expected: "a smaller whole number".into(),
+        };
+        Ok(RestConfig {
+            schemas,
+            max_rows: args.rest_max_rows,
+            max_embed_depth: usize::try_from(args.rest_max_embed_depth)
+                .map_err(|_| too_big("ROWCAST_REST_MAX_EMBED_DEPTH"))?,
+            allow_unfiltered_writes: args.rest_allow_unfiltered_writes,
+            idempotency_ttl: args.rest_idempotency_ttl,
+        })
+    }
+}
+
+/// A clap value parser for a whole number of at least 1 that names its variable on error.
+pub fn positive_parser(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{setting} expects a whole number of at least 1")),
     }
 }
 

@@ -13,4 +13,5 @@ pub mod policy;
 pub mod protocol;
 pub mod readiness;
 pub mod realtime;
+pub mod rest;
 pub mod store;

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    if config.auth.jwt_secret.is_none() && config.auth.algorithm == SigningAlgorithm::Hs256 {
+    if config.auth.jwt_secret.is_none()
+        && config.auth.algorithm == SigningAlgorithm::Hs256
+        && config.mode != Mode::ReloadSchema
+    {
         match dev_jwt_secret(&config.embedded.data_dir) {
             Ok(secret) => config.auth.jwt_secret = Some(secret),
             Err(e) => {
@@ -113,6 +116,25 @@ async fn run(config: Config, sync_action: Option<SyncAction>) -> ExitCode {
             match result {
                 Ok(applied) => {
                     tracing::info!(count = applied.len(), "migrations applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("rowcast: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Mode::ReloadSchema => {
+            let url = config.database.url.clone().unwrap_or_default();
+            let result = async {
+                let store = Store::new(&url, &config.database)?;
+                rowcast::store::rest_schema::notify_reload(store.pg_config()).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!("asked running servers to reload the REST schema cache");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

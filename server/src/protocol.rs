@@ -39,6 +39,28 @@ pub enum ErrorCode {
     Timeout,
     /// Something failed inside the server; the details are in the server log.
     Internal,
+    /// The response cannot be given in the requested form (e.g. a single object was asked for and 0 or 2+ rows matched).
+    NotAcceptable,
+    /// No table or view by that name in the exposed schemas.
+    UnknownTable,
+    /// No column by that name on the table.
+    UnknownColumn,
+    /// No function by that name with those argument names in the exposed schemas.
+    UnknownFunction,
+    /// No foreign key relates the two tables of an embedding.
+    UnknownRelationship,
+    /// More than one foreign key relates the two tables; name one with `!hint`.
+    AmbiguousRelationship,
+    /// A value cannot be converted to the column's or argument's type.
+    InvalidValue,
+    /// The write breaks a not-null or check constraint.
+    ConstraintViolation,
+    /// PATCH or DELETE without any filter, which the server is configured to refuse.
+    FilterRequired,
+    /// The Idempotency-Key was already used for a different request.
+    IdempotencyKeyReused,
+    /// The route exists but not for this HTTP method.
+    MethodNotAllowed,
     /// The cursor is older than the retained change history: resync from a snapshot.
     ResyncRequired,
     /// Sign-in refused: wrong email or password, or a spent/revoked refresh token.
@@ -65,6 +87,17 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::NotAcceptable,
+        ErrorCode::UnknownTable,
+        ErrorCode::UnknownColumn,
+        ErrorCode::UnknownFunction,
+        ErrorCode::UnknownRelationship,
+        ErrorCode::AmbiguousRelationship,
+        ErrorCode::InvalidValue,
+        ErrorCode::ConstraintViolation,
+        ErrorCode::FilterRequired,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::ResyncRequired,
         ErrorCode::InvalidCredentials,
         ErrorCode::TokenExpired,
@@ -86,6 +119,17 @@ impl ErrorCode {
             ErrorCode::NotReady => "not-ready",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotAcceptable => "not-acceptable",
+            ErrorCode::UnknownTable => "unknown-table",
+            ErrorCode::UnknownColumn => "unknown-column",
+            ErrorCode::UnknownFunction => "unknown-function",
+            ErrorCode::UnknownRelationship => "unknown-relationship",
+            ErrorCode::AmbiguousRelationship => "ambiguous-relationship",
+            ErrorCode::InvalidValue => "invalid-value",
+            ErrorCode::ConstraintViolation => "constraint-violation",
+            ErrorCode::FilterRequired => "filter-required",
+            ErrorCode::IdempotencyKeyReused => "idempotency-key-reused",
+            ErrorCode::MethodNotAllowed => "method-not-allowed",
             ErrorCode::ResyncRequired => "resync-required",
             ErrorCode::InvalidCredentials => "invalid-credentials",
             ErrorCode::TokenExpired => "token-expired",
@@ -107,6 +151,17 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::DatabaseUnavailable | ErrorCode::NotReady => 503,
             ErrorCode::Timeout => 504,
+            ErrorCode::NotAcceptable => 406,
+            ErrorCode::UnknownTable => 404,
+            ErrorCode::UnknownColumn => 404,
+            ErrorCode::UnknownFunction => 404,
+            ErrorCode::UnknownRelationship => 400,
+            ErrorCode::AmbiguousRelationship => 400,
+            ErrorCode::InvalidValue => 400,
+            ErrorCode::ConstraintViolation => 400,
+            ErrorCode::FilterRequired => 400,
+            ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ResyncRequired => 410,
         }
     }

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod observe;
 pub mod probe;
 pub mod realtime;
+pub mod rest;
 
 use crate::{
     auth::{service::Auth, token::TokenKeys},
@@ -37,6 +38,7 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     pub migrations: Arc<Vec<Migration>>,
     pub tokens: Arc<TokenKeys>,
+    pub rest: crate::rest::RestState,
     /// Change capture: the live tail and reads by cursor (see `capture`).
     pub capture: Capture,
     /// Sign-up, sign-in, sessions and users (`/auth/v1`).
@@ -58,6 +60,7 @@ pub fn router(state: HttpState) -> Router {
     let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(rest::routes())
         .route("/metrics", get(metrics))
         .merge(auth::routes())
         .route("/realtime/v1/websocket", get(realtime::websocket))

@@ -4,6 +4,8 @@
 pub mod changes;
 pub mod migrate;
 pub mod realtime;
+pub mod rest_query;
+pub mod rest_schema;
 pub mod users;
 
 use std::{str::FromStr, time::Duration};
@@ -38,6 +40,15 @@ impl StoreError {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             StoreError::Db(e) => e.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
+    /// The database's own message, for the few errors whose text is meant for clients
+    /// (an app function's `raise exception`).
+    pub fn db_message(&self) -> Option<String> {
+        match self {
+            StoreError::Db(e) => e.as_db_error().map(|d| d.message().to_string()),
             _ => None,
         }
     }
@@ -164,14 +175,22 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let claims = identity.claims_json();
-        tx.execute(
-            "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
-            &[&identity.role.pg_role(), &claims],
-        )
-        .await?;
+        set_identity(&tx, identity).await?;
         let out = f(&tx).await?;
         tx.commit().await?;
         Ok(out)
     }
 }
+
+/// Make the rest of transaction `tx` run as `identity`: role and verified claims set
+/// transaction-locally, so row-level security sees the caller.
+pub async fn set_identity(tx: &Transaction<'_>, identity: &Identity) -> Result<(), StoreError> {
+    let claims = identity.claims_json();
+    tx.execute(SET_IDENTITY, &[&identity.role.pg_role(), &claims])
+        .await?;
+    Ok(())
+}
+
+/// The statement that takes on an identity: `$1` the role, `$2` the claims JSON.
+pub const SET_IDENTITY: &str =
+    "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)";

@@ -15,3 +15,4 @@ mod foundation;
 mod instances;
 mod observability;
 mod realtime;
+mod rest;

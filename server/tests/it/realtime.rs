@@ -319,16 +319,27 @@ async fn snapshot_then_live_changes_reach_matching_subscribers_only() {
     )
     .await
     .unwrap();
-    // ...and one by the user through their role (as REST does: role + claims, RLS on).
-    let claims = json!({"sub": a, "role": "authenticated"}).to_string();
-    db.batch_execute(&format!(
-        "begin; set local role rowcast_authenticated;
-         select set_config('rowcast.claims', '{claims}', true);
-         insert into todos (id, owner, title, done) values (4, '{a}', 'a4 done', true);
-         commit;"
-    ))
-    .await
-    .unwrap();
+    // ...and one by the user through the REST API (as that user, RLS on).
+    let service = keys()
+        .sign(&Identity::service(), Duration::from_secs(600))
+        .unwrap();
+    let r = app
+        .http
+        .post(app.url("/rest/v1/admin/reload-schema"))
+        .bearer_auth(&service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .http
+        .post(app.url("/rest/v1/todos"))
+        .bearer_auth(token_for(&a, Duration::from_secs(600)))
+        .json(&json!({"id": 4, "owner": a, "title": "a4 done", "done": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     // Someone else's row and a non-matching one.
     db.execute(
         "insert into todos (id, owner) values (5, $1::text::uuid)",

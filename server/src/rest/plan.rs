@@ -1,0 +1,844 @@
+//! Validation: a parsed request plus the schema cache become a plan in which every table,
+//! column, foreign key and function is a catalog [`Ident`]. Anything unknown is refused here,
+//! before any SQL exists. Values stay values; the storage layer binds them as parameters.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{
+    query::{
+        Accept, Cast, Condition, CountPref, Nulls, Operand, Operator, OrderTarget, Prefer, Query,
+        Resolution, ReturnPref, SelectItem,
+    },
+    schema::{ForeignKey, Function, Ident, SchemaCache, Table},
+    RestError,
+};
+
+/// Limits that shape plans (from `RestConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rows: u64,
+    pub max_embed_depth: usize,
+    pub allow_unfiltered_writes: bool,
+}
+
+/// One table in the read tree: the URL's table or an embedded one.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub table: Arc<Table>,
+    pub fields: Vec<Field>,
+    pub condition: Vec<Cond>,
+    pub order: Vec<Order>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Field {
+    /// `key` is the JSON key (alias or column name); it is bound as a parameter.
+    Column {
+        key: String,
+        column: Ident,
+        cast: Option<Cast>,
+    },
+    Embed(Box<Embed>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Embed {
+    pub key: String,
+    /// The name the client used for the target (to address it in filters and order).
+    pub target: String,
+    pub join: Join,
+    pub to_one: bool,
+    pub inner: bool,
+    pub node: Node,
+}
+
+/// Equalities `parent.col = child.col` along one foreign key.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub pairs: Vec<(Ident, Ident)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Cond {
+    Pred {
+        column: Ident,
+        negated: bool,
+        op: Operator,
+        operand: Operand,
+    },
+    And {
+        negated: bool,
+        items: Vec<Cond>,
+    },
+    Or {
+        negated: bool,
+        items: Vec<Cond>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum OrderKey {
+    Column(Ident),
+    /// A column of a to-one related table.
+    Related {
+        table: Arc<Table>,
+        join: Join,
+        column: Ident,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub key: OrderKey,
+    pub descending: bool,
+    pub nulls: Option<Nulls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    pub node: Node,
+    pub count: Option<CountPref>,
+    pub single: bool,
+    pub max_rows: u64,
+}
+
+/// What a write returns.
+#[derive(Debug, Clone)]
+pub enum Returning {
+    Minimal,
+    /// `return=headers-only`: the primary key, for the `Location` header.
+    Keys(Vec<Ident>),
+    Rows(Node),
+}
+
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    pub columns: Vec<Ident>,
+    pub resolution: Resolution,
+    pub update: Vec<Ident>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InsertPlan {
+    pub table: Arc<Table>,
+    pub columns: Vec<Ident>,
+    /// The rows as one JSON array text, bound as one parameter.
+    pub rows: String,
+    pub row_count: usize,
+    pub conflict: Option<Conflict>,
+    pub returning: Returning,
+    pub single: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdatePlan {
+    pub table: Arc<Table>,
+    pub columns: Vec<Ident>,
+    /// The new values as one JSON object text, bound as one parameter.
+    pub values: String,
+    pub condition: Vec<Cond>,
+    pub returning: Returning,
+    pub single: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeletePlan {
+    pub table: Arc<Table>,
+    pub condition: Vec<Cond>,
+    pub returning: Returning,
+    pub single: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcPlan {
+    pub function: Arc<Function>,
+    /// Named arguments with their values as text (`None` = SQL null).
+    pub args: Vec<(Ident, Option<String>)>,
+    pub single: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum WritePlan {
+    Insert(InsertPlan),
+    Update(UpdatePlan),
+    Delete(DeletePlan),
+    Rpc(RpcPlan),
+}
+
+impl WritePlan {
+    pub fn table(&self) -> Option<&Arc<Table>> {
+        match self {
+            WritePlan::Insert(p) => Some(&p.table),
+            WritePlan::Update(p) => Some(&p.table),
+            WritePlan::Delete(p) => Some(&p.table),
+            WritePlan::Rpc(_) => None,
+        }
+    }
+
+    pub fn returning(&self) -> Option<&Returning> {
+        match self {
+            WritePlan::Insert(p) => Some(&p.returning),
+            WritePlan::Update(p) => Some(&p.returning),
+            WritePlan::Delete(p) => Some(&p.returning),
+            WritePlan::Rpc(_) => None,
+        }
+    }
+
+    pub fn single(&self) -> bool {
+        match self {
+            WritePlan::Insert(p) => p.single,
+            WritePlan::Update(p) => p.single,
+            WritePlan::Delete(p) => p.single,
+            WritePlan::Rpc(p) => p.single,
+        }
+    }
+}
+
+/// Pick the schema for a request: the `Accept-Profile`/`Content-Profile` header if given
+/// (it must be exposed), else the first exposed schema.
+pub fn schema_for<'a>(cache: &'a SchemaCache, profile: Option<&str>) -> Result<&'a str, RestError> {
+    match profile {
+        None => cache
+            .schemas
+            .first()
+            .map(String::as_str)
+            .ok_or(RestError::NotReady),
+        Some(p) => cache
+            .schemas
+            .iter()
+            .find(|s| s.as_str() == p)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                RestError::NotAcceptable("that schema is not exposed".into())
+                    .hint("set ROWCAST_REST_SCHEMAS to expose it")
+            }),
+    }
+}
+
+pub fn table<'a>(
+    cache: &'a SchemaCache,
+    schema: &str,
+    name: &str,
+) -> Result<&'a Arc<Table>, RestError> {
+    cache
+        .table(schema, name)
+        .ok_or_else(|| RestError::UnknownTable(format!("no table or view `{name}`")))
+}
+
+fn column(table: &Table, name: &str) -> Result<Ident, RestError> {
+    table.column(name).map(|c| c.name.clone()).ok_or_else(|| {
+        RestError::UnknownColumn(format!("no column `{name}` on `{}`", table.name.as_str()))
+    })
+}
+
+/// Most filter values one request may carry. Each is a bound parameter, and Postgres takes
+/// at most 65,535 per statement; a request past this is refused as too large instead.
+pub const MAX_FILTER_VALUES: usize = 5000;
+
+fn values_in(c: &Cond) -> usize {
+    match c {
+        Cond::Pred { operand, .. } => match operand {
+            Operand::List(l) => l.len(),
+            _ => 1,
+        },
+        Cond::And { items, .. } | Cond::Or { items, .. } => items.iter().map(values_in).sum(),
+    }
+}
+
+fn values_in_node(n: &Node) -> usize {
+    n.condition.iter().map(values_in).sum::<usize>()
+        + n.fields
+            .iter()
+            .map(|f| match f {
+                // An `!inner` embedding's filters are bound twice.
+                Field::Embed(e) => values_in_node(&e.node) * if e.inner { 2 } else { 1 } + 1,
+                Field::Column { .. } => 1,
+            })
+            .sum::<usize>()
+}
+
+fn check_size(n: usize) -> Result<(), RestError> {
+    if n > MAX_FILTER_VALUES {
+        return Err(RestError::Syntax(format!(
+            "the request has more than {MAX_FILTER_VALUES} filter values and selected fields"
+        )));
+    }
+    Ok(())
+}
+
+/// Plan a GET.
+pub fn read(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    range: Option<(u64, Option<u64>)>,
+    accept: Accept,
+    limits: Limits,
+) -> Result<ReadPlan, RestError> {
+    let mut node = build_node(cache, table, query.select.as_deref(), 1, limits)?;
+    apply_scoped(cache, &mut node, query)?;
+    if let Some((first, last)) = range {
+        node.offset = node.offset.max(first);
+        if let Some(last) = last {
+            let n = last - first + 1;
+            node.limit = Some(node.limit.map_or(n, |l| l.min(n)));
+        }
+    }
+    node.limit = Some(
+        node.limit
+            .map_or(limits.max_rows, |l| l.min(limits.max_rows)),
+    );
+    check_size(values_in_node(&node))?;
+    Ok(ReadPlan {
+        node,
+        count: prefer.count,
+        single: accept == Accept::SingleObject,
+        max_rows: limits.max_rows,
+    })
+}
+
+fn build_node(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    select: Option<&[SelectItem]>,
+    depth: usize,
+    limits: Limits,
+) -> Result<Node, RestError> {
+    let star = [SelectItem::Star];
+    let items = select.unwrap_or(&star);
+    let mut fields = Vec::new();
+    for item in items {
+        match item {
+            SelectItem::Star => {
+                for c in &table.columns {
+                    fields.push(Field::Column {
+                        key: c.name.as_str().to_string(),
+                        column: c.name.clone(),
+                        cast: None,
+                    });
+                }
+            }
+            SelectItem::Column { alias, name, cast } => {
+                let column = column(table, name)?;
+                fields.push(Field::Column {
+                    key: alias.clone().unwrap_or_else(|| name.clone()),
+                    column,
+                    cast: *cast,
+                });
+            }
+            SelectItem::Embed {
+                alias,
+                target,
+                hint,
+                inner,
+                items,
+            } => {
+                if depth > limits.max_embed_depth {
+                    return Err(RestError::Syntax(format!(
+                        "embedding nested deeper than {} levels",
+                        limits.max_embed_depth
+                    ))
+                    .hint("raise ROWCAST_REST_MAX_EMBED_DEPTH or split the request"));
+                }
+                let (child, join, to_one) = relationship(cache, table, target, hint.as_deref())?;
+                let node = build_node(cache, &child, Some(items), depth + 1, limits)?;
+                fields.push(Field::Embed(Box::new(Embed {
+                    key: alias.clone().unwrap_or_else(|| target.clone()),
+                    target: target.clone(),
+                    join,
+                    to_one,
+                    inner: *inner,
+                    node,
+                })));
+            }
+        }
+    }
+    Ok(Node {
+        table: table.clone(),
+        fields,
+        condition: Vec::new(),
+        order: Vec::new(),
+        limit: None,
+        offset: 0,
+    })
+}
+
+fn same(a: &(Ident, Ident), t: &Table) -> bool {
+    a.0 == t.schema && a.1 == t.name
+}
+
+/// Find the foreign key that relates `parent` and the table (or FK column) `target`.
+fn relationship(
+    cache: &SchemaCache,
+    parent: &Arc<Table>,
+    target: &str,
+    hint: Option<&str>,
+) -> Result<(Arc<Table>, Join, bool), RestError> {
+    let matches_hint = |fk: &ForeignKey| match hint {
+        None => true,
+        Some(h) => fk.name.as_str() == h || fk.columns.iter().any(|c| c.as_str() == h),
+    };
+    let child = cache
+        .table(parent.schema.as_str(), target)
+        .or_else(|| cache.schemas.iter().find_map(|s| cache.table(s, target)))
+        .cloned();
+    let mut candidates: Vec<(Arc<Table>, Join, bool, &ForeignKey)> = Vec::new();
+    match &child {
+        Some(child) => {
+            for fk in &cache.foreign_keys {
+                if !matches_hint(fk) {
+                    continue;
+                }
+                if same(&fk.table, parent) && same(&fk.ref_table, child) {
+                    let pairs = fk
+                        .columns
+                        .iter()
+                        .cloned()
+                        .zip(fk.ref_columns.iter().cloned())
+                        .collect();
+                    candidates.push((child.clone(), Join { pairs }, true, fk));
+                }
+                if same(&fk.table, child) && same(&fk.ref_table, parent) {
+                    let pairs = fk
+                        .ref_columns
+                        .iter()
+                        .cloned()
+                        .zip(fk.columns.iter().cloned())
+                        .collect();
+                    let one_to_one =
+                        !child.primary_key.is_empty() && fk.columns == child.primary_key;
+                    candidates.push((child.clone(), Join { pairs }, one_to_one, fk));
+                }
+            }
+        }
+        None => {
+            // `author_id(name)`: embed along the foreign key on that column.
+            for fk in &cache.foreign_keys {
+                if same(&fk.table, parent)
+                    && fk.columns.len() == 1
+                    && fk.columns[0].as_str() == target
+                    && matches_hint(fk)
+                {
+                    if let Some(t) = cache.table(fk.ref_table.0.as_str(), fk.ref_table.1.as_str()) {
+                        let pairs = fk
+                            .columns
+                            .iter()
+                            .cloned()
+                            .zip(fk.ref_columns.iter().cloned())
+                            .collect();
+                        candidates.push((t.clone(), Join { pairs }, true, fk));
+                    }
+                }
+            }
+            if candidates.is_empty() {
+                return Err(RestError::UnknownTable(format!(
+                    "no table or view `{target}` to embed"
+                )));
+            }
+        }
+    }
+    match candidates.len() {
+        0 => Err(RestError::UnknownRelationship(format!(
+            "no foreign key relates `{}` and `{target}`",
+            parent.name.as_str()
+        ))),
+        1 => {
+            let (t, j, one, _) = candidates.remove(0);
+            Ok((t, j, one))
+        }
+        _ => {
+            let names: Vec<&str> = candidates.iter().map(|c| c.3.name.as_str()).collect();
+            Err(RestError::AmbiguousRelationship(format!(
+                "more than one foreign key relates `{}` and `{target}`",
+                parent.name.as_str()
+            ))
+            .hint(format!(
+                "name one as `{target}!<foreign key or column>(...)`; candidates: {}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+fn node_at<'a>(node: &'a mut Node, path: &[String]) -> Result<&'a mut Node, RestError> {
+    let Some((first, rest)) = path.split_first() else {
+        return Ok(node);
+    };
+    let pos = node
+        .fields
+        .iter()
+        .position(|f| matches!(f, Field::Embed(e) if &e.key == first))
+        .or_else(|| {
+            node.fields
+                .iter()
+                .position(|f| matches!(f, Field::Embed(e) if &e.target == first))
+        })
+        .ok_or_else(|| {
+            RestError::Syntax(format!("`{first}` is not embedded in `select`"))
+                .hint("filters, order and limits on a related table need it in select=, e.g. select=*,comments(*)")
+        })?;
+    match &mut node.fields[pos] {
+        Field::Embed(e) => node_at(&mut e.node, rest),
+        Field::Column { .. } => Err(RestError::Syntax("not an embedding".into())),
+    }
+}
+
+fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(), RestError> {
+    for c in &query.conditions {
+        let node = node_at(root, &c.path)?;
+        let cond = resolve_condition(&node.table, &c.item)?;
+        node.condition.push(cond);
+    }
+    for o in &query.order {
+        let node = node_at(root, &o.path)?;
+        for term in &o.item {
+            let key = match &term.target {
+                OrderTarget::Column(name) => OrderKey::Column(column(&node.table, name)?),
+                OrderTarget::Related {
+                    relation,
+                    column: col,
+                } => {
+                    let embedded = node.fields.iter().find_map(|f| match f {
+                        Field::Embed(e) if (&e.key == relation || &e.target == relation) => {
+                            Some((e.node.table.clone(), e.join.clone(), e.to_one))
+                        }
+                        _ => None,
+                    });
+                    let (table, join, to_one) = match embedded {
+                        Some(x) => x,
+                        None => relationship(cache, &node.table, relation, None)?,
+                    };
+                    if !to_one {
+                        return Err(RestError::Syntax(format!(
+                            "can only order by a column of a to-one relation; `{relation}` is to-many"
+                        ))
+                        .hint(format!("order inside the embedding with `{relation}.order=...`")));
+                    }
+                    let column = column(&table, col)?;
+                    OrderKey::Related {
+                        table,
+                        join,
+                        column,
+                    }
+                }
+            };
+            node.order.push(Order {
+                key,
+                descending: term.descending,
+                nulls: term.nulls,
+            });
+        }
+    }
+    for l in &query.limit {
+        node_at(root, &l.path)?.limit = Some(l.item);
+    }
+    for o in &query.offset {
+        node_at(root, &o.path)?.offset = o.item;
+    }
+    Ok(())
+}
+
+fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError> {
+    Ok(match cond {
+        Condition::Pred(p) => {
+            if p.op == Operator::In && matches!(&p.operand, Operand::List(l) if l.len() > 1000) {
+                return Err(RestError::Syntax(
+                    "`in` lists hold at most 1000 values".into(),
+                ));
+            }
+            Cond::Pred {
+                column: column(table, &p.column)?,
+                negated: p.negated,
+                op: p.op,
+                operand: p.operand.clone(),
+            }
+        }
+        Condition::And { negated, items } => Cond::And {
+            negated: *negated,
+            items: items
+                .iter()
+                .map(|i| resolve_condition(table, i))
+                .collect::<Result<_, _>>()?,
+        },
+        Condition::Or { negated, items } => Cond::Or {
+            negated: *negated,
+            items: items
+                .iter()
+                .map(|i| resolve_condition(table, i))
+                .collect::<Result<_, _>>()?,
+        },
+    })
+}
+
+/// Only top-level filters apply to PATCH and DELETE.
+fn write_conditions(
+    table: &Arc<Table>,
+    query: &Query,
+    limits: Limits,
+) -> Result<Vec<Cond>, RestError> {
+    if query.conditions.iter().any(|c| !c.path.is_empty()) || !query.order.is_empty() {
+        return Err(RestError::Syntax(
+            "PATCH and DELETE take filters on the table itself only".into(),
+        ));
+    }
+    if !query.has_root_filter() && !limits.allow_unfiltered_writes {
+        return Err(RestError::FilterRequired);
+    }
+    let conds: Vec<Cond> = query
+        .conditions
+        .iter()
+        .map(|c| resolve_condition(table, &c.item))
+        .collect::<Result<_, _>>()?;
+    check_size(conds.iter().map(values_in).sum())?;
+    Ok(conds)
+}
+
+fn returning(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    limits: Limits,
+) -> Result<Returning, RestError> {
+    match prefer.return_ {
+        Some(ReturnPref::Representation) => {
+            let node = build_node(cache, table, query.select.as_deref(), 1, limits)?;
+            Ok(Returning::Rows(node))
+        }
+        Some(ReturnPref::HeadersOnly) => Ok(Returning::Keys(table.primary_key.clone())),
+        Some(ReturnPref::Minimal) | None => Ok(Returning::Minimal),
+    }
+}
+
+/// Plan a POST: one object or an array of objects, inserted in one statement.
+pub fn insert(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    accept: Accept,
+    body: &[u8],
+    limits: Limits,
+) -> Result<InsertPlan, RestError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| RestError::InvalidJson("the body is not valid JSON".into()))?;
+    let rows = match value {
+        Value::Array(rows) => rows,
+        obj @ Value::Object(_) => vec![obj],
+        _ => {
+            return Err(RestError::InvalidBody(
+                "the body must be a JSON object or an array of objects".into(),
+            ))
+        }
+    };
+    let mut names: Vec<String> = Vec::new();
+    for row in &rows {
+        let Value::Object(map) = row else {
+            return Err(RestError::InvalidBody(
+                "every element of the array must be an object".into(),
+            ));
+        };
+        for k in map.keys() {
+            if !names.iter().any(|n| n == k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    if let Some(cols) = &query.columns {
+        names = cols.clone();
+    }
+    let columns = names
+        .iter()
+        .map(|n| column(table, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let conflict = match prefer.resolution {
+        None => None,
+        Some(resolution) => {
+            let columns_on = match &query.on_conflict {
+                Some(cols) => cols
+                    .iter()
+                    .map(|n| column(table, n))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None if !table.primary_key.is_empty() => table.primary_key.clone(),
+                None => {
+                    return Err(RestError::Syntax(
+                        "upsert needs `on_conflict=` on a table without a primary key".into(),
+                    ))
+                }
+            };
+            Some(Conflict {
+                columns: columns_on,
+                resolution,
+                update: columns.clone(),
+            })
+        }
+    };
+    if conflict.is_none() {
+        // Without `Prefer: resolution=` an `on_conflict` has no effect, but its names are
+        // still checked so a typo is not silently ignored.
+        for n in query.on_conflict.iter().flatten() {
+            column(table, n)?;
+        }
+    }
+    insert_with(
+        cache, table, query, prefer, accept, rows, columns, conflict, limits,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_with(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    accept: Accept,
+    rows: Vec<Value>,
+    columns: Vec<Ident>,
+    conflict: Option<Conflict>,
+    limits: Limits,
+) -> Result<InsertPlan, RestError> {
+    if columns.is_empty() && rows.len() > 1 {
+        return Err(RestError::InvalidBody(
+            "inserting several rows needs at least one column".into(),
+        ));
+    }
+    if !table.insertable {
+        return Err(RestError::Forbidden(format!(
+            "`{}` does not accept inserts",
+            table.name.as_str()
+        )));
+    }
+    let row_count = rows.len();
+    Ok(InsertPlan {
+        table: table.clone(),
+        columns,
+        rows: Value::Array(rows).to_string(),
+        row_count,
+        conflict,
+        returning: returning(cache, table, query, prefer, limits)?,
+        single: accept == Accept::SingleObject,
+    })
+}
+
+/// Plan a PATCH.
+pub fn update(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    accept: Accept,
+    body: &[u8],
+    limits: Limits,
+) -> Result<UpdatePlan, RestError> {
+    let condition = write_conditions(table, query, limits)?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| RestError::InvalidJson("the body is not valid JSON".into()))?;
+    let Value::Object(map) = &value else {
+        return Err(RestError::InvalidBody(
+            "the body of a PATCH must be a JSON object".into(),
+        ));
+    };
+    let columns = map
+        .keys()
+        .map(|k| column(table, k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(UpdatePlan {
+        table: table.clone(),
+        columns,
+        values: value.to_string(),
+        condition,
+        returning: returning(cache, table, query, prefer, limits)?,
+        single: accept == Accept::SingleObject,
+    })
+}
+
+/// Plan a DELETE.
+pub fn delete(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    accept: Accept,
+    limits: Limits,
+) -> Result<DeletePlan, RestError> {
+    let condition = write_conditions(table, query, limits)?;
+    Ok(DeletePlan {
+        table: table.clone(),
+        condition,
+        returning: returning(cache, table, query, prefer, limits)?,
+        single: accept == Accept::SingleObject,
+    })
+}
+
+/// Plan `POST /rpc/{function}`: the function is found by name and the names of the
+/// arguments in the body.
+pub fn rpc(
+    cache: &SchemaCache,
+    schema: &str,
+    name: &str,
+    accept: Accept,
+    body: &[u8],
+) -> Result<RpcPlan, RestError> {
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| RestError::InvalidJson("the body is not valid JSON".into()))?
+    };
+    let Value::Object(map) = value else {
+        return Err(RestError::InvalidBody(
+            "the body of an rpc call must be a JSON object of named arguments".into(),
+        ));
+    };
+    let unknown = || {
+        RestError::UnknownFunction(format!(
+            "no function `{name}` with arguments ({})",
+            map.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    };
+    let candidates: Vec<&Arc<Function>> = cache
+        .functions(schema, name)
+        .iter()
+        .filter(|f| !f.has_unnamed_args)
+        .filter(|f| {
+            map.keys()
+                .all(|k| f.args.iter().any(|a| a.name.as_str() == k))
+                && f.args
+                    .iter()
+                    .all(|a| a.has_default || map.contains_key(a.name.as_str()))
+        })
+        .collect();
+    let function = match candidates.as_slice() {
+        [] => return Err(unknown()),
+        [f] => (*f).clone(),
+        _ => {
+            return Err(RestError::AmbiguousRelationship(format!(
+                "more than one function `{name}` takes these arguments"
+            )))
+        }
+    };
+    let args = function
+        .args
+        .iter()
+        .filter_map(|a| {
+            map.get(a.name.as_str()).map(|v| {
+                let text = match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                };
+                (a.name.clone(), text)
+            })
+        })
+        .collect();
+    Ok(RpcPlan {
+        function,
+        args,
+        single: accept == Accept::SingleObject,
+    })
+}

@@ -1,0 +1,137 @@
+//! The schema cache: the tables, views, columns, keys, foreign keys and functions of the
+//! exposed schemas, as read from the catalog (by `store::rest_schema`). Every identifier the
+//! REST layer puts into SQL comes from here, so anything a client names is checked against
+//! it first. Swapped whole on reload; readers hold an `Arc` to one consistent snapshot.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+};
+
+/// A name read from the Postgres catalog. Only the catalog loader constructs these, so an
+/// `Ident` in a plan is proof that the name was resolved, never taken from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ident(String);
+
+impl Ident {
+    /// For the catalog loader only: `name` must come from a catalog row.
+    pub fn from_catalog(name: String) -> Ident {
+        Ident(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: Ident,
+    /// The type's name as `format_type` gives it, for messages and docs.
+    pub type_name: String,
+    pub nullable: bool,
+    pub has_default: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub schema: Ident,
+    pub name: Ident,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<Ident>,
+    pub insertable: bool,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name.as_str() == name)
+    }
+}
+
+/// A foreign key: `columns` of `table` reference `ref_columns` of `ref_table`.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub name: Ident,
+    pub table: (Ident, Ident),
+    pub columns: Vec<Ident>,
+    pub ref_table: (Ident, Ident),
+    pub ref_columns: Vec<Ident>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionArg {
+    pub name: Ident,
+    pub has_default: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub schema: Ident,
+    pub name: Ident,
+    /// Named input arguments, in order.
+    pub args: Vec<FunctionArg>,
+    /// Some input argument has no name: such a function cannot be called with named args.
+    pub has_unnamed_args: bool,
+    pub returns_set: bool,
+    pub returns_void: bool,
+}
+
+/// One consistent snapshot of the exposed part of the catalog.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    /// Exposed schemas in configured order; the first is the default.
+    pub schemas: Vec<String>,
+    pub tables: HashMap<(String, String), Arc<Table>>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub functions: HashMap<(String, String), Vec<Arc<Function>>>,
+}
+
+impl SchemaCache {
+    pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
+        self.tables.get(&(schema.to_string(), name.to_string()))
+    }
+
+    pub fn functions(&self, schema: &str, name: &str) -> &[Arc<Function>] {
+        self.functions
+            .get(&(schema.to_string(), name.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// Where the current snapshot lives; cheap to clone and share.
+///
+/// Loads can overlap (the listener and an admin call); each takes a ticket before reading
+/// the catalog, and a snapshot only replaces one from an older ticket, so a slow load that
+/// began before some DDL never overwrites a newer snapshot taken after it.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaHandle(Arc<RwLock<(u64, Option<Arc<SchemaCache>>)>>, Arc<AtomicU64>);
+
+impl SchemaHandle {
+    /// The current snapshot, or `None` before the first load.
+    pub fn get(&self) -> Option<Arc<SchemaCache>> {
+        match self.0.read() {
+            Ok(g) => g.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    /// Take a ticket before reading the catalog.
+    pub fn ticket(&self) -> u64 {
+        self.1.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Install `cache`, read under `ticket`, unless a newer load already landed.
+    pub fn set(&self, ticket: u64, cache: SchemaCache) {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if ticket > g.0 {
+            *g = (ticket, Some(Arc::new(cache)));
+        }
+    }
+}

@@ -1,0 +1,775 @@
+//! SQL for the REST API: turns validated plans (`rest::plan`) into statements and runs them
+//! in one transaction as the caller, so row-level security decides.
+//!
+//! Identifiers come only from plan [`Ident`]s (catalog names) and are always quoted. Every
+//! value, JSON key and limit is a bound parameter sent in text format, so Postgres parses it
+//! with the input function of the type it infers (the column's, or the argument's); a value
+//! that does not fit is a data error, never SQL. Results come back as one JSON text.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{Format, IsNull, ToSql, Type};
+
+use super::{Store, StoreError};
+use crate::{
+    auth::Identity,
+    protocol::ApiError,
+    rest::{
+        plan::{
+            Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Node, OrderKey, ReadPlan,
+            Returning, RpcPlan, UpdatePlan, WritePlan,
+        },
+        query::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution},
+        response::{IdempotencyKey, ReadResult, RestResponse, WriteResult},
+        schema::{Ident, Table},
+    },
+};
+
+/// Prepared statements kept per pooled connection before the cache is dropped, so that
+/// clients sending endless query shapes cannot grow it without bound.
+const STATEMENT_CACHE_LIMIT: usize = 256;
+
+/// A parameter in text format whose type Postgres infers from where it is used.
+#[derive(Debug)]
+struct TextParam(Option<String>);
+
+impl ToSql for TextParam {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            Some(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _ty: &Type) -> Format {
+        Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A statement being built: SQL text plus its parameters.
+#[derive(Debug, Default)]
+struct Sql {
+    params: Vec<TextParam>,
+    aliases: usize,
+}
+
+impl Sql {
+    fn bind(&mut self, value: Option<String>) -> String {
+        self.params.push(TextParam(value));
+        format!("${}", self.params.len())
+    }
+
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("t{}", self.aliases)
+    }
+
+    fn param_refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+fn ident(i: &Ident) -> String {
+    format!("\"{}\"", i.as_str().replace('"', "\"\""))
+}
+
+fn qualified(t: &Table) -> String {
+    format!("{}.{}", ident(&t.schema), ident(&t.name))
+}
+
+fn cast_sql(c: Cast) -> &'static str {
+    match c {
+        Cast::Text => "text",
+        Cast::Int2 => "int2",
+        Cast::Int4 => "int4",
+        Cast::Int8 => "int8",
+        Cast::Numeric => "numeric",
+        Cast::Float4 => "float4",
+        Cast::Float8 => "float8",
+        Cast::Bool => "bool",
+        Cast::Json => "json",
+        Cast::Jsonb => "jsonb",
+        Cast::Date => "date",
+        Cast::Time => "time",
+        Cast::Timestamp => "timestamp",
+        Cast::Timestamptz => "timestamptz",
+        Cast::Uuid => "uuid",
+    }
+}
+
+/// The JSON object of one row of `node`, whose table is aliased `alias`.
+fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
+    let mut pairs = Vec::with_capacity(node.fields.len());
+    for f in &node.fields {
+        match f {
+            Field::Column { key, column, cast } => {
+                let k = sql.bind(Some(key.clone()));
+                let v = format!("{alias}.{}", ident(column));
+                let v = match cast {
+                    Some(c) => format!("({v})::{}", cast_sql(*c)),
+                    None => v,
+                };
+                pairs.push(format!("{k}::text, {v}"));
+            }
+            Field::Embed(e) => {
+                let k = sql.bind(Some(e.key.clone()));
+                let v = embed(sql, e, alias);
+                pairs.push(format!("{k}::text, {v}"));
+            }
+        }
+    }
+    // json_build_object takes at most 100 arguments; wider objects are merged as jsonb.
+    if pairs.len() <= 50 {
+        format!("json_build_object({})", pairs.join(", "))
+    } else {
+        let chunks: Vec<String> = pairs
+            .chunks(50)
+            .map(|c| format!("jsonb_build_object({})", c.join(", ")))
+            .collect();
+        format!("({})::json", chunks.join(" || "))
+    }
+}
+
+fn join_sql(e: &Embed, parent: &str, child: &str) -> String {
+    e.join
+        .pairs
+        .iter()
+        .map(|(p, c)| format!("{child}.{} = {parent}.{}", ident(c), ident(p)))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+fn embed(sql: &mut Sql, e: &Embed, parent: &str) -> String {
+    let a = sql.alias();
+    let mut conds = vec![join_sql(e, parent, &a)];
+    if let Some(w) = where_sql(sql, &e.node, &a) {
+        conds.push(w);
+    }
+    let obj = object(sql, &e.node, &a);
+    let table = qualified(&e.node.table);
+    let where_ = conds.join(" and ");
+    if e.to_one {
+        format!("(select {obj} from {table} {a} where {where_} limit 1)")
+    } else {
+        let order = order_sql(sql, &e.node, &a);
+        let page = page_sql(sql, e.node.limit, e.node.offset);
+        format!(
+            "(select coalesce(json_agg(s{a}.r), '[]') from (select {obj} as r from {table} {a} where {where_}{order}{page}) s{a})"
+        )
+    }
+}
+
+/// The conditions of `node` (and its `!inner` embeddings), or `None` for no filter.
+fn where_sql(sql: &mut Sql, node: &Node, alias: &str) -> Option<String> {
+    let mut parts: Vec<String> = node
+        .condition
+        .iter()
+        .map(|c| cond_sql(sql, c, alias))
+        .collect();
+    for f in &node.fields {
+        if let Field::Embed(e) = f {
+            if e.inner {
+                let a = sql.alias();
+                let mut conds = vec![join_sql(e, alias, &a)];
+                if let Some(w) = where_sql(sql, &e.node, &a) {
+                    conds.push(w);
+                }
+                parts.push(format!(
+                    "exists (select 1 from {} {a} where {})",
+                    qualified(&e.node.table),
+                    conds.join(" and ")
+                ));
+            }
+        }
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join(" and "))
+    }
+}
+
+fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
+    match cond {
+        Cond::Pred {
+            column,
+            negated,
+            op,
+            operand,
+        } => {
+            let col = format!("{alias}.{}", ident(column));
+            let expr = match (op, operand) {
+                (Operator::Is, Operand::Is(v)) => match v {
+                    IsValue::Null => format!("{col} is null"),
+                    IsValue::NotNull => format!("{col} is not null"),
+                    IsValue::True => format!("{col} is true"),
+                    IsValue::False => format!("{col} is false"),
+                    IsValue::Unknown => format!("{col} is unknown"),
+                },
+                (Operator::In, Operand::List(items)) => {
+                    if items.is_empty() {
+                        "false".to_string()
+                    } else {
+                        let ps: Vec<String> =
+                            items.iter().map(|v| sql.bind(Some(v.clone()))).collect();
+                        format!("{col} in ({})", ps.join(", "))
+                    }
+                }
+                (op, Operand::Value(v)) => {
+                    let p = sql.bind(Some(v.clone()));
+                    match op {
+                        Operator::Eq => format!("{col} = {p}"),
+                        Operator::Neq => format!("{col} <> {p}"),
+                        Operator::Gt => format!("{col} > {p}"),
+                        Operator::Gte => format!("{col} >= {p}"),
+                        Operator::Lt => format!("{col} < {p}"),
+                        Operator::Lte => format!("{col} <= {p}"),
+                        Operator::Like => format!("{col}::text like {p}"),
+                        Operator::Ilike => format!("{col}::text ilike {p}"),
+                        Operator::Match => format!("{col}::text ~ {p}"),
+                        Operator::Imatch => format!("{col}::text ~* {p}"),
+                        Operator::Contains => format!("{col} @> {p}"),
+                        Operator::ContainedIn => format!("{col} <@ {p}"),
+                        Operator::Overlaps => format!("{col} && {p}"),
+                        // The parser pairs `in` with a list and `is` with a keyword.
+                        Operator::In | Operator::Is => "false".to_string(),
+                    }
+                }
+                _ => "false".to_string(),
+            };
+            if *negated {
+                format!("not ({expr})")
+            } else {
+                format!("({expr})")
+            }
+        }
+        Cond::And { negated, items } | Cond::Or { negated, items } => {
+            let glue = if matches!(cond, Cond::And { .. }) {
+                " and "
+            } else {
+                " or "
+            };
+            let inner: Vec<String> = items.iter().map(|c| cond_sql(sql, c, alias)).collect();
+            let expr = format!("({})", inner.join(glue));
+            if *negated {
+                format!("not {expr}")
+            } else {
+                expr
+            }
+        }
+    }
+}
+
+fn order_sql(sql: &mut Sql, node: &Node, alias: &str) -> String {
+    if node.order.is_empty() {
+        return String::new();
+    }
+    let terms: Vec<String> = node
+        .order
+        .iter()
+        .map(|o| {
+            let key = match &o.key {
+                OrderKey::Column(c) => format!("{alias}.{}", ident(c)),
+                OrderKey::Related {
+                    table,
+                    join,
+                    column,
+                } => {
+                    let a = sql.alias();
+                    let on = join
+                        .pairs
+                        .iter()
+                        .map(|(p, c)| format!("{a}.{} = {alias}.{}", ident(c), ident(p)))
+                        .collect::<Vec<_>>()
+                        .join(" and ");
+                    format!(
+                        "(select {a}.{} from {} {a} where {on} limit 1)",
+                        ident(column),
+                        qualified(table)
+                    )
+                }
+            };
+            let dir = if o.descending { " desc" } else { " asc" };
+            let nulls = match o.nulls {
+                Some(Nulls::First) => " nulls first",
+                Some(Nulls::Last) => " nulls last",
+                None => "",
+            };
+            format!("{key}{dir}{nulls}")
+        })
+        .collect();
+    format!(" order by {}", terms.join(", "))
+}
+
+fn page_sql(sql: &mut Sql, limit: Option<u64>, offset: u64) -> String {
+    let mut s = String::new();
+    if let Some(l) = limit {
+        s.push_str(&format!(" limit {}::int8", sql.bind(Some(l.to_string()))));
+    }
+    if offset > 0 {
+        s.push_str(&format!(
+            " offset {}::int8",
+            sql.bind(Some(offset.to_string()))
+        ));
+    }
+    s
+}
+
+/// The SQL of a read: the page as one JSON array, its row count, and (if asked) the exact
+/// total. Returns the statement and the number of leading parameters the filter uses.
+fn read_sql(sql: &mut Sql, plan: &ReadPlan, exact: bool, role: &str) -> (String, String) {
+    let node = &plan.node;
+    let table = qualified(&node.table);
+    let where_ = where_sql(sql, node, "t0").unwrap_or_else(|| "true".into());
+    let obj = object(sql, node, "t0");
+    let order = order_sql(sql, node, "t0");
+    let page = page_sql(sql, node.limit, node.offset);
+    let total = if exact {
+        format!(", (select count(*) from {table} t0 where {where_})::int8")
+    } else {
+        ", null::int8".to_string()
+    };
+    let guard = sql.bind(Some(role.to_string()));
+    let text = format!(
+        "select coalesce(json_agg(s0.r), '[]')::text, count(*)::int8{total} \
+         from (select {obj} as r from {table} t0 where {where_}{order}{page}) s0 \
+         where current_user = {guard}::name"
+    );
+    let count = format!("select 1 from {table} t0 where {where_}");
+    (text, count)
+}
+
+/// Start a transaction on `client` and make it the caller's (see `Store::as_identity`).
+async fn begin<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    identity: &Identity,
+    read_only: bool,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    let set = client.prepare_cached(super::SET_IDENTITY).await?;
+    let tx = client
+        .build_transaction()
+        .read_only(read_only)
+        .start()
+        .await?;
+    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+        .await?;
+    Ok(tx)
+}
+
+fn trim_statement_cache(client: &deadpool_postgres::Object) {
+    if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+        client.statement_cache.clear();
+    }
+}
+
+/// Run a read as `identity`.
+///
+/// The common case is pipelined: `begin read only`, the identity, the query and `commit`
+/// go out together in one round trip. Postgres runs them in order, so the query is planned
+/// under the caller's role and claims; as a second line of defence the query also checks
+/// `current_user`, so were it ever to run before the identity it would return nothing.
+pub async fn read(
+    store: &Store,
+    identity: &Identity,
+    plan: &ReadPlan,
+) -> Result<ReadResult, StoreError> {
+    let mut sql = Sql::default();
+    let exact = plan.count == Some(CountPref::Exact);
+    let (text, count_text) = read_sql(&mut sql, plan, exact, identity.role.pg_role());
+    let mut client = store.client().await?;
+    trim_statement_cache(&client);
+    if matches!(plan.count, None | Some(CountPref::Exact)) {
+        let set = client.prepare_cached(super::SET_IDENTITY).await?;
+        let stmt = client.prepare_cached(&text).await?;
+        let role = identity.role.pg_role();
+        let claims = identity.claims_json();
+        let params = sql.param_refs();
+        let identity_params: [&(dyn ToSql + Sync); 2] = [&role, &claims];
+        let (_, _, row, _) = tokio::try_join!(
+            client.batch_execute("begin read only"),
+            client.execute(&set, &identity_params),
+            client.query_one(&stmt, &params),
+            client.batch_execute("commit"),
+        )?;
+        return Ok(ReadResult {
+            body: row.get(0),
+            rows: row.get(1),
+            total: row.get(2),
+        });
+    }
+    let tx = begin(&mut client, identity, true).await?;
+    let stmt = tx.prepare_cached(&text).await?;
+    let row = tx.query_one(&stmt, &sql.param_refs()).await?;
+    let mut total: Option<i64> = row.get(2);
+    if matches!(plan.count, Some(CountPref::Planned | CountPref::Estimated)) {
+        // Only the filter's parameters appear in the count query; they are numbered first.
+        let filter_params = count_params(&count_text);
+        let params = &sql.param_refs()[..filter_params.min(sql.params.len())];
+        let explain = format!("explain (format json) {count_text}");
+        let plan_row = tx.query_one(&explain, params).await?;
+        let json: serde_json::Value = plan_row.get(0);
+        let estimate = json[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as i64;
+        total = Some(estimate);
+        if plan.count == Some(CountPref::Estimated) && estimate <= plan.max_rows as i64 {
+            let exact = tx
+                .query_one(&format!("select count(*) from ({count_text}) c"), params)
+                .await?;
+            total = Some(exact.get(0));
+        }
+    }
+    tx.commit().await?;
+    Ok(ReadResult {
+        body: row.get(0),
+        rows: row.get(1),
+        total,
+    })
+}
+
+/// The highest `$n` in `text`.
+fn count_params(text: &str) -> usize {
+    let mut max = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            if let Ok(n) = text[i + 1..j].parse::<usize>() {
+                max = max.max(n);
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    max
+}
+
+fn returning_select(sql: &mut Sql, returning: &Returning) -> String {
+    match returning {
+        Returning::Minimal => "select '[]'::text, count(*)::int8 from w t0".to_string(),
+        Returning::Keys(keys) => {
+            let pairs: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    let p = sql.bind(Some(k.as_str().to_string()));
+                    format!("{p}::text, t0.{}", ident(k))
+                })
+                .collect();
+            format!(
+                "select coalesce(json_agg(json_build_object({})), '[]')::text, count(*)::int8 from w t0",
+                pairs.join(", ")
+            )
+        }
+        Returning::Rows(node) => {
+            let obj = object(sql, node, "t0");
+            format!("select coalesce(json_agg({obj}), '[]')::text, count(*)::int8 from w t0")
+        }
+    }
+}
+
+fn insert_sql(sql: &mut Sql, plan: &InsertPlan) -> String {
+    let table = qualified(&plan.table);
+    let mut s = if plan.columns.is_empty() {
+        format!("insert into {table} as t0 default values")
+    } else {
+        let cols = plan
+            .columns
+            .iter()
+            .map(ident)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sql.bind(Some(plan.rows.clone()));
+        format!(
+            "insert into {table} as t0 ({cols}) select {cols} from json_populate_recordset(null::{table}, {rows}::json)"
+        )
+    };
+    if let Some(Conflict {
+        columns,
+        resolution,
+        update,
+    }) = &plan.conflict
+    {
+        let on = columns.iter().map(ident).collect::<Vec<_>>().join(", ");
+        if *resolution == Resolution::IgnoreDuplicates || update.is_empty() {
+            s.push_str(&format!(" on conflict ({on}) do nothing"));
+        } else {
+            let set = update
+                .iter()
+                .map(|c| format!("{} = excluded.{}", ident(c), ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            s.push_str(&format!(" on conflict ({on}) do update set {set}"));
+        }
+    }
+    s.push_str(" returning t0.*");
+    s
+}
+
+fn update_sql(sql: &mut Sql, plan: &UpdatePlan) -> String {
+    let table = qualified(&plan.table);
+    let where_ = conds(sql, &plan.condition);
+    let values = sql.bind(Some(plan.values.clone()));
+    let set = plan
+        .columns
+        .iter()
+        .map(|c| format!("{} = v.{}", ident(c), ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "update {table} as t0 set {set} from json_populate_record(null::{table}, {values}::json) as v where {where_} returning t0.*"
+    )
+}
+
+fn delete_sql(sql: &mut Sql, plan: &DeletePlan) -> String {
+    let where_ = conds(sql, &plan.condition);
+    format!(
+        "delete from {} as t0 where {where_} returning t0.*",
+        qualified(&plan.table)
+    )
+}
+
+fn conds(sql: &mut Sql, c: &[Cond]) -> String {
+    if c.is_empty() {
+        return "true".into();
+    }
+    c.iter()
+        .map(|c| cond_sql(sql, c, "t0"))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
+    let f = &plan.function;
+    let args: Vec<String> = plan
+        .args
+        .iter()
+        .map(|(name, value)| format!("{} => {}", ident(name), sql.bind(value.clone())))
+        .collect();
+    let call = format!(
+        "{}.{}({})",
+        ident(&f.schema),
+        ident(&f.name),
+        args.join(", ")
+    );
+    if f.returns_void {
+        format!("select null::text, 0::int8 from (select {call}) c")
+    } else if f.returns_set {
+        format!("select coalesce(json_agg(r), '[]')::text, count(*)::int8 from {call} r")
+    } else {
+        format!("select to_json({call})::text, 1::int8")
+    }
+}
+
+/// Why a write did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Refused after running (e.g. a single object was asked for and two rows changed);
+    /// the transaction was rolled back.
+    #[error("{0}")]
+    Refused(ApiError),
+}
+
+impl From<tokio_postgres::Error> for WriteError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        WriteError::Store(StoreError::Db(e))
+    }
+}
+
+/// Run a write as `identity` in one transaction. `respond` shapes the result; if it refuses,
+/// the write is rolled back. With an idempotency key, the response is stored in the same
+/// transaction, and a retry (even a concurrent one) gets the stored response instead of
+/// applying the write again.
+pub async fn write(
+    store: &Store,
+    identity: &Identity,
+    plan: &WritePlan,
+    idempotency: Option<&IdempotencyKey>,
+    respond: impl FnOnce(WriteResult) -> Result<RestResponse, ApiError>,
+) -> Result<RestResponse, WriteError> {
+    let mut sql = Sql::default();
+    let text = match plan {
+        WritePlan::Insert(p) => {
+            let s = insert_sql(&mut sql, p);
+            let r = returning_select(&mut sql, &p.returning);
+            format!("with w as ({s}) {r}")
+        }
+        WritePlan::Update(p) if p.columns.is_empty() => {
+            // Nothing to set: nothing changes, as in PostgREST.
+            "select '[]'::text, 0::int8".to_string()
+        }
+        WritePlan::Update(p) => {
+            let s = update_sql(&mut sql, p);
+            let r = returning_select(&mut sql, &p.returning);
+            format!("with w as ({s}) {r}")
+        }
+        WritePlan::Delete(p) => {
+            let s = delete_sql(&mut sql, p);
+            let r = returning_select(&mut sql, &p.returning);
+            format!("with w as ({s}) {r}")
+        }
+        WritePlan::Rpc(p) => rpc_sql(&mut sql, p),
+    };
+    let mut client = store.client().await?;
+    trim_statement_cache(&client);
+    let set = client.prepare_cached(super::SET_IDENTITY).await?;
+    let tx = client.build_transaction().start().await?;
+    if let Some(key) = idempotency {
+        // Claimed as the server's own role, before the caller's identity is taken on.
+        if let Some(stored) = claim(&tx, key).await? {
+            tx.commit().await?;
+            return stored.map_err(WriteError::Refused);
+        }
+    }
+    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+        .await?;
+    let stmt = tx.prepare_cached(&text).await?;
+    let row = tx.query_one(&stmt, &sql.param_refs()).await?;
+    let result = WriteResult {
+        body: row.get::<_, Option<String>>(0).unwrap_or_default(),
+        rows: row.get(1),
+    };
+    let result = match plan {
+        WritePlan::Rpc(p) if p.function.returns_void => WriteResult {
+            body: String::new(),
+            rows: 0,
+        },
+        _ => result,
+    };
+    let response = respond(result).map_err(WriteError::Refused)?;
+    if let Some(key) = idempotency {
+        tx.batch_execute("set local role none").await?;
+        store_response(&tx, key, &response).await?;
+    }
+    tx.commit().await?;
+    Ok(response)
+}
+
+/// Take the key, or find the response stored under it. Waits for a concurrent request with
+/// the same key to finish (the unique index makes the second insert wait).
+async fn claim(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &IdempotencyKey,
+) -> Result<Option<Result<RestResponse, ApiError>>, StoreError> {
+    let ttl = key.ttl.as_secs_f64();
+    tx.execute(
+        "delete from rowcast.rest_idempotency \
+         where key = $1 and subject = $2 and method = $3 and path = $4 \
+           and created_at < now() - make_interval(secs => $5)",
+        &[&key.key, &key.subject, &key.method, &key.path, &ttl],
+    )
+    .await?;
+    let claimed = tx
+        .query_opt(
+            "insert into rowcast.rest_idempotency (key, subject, method, path, request_hash) \
+             values ($1, $2, $3, $4, $5) \
+             on conflict (key, subject, method, path) do nothing returning 1",
+            &[
+                &key.key,
+                &key.subject,
+                &key.method,
+                &key.path,
+                &key.request_hash,
+            ],
+        )
+        .await?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    let row = tx
+        .query_one(
+            "select request_hash, status, headers, body from rowcast.rest_idempotency \
+             where key = $1 and subject = $2 and method = $3 and path = $4",
+            &[&key.key, &key.subject, &key.method, &key.path],
+        )
+        .await?;
+    let hash: String = row.get(0);
+    if hash != key.request_hash {
+        return Ok(Some(Err(ApiError::new(
+            crate::protocol::ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was already used for a different request",
+        ))));
+    }
+    let status: Option<i16> = row.get(1);
+    let headers: Option<serde_json::Value> = row.get(2);
+    let body: Option<String> = row.get(3);
+    let headers: Vec<(String, String)> = headers
+        .and_then(|h| serde_json::from_value(h).ok())
+        .unwrap_or_default();
+    let mut headers = headers;
+    headers.push(("idempotent-replayed".into(), "true".into()));
+    Ok(Some(Ok(RestResponse {
+        status: status.map_or(200, |s| s as u16),
+        headers,
+        body,
+    })))
+}
+
+async fn store_response(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &IdempotencyKey,
+    response: &RestResponse,
+) -> Result<(), StoreError> {
+    let headers = serde_json::to_value(&response.headers).unwrap_or_default();
+    let status = response.status as i16;
+    tx.execute(
+        "update rowcast.rest_idempotency set status = $5, headers = $6, body = $7 \
+         where key = $1 and subject = $2 and method = $3 and path = $4",
+        &[
+            &key.key,
+            &key.subject,
+            &key.method,
+            &key.path,
+            &status,
+            &headers,
+            &response.body,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Delete stored idempotent responses older than `ttl`.
+pub async fn prune_idempotency(
+    client: &tokio_postgres::Client,
+    ttl: Duration,
+) -> Result<u64, StoreError> {
+    Ok(client
+        .execute(
+            "delete from rowcast.rest_idempotency where created_at < now() - make_interval(secs => $1)",
+            &[&ttl.as_secs_f64()],
+        )
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_escaped() {
+        assert_eq!(ident(&Ident::from_catalog("a\"b".into())), "\"a\"\"b\"");
+        assert_eq!(count_params("select $1, $12 where $3"), 12);
+    }
+}
