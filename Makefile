@@ -23,7 +23,7 @@ K8S_MANIFEST ?= deploy/k8s/rowcast.yaml
 BENCHES ?= bench-capture bench-rest bench-realtime
 
 .PHONY: dev serve migrate test fmt lint check build clean psql token bench image \
-	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-capture bench-realtime bench-rest
+	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-capture bench-rest bench-realtime
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
 dev:
@@ -114,14 +114,14 @@ clean:
 	$(CARGO) clean
 	rm -rf .rowcast
 
+## REST benchmark (wrk): PK read and a 50-row page with one embed, 64 connections.
+bench-rest:
+	$(CARGO) build --release --bin rowcast
+	sh bench/rest/run.sh
+
 ## Realtime benchmark: latency, throughput, loss, memory and CPU per message over WebSockets
 ## (10k connections; raises the open-file limit to the hard limit). Not part of `make test`; results go in
 ## docs/benchmarks.md. Smaller runs: BENCH_SCENARIOS=idle BENCH_IDLE_CONNS=1000 make bench-realtime
 bench-realtime:
 	$(CARGO) build --release --locked --bin rowcast -p rowcast
 	ulimit -n $$(ulimit -Hn) && $(CARGO) run --release --locked -p rowcast-bench --bin rowcast-bench-realtime
-
-## REST benchmark (wrk): PK read and a 50-row page with one embed, 64 connections.
-bench-rest:
-	$(CARGO) build --release --bin rowcast
-	sh bench/rest/run.sh

@@ -75,9 +75,22 @@ async fn metrics_count_requests_by_route_and_show_the_pool() {
     );
     assert_eq!(value_of(&text, &version), Some(1.0), "{text}");
 
-    // Nothing feeds the realtime metrics in this server yet, so they are not shown.
-    assert!(!text.contains("rowcast_ws_connections"), "{text}");
-    assert!(!text.contains("rowcast_changes_delivered_total"), "{text}");
+    // Realtime feeds its gauges and counters (no sockets here, so zero).
+    assert_eq!(
+        value_of(&text, "rowcast_ws_connections"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value_of(&text, "rowcast_subscriptions"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value_of(&text, "rowcast_changes_delivered_total"),
+        Some(0.0),
+        "{text}"
+    );
     app.shutdown().await;
 }
 

@@ -7,13 +7,13 @@ use std::{collections::HashMap, sync::atomic::Ordering::Relaxed, time::Duration}
 
 use futures::{SinkExt, StreamExt};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use rowcast::config::Config;
+use rowcast::{auth::Identity, config::Config};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
 
 use crate::support::{
     self,
-    realtime::{new_uid, token_for, Client, View, Ws},
+    realtime::{keys, new_uid, token_for, Client, View, Ws},
     TestApp,
 };
 
@@ -96,16 +96,27 @@ async fn snapshot_then_live_changes_reach_matching_subscribers_only() {
     )
     .await
     .unwrap();
-    // ...and one by the user through their role (as REST does: role + claims, RLS on).
-    let claims = json!({"sub": a, "role": "authenticated"}).to_string();
-    db.batch_execute(&format!(
-        "begin; set local role rowcast_authenticated;
-         select set_config('rowcast.claims', '{claims}', true);
-         insert into todos (id, owner, title, done) values (4, '{a}', 'a4 done', true);
-         commit;"
-    ))
-    .await
-    .unwrap();
+    // ...and one by the user through the REST API (as that user, RLS on).
+    let service = keys()
+        .sign(&Identity::service(), Duration::from_secs(600))
+        .unwrap();
+    let r = app
+        .http
+        .post(app.url("/rest/v1/admin/reload-schema"))
+        .bearer_auth(&service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .http
+        .post(app.url("/rest/v1/todos"))
+        .bearer_auth(token_for(&a, Duration::from_secs(600)))
+        .json(&json!({"id": 4, "owner": a, "title": "a4 done", "done": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     // Someone else's row and a non-matching one.
     db.execute(
         "insert into todos (id, owner) values (5, $1::text::uuid)",
@@ -155,6 +166,16 @@ async fn snapshot_then_live_changes_reach_matching_subscribers_only() {
         assert!(!m.to_string().contains(&b), "a received b's data: {m}");
     }
     assert_eq!(ca.views["all"].visible(), db_view(&db, &a, "").await);
+    // The numbers reach /metrics.
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(value("rowcast_ws_connections "), 1.0, "{text}");
+    assert_eq!(value("rowcast_subscriptions "), 2.0, "{text}");
+    assert!(value("rowcast_changes_delivered_total ") >= 4.0, "{text}");
     app.shutdown().await;
 }
 
