@@ -13,6 +13,7 @@ use axum::{
     },
     response::{IntoResponse, Response},
 };
+use futures::SinkExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{HttpError, HttpState};
@@ -69,6 +70,11 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
     let mut last_seen = Instant::now();
     let send_timeout = settings.heartbeat_timeout;
 
+    // Created once and polled by reference: re-creating them on every turn of the loop
+    // registers and deregisters waiters for each frame.
+    let stopping = shutdown.cancelled();
+    let overflowing = lagging.cancelled();
+    tokio::pin!(stopping, overflowing);
     let close = loop {
         let expiry = session.until_expiry();
         let expired = async {
@@ -79,20 +85,36 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
         };
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break Some(CloseCode::Restarting),
-            _ = lagging.cancelled() => break Some(CloseCode::Lagging),
+            _ = &mut stopping => break Some(CloseCode::Restarting),
+            _ = &mut overflowing => break Some(CloseCode::Lagging),
             out = queue.recv() => {
-                let Some(out) = out else { break None };
-                let Ok(text) = Utf8Bytes::try_from(out.frame) else {
-                    tracing::error!("a realtime frame was not UTF-8; dropping the connection");
-                    break Some(CloseCode::Restarting);
+                let Some(mut out) = out else { break None };
+                // Write what is already queued in one go (bounded), then flush once.
+                let mut written = 0;
+                let ok = loop {
+                    let Ok(text) = Utf8Bytes::try_from(out.frame) else {
+                        tracing::error!("a realtime frame was not UTF-8; dropping the connection");
+                        break false;
+                    };
+                    let fed = tokio::time::timeout(send_timeout, socket.feed(Message::Text(text))).await;
+                    drop(out.permit);
+                    if !matches!(fed, Ok(Ok(()))) {
+                        break false;
+                    }
+                    written += 1;
+                    let next = if written < 64 { queue.try_recv().ok() } else { None };
+                    match next {
+                        Some(next) => out = next,
+                        None => break matches!(
+                            tokio::time::timeout(send_timeout, socket.flush()).await,
+                            Ok(Ok(()))
+                        ),
+                    }
                 };
-                match tokio::time::timeout(send_timeout, socket.send(Message::Text(text))).await {
-                    Ok(Ok(())) => {}
-                    // The peer is gone or stopped reading long enough to fill TCP buffers.
-                    _ => break None,
+                // The peer is gone or stopped reading long enough to fill TCP buffers.
+                if !ok {
+                    break None;
                 }
-                drop(out.permit);
             }
             msg = socket.recv() => {
                 last_seen = Instant::now();
