@@ -1,14 +1,15 @@
 //! Several `rowcast serve` processes on one database: migrations applied once by whichever
 //! instance gets there (one killed mid-migration), and realtime clients that move between
-//! three instances while writers run, one instance killed with SIGKILL, every client ending
-//! with the database's state. Also the tables and writers the drain test shares.
+//! three instances while writers run, through one instance killed with SIGKILL and another
+//! drained by SIGTERM, every client ending with the database's state. Also the tables and
+//! writers the drain test shares.
 
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
-        Arc,
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed},
+        Arc, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -321,19 +322,55 @@ pub async fn sql_writer(
     }
 }
 
-/// Instances the clients may use: alive until killed, and how many clients each holds.
+/// Where an instance of the fleet is in its life.
+const NOT_STARTED: u8 = 0;
+const UP: u8 = 1;
+/// SIGTERM sent: it refuses new connections and closes its sockets with 1012.
+const DRAINING: u8 = 2;
+/// SIGKILL sent: its sockets just drop.
+const KILLED: u8 = 3;
+
+/// Instances the clients may use (slots filled as instances start), the state of each,
+/// and how many clients each holds.
 struct Fleet {
-    addrs: Vec<SocketAddr>,
-    alive: Vec<AtomicBool>,
+    addrs: Vec<OnceLock<SocketAddr>>,
+    state: Vec<AtomicU8>,
     connected: Vec<AtomicUsize>,
 }
 
 impl Fleet {
-    /// A random live instance, other than `last` when there is another.
+    fn new(slots: usize) -> Fleet {
+        Fleet {
+            addrs: (0..slots).map(|_| OnceLock::new()).collect(),
+            state: (0..slots).map(|_| AtomicU8::new(NOT_STARTED)).collect(),
+            connected: (0..slots).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    fn up(&self, k: usize, addr: SocketAddr) {
+        self.addrs[k].set(addr).unwrap();
+        self.state[k].store(UP, Relaxed);
+    }
+
+    fn addr(&self, k: usize) -> SocketAddr {
+        *self.addrs[k].get().unwrap()
+    }
+
+    fn is_up(&self, k: usize) -> bool {
+        self.state[k].load(Relaxed) == UP
+    }
+
+    /// The instance that is up and holds the most clients, among `among`.
+    fn busiest(&self, among: impl Iterator<Item = usize>) -> usize {
+        among
+            .filter(|&k| self.is_up(k))
+            .max_by_key(|&k| self.connected[k].load(Relaxed))
+            .unwrap()
+    }
+
+    /// A random instance that is up, other than `last` when there is another.
     fn pick(&self, rng: &mut StdRng, last: Option<usize>) -> usize {
-        let live: Vec<usize> = (0..self.addrs.len())
-            .filter(|&k| self.alive[k].load(Relaxed))
-            .collect();
+        let live: Vec<usize> = (0..self.addrs.len()).filter(|&k| self.is_up(k)).collect();
         let others: Vec<usize> = live.iter().copied().filter(|&k| Some(k) != last).collect();
         let from = if others.is_empty() { &live } else { &others };
         from[rng.gen_range(0..from.len())]
@@ -365,7 +402,7 @@ async fn rest_writer(
         let id = 1000 + 100 * u as i64 + rng.gen_range(0..15);
         let base = format!(
             "http://{}/rest/v1/todos",
-            fleet.addrs[fleet.pick(&mut rng, None)]
+            fleet.addr(fleet.pick(&mut rng, None))
         );
         let request = match rng.gen_range(0..3) {
             0 => http
@@ -396,6 +433,8 @@ struct Roamer {
     sessions: Vec<usize>,
     /// Sessions that ended because their instance was killed.
     lost_to_kill: usize,
+    /// Sessions the server ended with 1012 because its instance was draining.
+    drained: usize,
 }
 
 impl Roamer {
@@ -443,11 +482,11 @@ async fn roam(mut r: Roamer, fleet: Arc<Fleet>, seed: u64, stop: Arc<AtomicBool>
     let mut last = None;
     while !stop.load(Relaxed) {
         let k = fleet.pick(&mut rng, last);
-        let mut c = match Client::try_connect(&fleet.addrs[k], token.as_deref()).await {
+        let mut c = match Client::try_connect(&fleet.addr(k), token.as_deref()).await {
             Ok(c) => c,
             Err(e) => {
                 assert!(
-                    !fleet.alive[k].load(Relaxed),
+                    !fleet.is_up(k),
                     "seed {seed}: {} cannot connect to live instance {k}: {e}",
                     r.name
                 );
@@ -473,14 +512,22 @@ async fn roam(mut r: Roamer, fleet: Arc<Fleet>, seed: u64, stop: Arc<AtomicBool>
         }
         fleet.connected[k].fetch_sub(1, Relaxed);
         if ended {
-            // Only the killed instance drops its sockets.
-            assert!(
-                !fleet.alive[k].load(Relaxed),
-                "seed {seed}: live instance {k} closed {}'s socket (code {:?})",
-                r.name,
-                c.closed
-            );
-            r.lost_to_kill += 1;
+            match fleet.state[k].load(Relaxed) {
+                KILLED => r.lost_to_kill += 1,
+                DRAINING => {
+                    assert_eq!(
+                        c.closed,
+                        Some(1012),
+                        "seed {seed}: a draining instance closed {}'s socket",
+                        r.name
+                    );
+                    r.drained += 1;
+                }
+                _ => panic!(
+                    "seed {seed}: live instance {k} closed {}'s socket (code {:?})",
+                    r.name, c.closed
+                ),
+            }
         } else if rng.gen_bool(0.5) {
             let _ = c.ws.close(None).await;
         }
@@ -497,11 +544,12 @@ fn test_seed() -> u64 {
 }
 
 /// Three instances on one database; clients (three users under an owner-only policy, and
-/// anonymous ones on a public table) move between them while SQL and REST writers run; one
-/// instance is killed with SIGKILL and its clients resume elsewhere. At the end every
-/// client's view, applied by row version, equals the filtered SELECT for its user.
+/// anonymous ones on a public table) move between them while SQL and REST writers run. One
+/// instance is killed with SIGKILL (its clients resume elsewhere), a replacement starts, and
+/// another gets SIGTERM as in a rolling restart (its clients get 1012 and move). At the end
+/// every client's view, applied by row version, equals the filtered SELECT for its user.
 #[tokio::test]
-async fn clients_move_between_three_instances_and_survive_one_killed() {
+async fn clients_move_between_three_instances_through_a_kill_and_a_rolling_restart() {
     let seed = test_seed();
     println!("seed {seed} (rerun with ROWCAST_TEST_SEED={seed})");
     let db_url = support::migrated_db().await;
@@ -510,21 +558,21 @@ async fn clients_move_between_three_instances_and_survive_one_killed() {
     let users: Vec<String> = (0..3).map(|_| new_uid()).collect();
     insert_initial_rows(&db, &users, seed).await;
 
-    let mut servers: Vec<ServerProcess> = (0..3)
-        .map(|_| ServerProcess::start_with(&db_url, INSTANCE_ENV))
-        .collect();
+    // Three instances, and a fourth slot for the one that replaces the killed instance.
+    let fleet = Arc::new(Fleet::new(4));
+    let mut servers: Vec<Option<ServerProcess>> = Vec::new();
+    for _ in 0..3 {
+        servers.push(Some(start_instance(&db_url).await));
+    }
     let http = reqwest::Client::new();
-    for server in &servers {
+    for (k, server) in servers.iter().enumerate() {
+        let server = server.as_ref().unwrap();
         support::eventually(Duration::from_secs(60), "instance ready", || {
             ready(&http, server)
         })
         .await;
+        fleet.up(k, server.addr);
     }
-    let fleet = Arc::new(Fleet {
-        addrs: servers.iter().map(|s| s.addr).collect(),
-        alive: (0..3).map(|_| AtomicBool::new(true)).collect(),
-        connected: (0..3).map(|_| AtomicUsize::new(0)).collect(),
-    });
 
     let user = |i: usize| Some(users[i].clone());
     let clients = [
@@ -547,6 +595,7 @@ async fn clients_move_between_three_instances_and_survive_one_killed() {
             views: HashMap::new(),
             sessions: Vec::new(),
             lost_to_kill: 0,
+            drained: 0,
         };
         roamers.push(tokio::spawn(roam(
             r,
@@ -573,17 +622,43 @@ async fn clients_move_between_three_instances_and_survive_one_killed() {
         stop.clone(),
     ));
 
-    // Kill the instance holding the most clients, a while into the run.
     let mut rng = StdRng::seed_from_u64(seed);
-    tokio::time::sleep(Duration::from_millis(rng.gen_range(1500..3000))).await;
-    let victim = (0..3)
-        .max_by_key(|&k| fleet.connected[k].load(Relaxed))
-        .unwrap();
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(1500..2500))).await;
+    // A crash: SIGKILL the instance holding the most clients. Its sockets just drop.
+    let victim = fleet.busiest(0..3);
     let held = fleet.connected[victim].load(Relaxed);
-    fleet.alive[victim].store(false, Relaxed);
-    servers[victim].sigkill();
+    fleet.state[victim].store(KILLED, Relaxed);
+    servers[victim].as_mut().unwrap().sigkill();
     println!("killed instance {victim} holding {held} clients");
-    tokio::time::sleep(Duration::from_millis(rng.gen_range(2500..4000))).await;
+    // The orchestrator starts a replacement; clients find it once it is ready.
+    let replacement = start_instance(&db_url).await;
+    support::eventually(Duration::from_secs(60), "replacement ready", || {
+        ready(&http, &replacement)
+    })
+    .await;
+    fleet.up(3, replacement.addr);
+    servers.push(Some(replacement));
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..2000))).await;
+    // A rolling restart: SIGTERM the busiest original survivor. Its clients get 1012 and
+    // move; it exits within its shutdown timeout.
+    let drained = fleet.busiest((0..3).filter(|&k| k != victim));
+    let held = fleet.connected[drained].load(Relaxed);
+    fleet.state[drained].store(DRAINING, Relaxed);
+    let mut draining = servers[drained].take().unwrap();
+    draining.sigterm();
+    println!("draining instance {drained} holding {held} clients");
+    let signalled = Instant::now();
+    let status = tokio::task::spawn_blocking(move || draining.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the drained instance exits");
+    assert!(status.success(), "drained instance: {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "drain took {:?}, over ROWCAST_SHUTDOWN_TIMEOUT",
+        signalled.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..2000))).await;
     stop.store(true, Relaxed);
 
     for w in sql_writers {
@@ -603,6 +678,11 @@ async fn clients_move_between_three_instances_and_survive_one_killed() {
         lost >= 1,
         "seed {seed}: no client was on the killed instance"
     );
+    let told: usize = finished.iter().map(|r| r.drained).sum();
+    assert!(
+        told >= 1,
+        "seed {seed}: no client was on the drained instance"
+    );
     for r in &finished {
         let used: HashSet<usize> = r.sessions.iter().copied().collect();
         assert!(
@@ -614,13 +694,13 @@ async fn clients_move_between_three_instances_and_survive_one_killed() {
     }
 
     // Each client resumes once more on a survivor and must reach the database's state.
-    let survivor = (0..3).find(|&k| k != victim).unwrap();
+    let survivor = (0..4).find(|&k| fleet.is_up(k)).unwrap();
     for mut r in finished {
         let mut want = HashMap::new();
         for sub in &r.subs {
             want.insert(sub.id, expected(&db, sub, r.uid.as_deref()).await);
         }
-        let mut c = Client::connect(&fleet.addrs[survivor], r.token().as_deref()).await;
+        let mut c = Client::connect(&fleet.addr(survivor), r.token().as_deref()).await;
         c.views = std::mem::take(&mut r.views);
         assert!(r.subscribe_all(&mut c).await);
         c.until(
@@ -638,8 +718,17 @@ async fn clients_move_between_three_instances_and_survive_one_killed() {
         r.check(&c.views, seed);
     }
     for (k, server) in servers.iter().enumerate() {
-        if k != victim {
+        if let (true, Some(server)) = (fleet.is_up(k), server) {
             assert!(ready(&http, server).await, "survivor {k} still ready");
         }
     }
+}
+
+/// `rowcast serve` with [`INSTANCE_ENV`], started off the runtime's thread (starting waits
+/// for the process to log its address).
+async fn start_instance(db_url: &str) -> ServerProcess {
+    let db_url = db_url.to_string();
+    tokio::task::spawn_blocking(move || ServerProcess::start_with(&db_url, INSTANCE_ENV))
+        .await
+        .unwrap()
 }
