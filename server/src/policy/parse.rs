@@ -73,18 +73,25 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut out = Vec::new();
+    // Bounds keep the recursive parser's depth small whatever the catalog holds.
     if s.len() > 10_000 {
         return None;
     }
+    let mut depth = 0usize;
     while i < b.len() {
         let c = b[i];
         match c {
             b' ' | b'\n' | b'\t' | b'\r' => i += 1,
             b'(' => {
+                depth += 1;
+                if depth > 64 {
+                    return None;
+                }
                 out.push(Tok::LParen);
                 i += 1
             }
             b')' => {
+                depth = depth.saturating_sub(1);
                 out.push(Tok::RParen);
                 i += 1
             }
@@ -600,6 +607,7 @@ mod tests {
             "(team ~~ 'a%'::text)",
             "",
             "((",
+            format!("{}true{}", "(".repeat(100), ")".repeat(100)).as_str(),
         ] {
             assert_eq!(parse_policy(text, &c), None, "{text}");
         }
