@@ -79,17 +79,22 @@ async fn ready(State(state): State<HttpState>) -> Response {
         .readiness
         .check(&state.store, &state.migrations, Duration::from_secs(2))
         .await;
-    let status = if report.ready {
+    // The REST schema cache loads in the background once the database is up; until it has,
+    // every table would look unknown, so the instance is not ready for traffic.
+    let schema_loaded = state.rest.schema.get().is_some();
+    let ready = report.ready && schema_loaded;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let mut body = json!({
-        "status": if report.ready { "ready" } else { "not-ready" },
+        "status": if ready { "ready" } else { "not-ready" },
         "database": report.database,
         "migrations": report.migrations,
+        "schema_cache": if schema_loaded { "loaded" } else { "loading" },
     });
-    if !report.ready {
+    if !ready {
         body["code"] = json!(ErrorCode::NotReady.as_str());
     }
     (status, Json(body)).into_response()

@@ -3,9 +3,9 @@
 //! resume (and loses nothing doing so), and the process exits within
 //! ROWCAST_SHUTDOWN_TIMEOUT even when a request does not finish.
 //!
-//! The slow request is a natural one: `/ready` reads `rowcast.schema_migrations`, and the
-//! test holds an exclusive lock on that table, so the request waits in Postgres until the
-//! test lets go.
+//! The slow request is a natural one: a REST read of a table the test holds an exclusive
+//! lock on, so the request waits in Postgres (with no timeout of its own short of the
+//! statement timeout) until the test lets go.
 
 use std::{
     collections::HashMap,
@@ -26,17 +26,36 @@ use crate::{
     },
 };
 
+/// Ready, and the REST schema cache (loaded in the background) knows the probe table.
 async fn wait_ready(http: &reqwest::Client, server: &Server) {
     support::eventually(Duration::from_secs(30), "server ready", || async {
         matches!(http.get(server.url("/ready")).send().await, Ok(r) if r.status() == 200)
+            && matches!(http.get(server.url(SLOW_PATH)).send().await, Ok(r) if r.status() == 200)
     })
     .await;
 }
 
-/// Hold an exclusive lock on the table `/ready` reads, in an open transaction.
-async fn lock_readiness(db_url: &str) -> tokio_postgres::Client {
+/// A fresh database with a table anonymous callers may read through REST.
+async fn database_with_probe_table() -> String {
+    let db_url = support::migrated_db().await;
+    let db = support::connect(&db_url).await;
+    db.batch_execute(
+        "create table public.drain_probe (id int primary key);
+         insert into public.drain_probe values (1);
+         grant select on public.drain_probe to rowcast_anon;",
+    )
+    .await
+    .unwrap();
+    db_url
+}
+
+/// The read that will wait on the lock.
+const SLOW_PATH: &str = "/rest/v1/drain_probe";
+
+/// Hold an exclusive lock on the probe table, in an open transaction.
+async fn lock_probe(db_url: &str) -> tokio_postgres::Client {
     let db = support::connect(db_url).await;
-    db.batch_execute("begin; lock table rowcast.schema_migrations in access exclusive mode")
+    db.batch_execute("begin; lock table public.drain_probe in access exclusive mode")
         .await
         .unwrap();
     db
@@ -45,7 +64,7 @@ async fn lock_readiness(db_url: &str) -> tokio_postgres::Client {
 /// Wait until a server connection is blocked on our lock: the request is in flight.
 async fn wait_blocked(db: &tokio_postgres::Client) {
     support::eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "request waiting on the lock",
         || async {
             let n: i64 = db
@@ -66,15 +85,15 @@ async fn wait_blocked(db: &tokio_postgres::Client) {
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
-    let db_url = support::migrated_db().await;
+    let db_url = database_with_probe_table().await;
     let mut server = Server::start(&db_url, "20s");
     let http = reqwest::Client::new();
     wait_ready(&http, &server).await;
 
-    let lock = lock_readiness(&db_url).await;
+    let lock = lock_probe(&db_url).await;
     let in_flight = tokio::spawn({
         let http = http.clone();
-        let url = server.url("/ready");
+        let url = server.url(SLOW_PATH);
         async move {
             http.get(url)
                 .header("x-request-id", "drain-test-request")
@@ -120,7 +139,7 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
         "the request id is echoed"
     );
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "ready");
+    assert_eq!(body, serde_json::json!([{ "id": 1 }]));
 
     let status = tokio::task::spawn_blocking(move || {
         let s = server.wait_exit(Duration::from_secs(10));
@@ -141,21 +160,21 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
         .unwrap_or_else(|| panic!("request id not logged:\n{log}"));
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["span"]["request_id"], "drain-test-request", "{line}");
-    assert_eq!(v["span"]["route"], "/ready", "{line}");
+    assert_eq!(v["span"]["route"], "/rest/v1/{table}", "{line}");
 }
 
 #[tokio::test]
 async fn drain_gives_up_on_requests_after_the_shutdown_timeout() {
-    let db_url = support::migrated_db().await;
+    let db_url = database_with_probe_table().await;
     let mut server = Server::start(&db_url, "200ms");
     let http = reqwest::Client::new();
     wait_ready(&http, &server).await;
 
     // This request would take the readiness probe's full 2 s timeout.
-    let lock = lock_readiness(&db_url).await;
+    let lock = lock_probe(&db_url).await;
     let in_flight = tokio::spawn({
         let http = http.clone();
-        let url = server.url("/ready");
+        let url = server.url(SLOW_PATH);
         async move { http.get(url).send().await }
     });
     wait_blocked(&lock).await;

@@ -22,6 +22,7 @@ async fn health_ready_and_unknown_routes() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["database"], "ok");
     assert_eq!(body["migrations"], "current");
+    assert_eq!(body["schema_cache"], "loaded");
 
     let r = app.get("/no/such/route").await;
     assert_eq!(r.status(), 404);
