@@ -225,8 +225,12 @@ async fn sigterm_closes_every_socket_with_resume_code_and_nothing_is_lost() {
     let mut old = Server::start_with(&db_url, instances::INSTANCE_ENV);
     let new = Server::start_with(&db_url, instances::INSTANCE_ENV);
     let http = reqwest::Client::new();
-    wait_ready(&http, &old).await;
-    wait_ready(&http, &new).await;
+    for server in [&old, &new] {
+        support::eventually(Duration::from_secs(30), "instance ready", || {
+            instances::ready(&http, server)
+        })
+        .await;
+    }
 
     let specs: Vec<(Option<String>, Vec<Sub>)> = vec![
         (

@@ -23,7 +23,8 @@ use crate::support::{
     realtime::{new_uid, token_for, Client, View},
 };
 
-async fn ready(http: &reqwest::Client, server: &ServerProcess) -> bool {
+/// `/ready` says 200 (database up, schema current, REST schema cache loaded).
+pub async fn ready(http: &reqwest::Client, server: &ServerProcess) -> bool {
     matches!(http.get(server.url("/ready")).send().await, Ok(r) if r.status() == 200)
 }
 
