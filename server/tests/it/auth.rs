@@ -478,7 +478,8 @@ async fn unknown_email_and_wrong_password_fail_alike() {
     assert_eq!(wrong["code"], "invalid-credentials");
 
     // Both paths verify an argon2id hash. Compare medians loosely: the machine is shared and
-    // noisy, but skipping the hash for unknown emails would make them ~10-100x faster.
+    // noisy (a 3.5x ratio was seen under a full parallel suite), but skipping the hash for
+    // unknown emails makes that path ~1 ms against tens of ms, a ratio far above 8.
     let mut wrong_times = Vec::new();
     let mut unknown_times = Vec::new();
     for _ in 0..9 {
@@ -495,7 +496,7 @@ async fn unknown_email_and_wrong_password_fail_alike() {
     println!("sign-in medians over 9 tries: wrong password {w:?}, unknown email {u:?}");
     let ratio = w.as_secs_f64().max(u.as_secs_f64()) / w.as_secs_f64().min(u.as_secs_f64());
     assert!(
-        ratio < 3.0,
+        ratio < 8.0,
         "median wrong-password {w:?} vs unknown-email {u:?} (ratio {ratio:.2})"
     );
     app.shutdown().await;
