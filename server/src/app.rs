@@ -243,6 +243,18 @@ fn register_capture_metrics(m: &Metrics, capture: &Capture) {
     );
     let c = capture.clone();
     m.gauge_fn(
+        metrics::CHANGE_LOG_ROWS.name,
+        metrics::CHANGE_LOG_ROWS.help,
+        move || c.stats().log_rows.load(Relaxed) as f64,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
+        metrics::CHANGE_LOG_FLOOR.name,
+        metrics::CHANGE_LOG_FLOOR.help,
+        move || c.stats().floor_id.load(Relaxed) as f64,
+    );
+    let c = capture.clone();
+    m.gauge_fn(
         metrics::CAPTURE_BLOCKING_PID.name,
         metrics::CAPTURE_BLOCKING_PID.help,
         move || c.stats().blocking_pid.load(Relaxed) as f64,

@@ -132,7 +132,7 @@ pub const CHANGE_LOG_ROWS: Spec = spec(
 pub const CHANGE_LOG_FLOOR: Spec = spec(
     "rowcast_change_log_retention_floor",
     Kind::Gauge,
-    "Oldest change id still kept; clients resuming from before it are told to resync.",
+    "Id of the newest pruned change (the retention floor); cursors at or before it must resync.",
 );
 
 pub const CAPTURE_OLDEST_UNDELIVERED: Spec = spec(

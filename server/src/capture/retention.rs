@@ -19,15 +19,25 @@ pub(super) async fn run(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    if shared.config.retention.is_none() && shared.config.retention_max_changes.is_none() {
-        return;
-    }
+    let prunes = shared.config.retention.is_some() || shared.config.retention_max_changes.is_some();
+    let mut first = true;
     loop {
+        let pause = if first {
+            Duration::from_millis(200)
+        } else {
+            shared.config.retention_interval
+        };
+        first = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(shared.config.retention_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         if !readiness.is_started() {
+            first = true;
+            continue;
+        }
+        sample_size(&shared).await;
+        if !prunes {
             continue;
         }
         let pruning = prune_all(&shared);
@@ -39,6 +49,18 @@ pub(super) async fn run(
                 Err(e) => tracing::warn!(error = %e, "change log retention failed; will retry"),
             },
         }
+    }
+}
+
+/// Refresh the log-size and floor numbers behind `/metrics`; failures only skip a sample.
+async fn sample_size(shared: &Shared) {
+    let sampled = async {
+        let client = shared.store.client().await?;
+        changes::log_size(&**client).await
+    };
+    if let Ok((rows, floor)) = sampled.await {
+        shared.stats.log_rows.store(rows, Relaxed);
+        shared.stats.floor_id.store(floor, Relaxed);
     }
 }
 

@@ -24,6 +24,10 @@ pub struct CaptureStats {
     pub pruned: AtomicU64,
     /// Times the reader itself found its position below the retention floor.
     pub reader_resyncs: AtomicU64,
+    /// Approximate rows in the change log, sampled by the retention task.
+    pub log_rows: AtomicI64,
+    /// Id of the retention floor (the largest pruned position), sampled with `log_rows`.
+    pub floor_id: AtomicI64,
 }
 
 /// A plain copy of [`CaptureStats`] at one moment.

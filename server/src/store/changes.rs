@@ -161,6 +161,20 @@ pub async fn floor(client: &impl GenericClient) -> Result<(u64, i64), StoreError
     Ok((parse_xid(&row.try_get::<_, String>(0)?)?, row.try_get(1)?))
 }
 
+/// The change log's approximate row count (planner statistics, so it costs no scan) and
+/// the id of the retention floor.
+pub async fn log_size(client: &impl GenericClient) -> Result<(i64, i64), StoreError> {
+    let row = client
+        .query_one(
+            "select greatest(c.reltuples, 0)::int8, f.id
+             from pg_class c, rowcast.change_floor f
+             where c.oid = 'rowcast.change_log'::regclass",
+            &[],
+        )
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
 /// What one pruning round did.
 #[derive(Debug, Clone, Copy)]
 pub struct Pruned {

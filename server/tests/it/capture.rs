@@ -950,7 +950,9 @@ async fn adding_and_dropping_columns_keeps_capturing() {
 
 #[tokio::test]
 async fn the_server_tails_psql_writes_and_hands_off_without_gaps() {
-    let app = TestApp::spawn().await;
+    let mut config = Config::for_database(&support::migrated_db().await);
+    config.capture.retention_interval = Duration::from_millis(300);
+    let app = TestApp::spawn_with(config).await;
     let db = connect(&app.db_url).await;
     db.batch_execute(
         "create table todos (id int primary key, title text);
@@ -1007,6 +1009,26 @@ async fn the_server_tails_psql_writes_and_hands_off_without_gaps() {
         metrics.contains("rowcast_capture_blocking_pid 0"),
         "{metrics}"
     );
+    // The log's size and floor are sampled by the retention task; after an ANALYZE the
+    // planner's estimate counts the two changes above.
+    app.db()
+        .await
+        .batch_execute("analyze rowcast.change_log")
+        .await
+        .unwrap();
+    support::eventually(
+        Duration::from_secs(60),
+        "change log size on /metrics",
+        || async {
+            let m = app.get("/metrics").await.text().await.unwrap();
+            m.contains("rowcast_change_log_retention_floor 0")
+                && m.lines()
+                    .find_map(|l| l.strip_prefix("rowcast_change_log_rows "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .is_some_and(|rows| rows >= 2.0)
+        },
+    )
+    .await;
     app.shutdown().await;
 }
 
