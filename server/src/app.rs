@@ -225,9 +225,9 @@ pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
     Ok(keys.with_providers(config.providers.clone()))
 }
 
-/// Metrics about this process that are known from the start: the build and the pool.
 /// Capture keeps its own atomics (`CaptureStats`); the registry samples them at each scrape.
 fn register_capture_metrics(m: &Metrics, capture: &Capture) {
+    use crate::capture::CaptureStats;
     use std::sync::atomic::Ordering::Relaxed;
     let c = capture.clone();
     m.counter_fn(
@@ -235,32 +235,28 @@ fn register_capture_metrics(m: &Metrics, capture: &Capture) {
         metrics::CHANGES_READ.help,
         move || c.stats().changes_published.load(Relaxed) as f64,
     );
-    let c = capture.clone();
-    m.gauge_fn(
-        metrics::CAPTURE_OLDEST_UNDELIVERED.name,
-        metrics::CAPTURE_OLDEST_UNDELIVERED.help,
-        move || c.stats().oldest_undelivered_ms.load(Relaxed) as f64 / 1000.0,
-    );
-    let c = capture.clone();
-    m.gauge_fn(
-        metrics::CHANGE_LOG_ROWS.name,
-        metrics::CHANGE_LOG_ROWS.help,
-        move || c.stats().log_rows.load(Relaxed) as f64,
-    );
-    let c = capture.clone();
-    m.gauge_fn(
-        metrics::CHANGE_LOG_FLOOR.name,
-        metrics::CHANGE_LOG_FLOOR.help,
-        move || c.stats().floor_id.load(Relaxed) as f64,
-    );
-    let c = capture.clone();
-    m.gauge_fn(
-        metrics::CAPTURE_BLOCKING_PID.name,
-        metrics::CAPTURE_BLOCKING_PID.help,
-        move || c.stats().blocking_pid.load(Relaxed) as f64,
-    );
+    type Sample = fn(&CaptureStats) -> f64;
+    let gauges: [(metrics::Spec, Sample); 4] = [
+        (metrics::CAPTURE_OLDEST_UNDELIVERED, |s| {
+            s.oldest_undelivered_ms.load(Relaxed) as f64 / 1000.0
+        }),
+        (metrics::CHANGE_LOG_ROWS, |s| {
+            s.log_rows.load(Relaxed) as f64
+        }),
+        (metrics::CHANGE_LOG_FLOOR, |s| {
+            s.floor_id.load(Relaxed) as f64
+        }),
+        (metrics::CAPTURE_BLOCKING_PID, |s| {
+            s.blocking_pid.load(Relaxed) as f64
+        }),
+    ];
+    for (spec, read) in gauges {
+        let c = capture.clone();
+        m.gauge_fn(spec.name, spec.help, move || read(c.stats()));
+    }
 }
 
+/// Metrics about this process that are known from the start: the build and the pool.
 fn register_process_metrics(m: &Metrics, store: &Store) {
     m.gauge_with(
         metrics::BUILD_INFO.name,
