@@ -24,6 +24,9 @@ const CERT_HOST: &str = "db.rowcast.test";
 /// Trust auth ignores it; it is here to prove errors never repeat the connection string.
 const PASSWORD: &str = "s3cret-never-logged";
 
+/// A role that signs in with a password (SCRAM), for channel binding.
+const SCRAM_USER: &str = "rowcast_scram";
+
 struct TlsCluster {
     port: u16,
     /// The CA that signed the server certificate.
@@ -68,7 +71,13 @@ fn tls_cluster() -> &'static TlsCluster {
         };
         own("server.crt", &cert.pem(), 0o644);
         own("server.key", &key.serialize_pem(), 0o600);
-        own("pg_hba.conf", "hostssl all all 127.0.0.1/32 trust\n", 0o600);
+        own(
+            "pg_hba.conf",
+            &format!(
+                "hostssl all {SCRAM_USER} 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 trust\n"
+            ),
+            0o600,
+        );
         let mut conf =
             std::fs::read_to_string(data.join("postgresql.conf")).expect("postgresql.conf");
         conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
@@ -239,6 +248,37 @@ async fn require_encrypts_and_checks_the_chain_only_with_a_ca_file() {
     assert_eq!(
         try_connect(&url(CERT_HOST, "postgres", "sslmode=prefer"), None).await,
         Ok(true)
+    );
+}
+
+#[tokio::test]
+async fn a_password_sign_in_binds_to_the_tls_channel() {
+    let c = tls_cluster();
+    let admin = Connector::new(&url(CERT_HOST, "postgres", "sslmode=require"), None).unwrap();
+    let (admin, conn) = admin.connect().await.unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!(
+            "drop role if exists {SCRAM_USER}; create role {SCRAM_USER} login password 'pw-{PASSWORD}'"
+        ))
+        .await
+        .unwrap();
+    let port = c.port;
+    let signed_in = |password: &str| {
+        format!(
+            "postgres://{SCRAM_USER}:{password}@{CERT_HOST}:{port}/postgres?hostaddr=127.0.0.1\
+             &sslmode=verify-full&channel_binding=require"
+        )
+    };
+    let ca = Some(c.ca_file.as_path());
+    // channel_binding=require fails unless SCRAM bound itself to this TLS session.
+    assert_eq!(
+        try_connect(&signed_in(&format!("pw-{PASSWORD}")), ca).await,
+        Ok(true)
+    );
+    refused(
+        try_connect(&signed_in("wrong"), ca).await,
+        "password authentication failed",
     );
 }
 
