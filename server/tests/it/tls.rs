@@ -381,3 +381,26 @@ fn migrate_names_a_certificate_problem_without_the_url() {
     assert!(stderr.contains("host name mismatch"), "{stderr}");
     assert!(!stderr.contains(PASSWORD), "{stderr}");
 }
+
+#[tokio::test]
+async fn serve_logs_a_certificate_problem_without_the_url_and_stays_not_ready() {
+    let c = tls_cluster();
+    let ca = c.ca_file.display().to_string();
+    let server = support::process::ServerProcess::start_with(
+        &url("other.rowcast.test", "postgres", "sslmode=verify-full"),
+        &[("ROWCAST_DATABASE_CA_FILE", ca.as_str())],
+    );
+    support::eventually(
+        Duration::from_secs(30),
+        "the TLS failure is logged",
+        || async { server.log_text().contains("host name mismatch") },
+    )
+    .await;
+    let ready = reqwest::get(server.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(
+        !server.log_text().contains(PASSWORD),
+        "{}",
+        server.log_text()
+    );
+}
