@@ -179,7 +179,7 @@ fn strip_url_params(url: &str, take: &mut Take<'_>) -> Result<String, UrlError> 
         return Ok(url.to_string());
     };
     let mut kept = Vec::new();
-    for pair in url[q + 1..].split('&') {
+    for pair in url[q + 1..].split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').ok_or(UrlError::Invalid)?;
         let key = decode(key)?;
         if !take(&key, decode(value)?)? {
@@ -337,12 +337,15 @@ impl Connector {
                 provider: provider.clone(),
             }),
         };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| StoreError::Config(format!("TLS to the database: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
+        // As libpq 17 does: Postgres 17 insists on it for `sslnegotiation=direct`, older
+        // servers ignore it.
+        tls.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Connector {
             config,
             ssl_mode,
@@ -668,6 +671,10 @@ mod tests {
             Err(UrlError::Unsupported("sslcert"))
         );
         assert_eq!(mode("host=h sslmode=verify"), Err(UrlError::SslMode));
+        assert_eq!(
+            mode("postgres://h/db?sslmode=verify-ca&"),
+            Ok(SslMode::VerifyCa)
+        );
     }
 
     #[test]
