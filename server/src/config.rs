@@ -569,6 +569,14 @@ impl Config {
                 expected: "a Postgres connection string (required by `serve`; use `rowcast dev` for an embedded database)".into(),
             });
         }
+        if let Some(file) = &args.database_ca_file {
+            if !file.is_file() {
+                return Err(ConfigError {
+                    setting: "ROWCAST_DATABASE_CA_FILE",
+                    expected: format!("an existing PEM file (got {})", file.display()),
+                });
+            }
+        }
         if let Some(dir) = &args.app_migrations {
             if !dir.is_dir() {
                 return Err(ConfigError {

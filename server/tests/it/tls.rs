@@ -404,3 +404,21 @@ async fn serve_logs_a_certificate_problem_without_the_url_and_stays_not_ready() 
         server.log_text()
     );
 }
+
+#[test]
+fn a_missing_ca_file_stops_start_up_naming_the_setting() {
+    let out = std::process::Command::new(support::process::BIN)
+        .arg("migrate")
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            "postgres://u:s3cret@127.0.0.1:1/db?sslmode=verify-full",
+        )
+        .env("ROWCAST_DATABASE_CA_FILE", "/nonexistent/ca.pem")
+        .output()
+        .expect("run rowcast migrate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ROWCAST_DATABASE_CA_FILE"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
