@@ -678,6 +678,24 @@ mod tests {
     }
 
     #[test]
+    fn handshake_failures_are_named() {
+        let fail = |c: CertificateError| {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(c),
+            );
+            TlsError::new(e, "db.example.com".into()).to_string()
+        };
+        assert!(fail(CertificateError::UnknownIssuer).contains("certificate unknown"));
+        assert!(fail(CertificateError::NotValidForName).contains("\"db.example.com\""));
+        assert!(fail(CertificateError::Expired).contains("expired"));
+        let other = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(TlsError::new(other, "h".into())
+            .to_string()
+            .contains("reset by peer"));
+    }
+
+    #[test]
     fn unix_sockets_never_use_tls() {
         let p = parse_url("host=/cloudsql/p:r:i dbname=app sslmode=require").unwrap();
         assert_eq!(
