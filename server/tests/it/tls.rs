@@ -49,6 +49,8 @@ fn tls_cluster() -> &'static TlsCluster {
         let data = root.join("pg");
         // Create it plainly, then turn TLS on and restart it.
         let pg = EmbeddedPostgres::start(&data, None).expect("start the TLS test cluster");
+        // At once, so a failure below still leaves nothing running.
+        let reaper = support::reap_on_exit(&data, &root);
 
         let (ca_pem, ca) = new_ca("Rowcast test CA");
         let (other_pem, _) = new_ca("Some other CA");
@@ -89,7 +91,6 @@ fn tls_cluster() -> &'static TlsCluster {
         std::fs::write(&other_ca_file, other_pem).expect("write other CA");
 
         restart(&data, meta.uid(), meta.gid());
-        let reaper = support::reap_on_exit(&data, &root);
         TlsCluster {
             port: pg.port(),
             ca_file,
