@@ -4,7 +4,7 @@
 //! Every flag has an environment variable; a bad value stops the process with a message
 //! that names the variable and what it expects.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -162,6 +162,11 @@ pub struct ServerArgs {
     /// Longest to wait for a database connection (e.g. 5s).
     #[arg(long, env = "ROWCAST_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration_parser("ROWCAST_CONNECT_TIMEOUT"))]
     pub connect_timeout: Duration,
+
+    /// PEM file of the CA certificate(s) that sign the database server's certificate, for
+    /// sslmode=verify-ca/verify-full (and require/prefer, which then check the chain).
+    #[arg(long, env = "ROWCAST_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
 
     /// Longest graceful shutdown waits for in-flight requests before exiting.
     #[arg(long, env = "ROWCAST_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration_parser("ROWCAST_SHUTDOWN_TIMEOUT"))]
@@ -464,6 +469,8 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
     pub app_migrations: Option<PathBuf>,
     pub migrate_on_start: bool,
+    /// `ROWCAST_DATABASE_CA_FILE`: trusted CAs for TLS to Postgres (see `store::connect`).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -551,18 +558,24 @@ impl Config {
     pub fn from_args(mode: Mode, args: ServerArgs) -> Result<Config, ConfigError> {
         let url = args.database_url.filter(|u| !u.trim().is_empty());
         if let Some(url) = &url {
-            // The error text of the parser can echo the string, which may hold a password.
-            tokio_postgres::Config::from_str(url).map_err(|_| ConfigError {
+            // Our parser's errors never echo the string, which may hold a password.
+            crate::store::connect::parse_url(url).map_err(|e| ConfigError {
                 setting: "DATABASE_URL",
-                expected:
-                    "a Postgres connection string such as postgres://user:password@host:5432/dbname"
-                        .into(),
+                expected: e.to_string(),
             })?;
         } else if mode == Mode::Serve || mode == Mode::ReloadSchema {
             return Err(ConfigError {
                 setting: "DATABASE_URL",
                 expected: "a Postgres connection string (required by `serve`; use `rowcast dev` for an embedded database)".into(),
             });
+        }
+        if let Some(file) = &args.database_ca_file {
+            if !file.is_file() {
+                return Err(ConfigError {
+                    setting: "ROWCAST_DATABASE_CA_FILE",
+                    expected: format!("an existing PEM file (got {})", file.display()),
+                });
+            }
         }
         if let Some(dir) = &args.app_migrations {
             if !dir.is_dir() {
@@ -630,6 +643,7 @@ impl Config {
                 connect_timeout: args.connect_timeout,
                 app_migrations: args.app_migrations,
                 migrate_on_start: args.migrate_on_start,
+                ca_file: args.database_ca_file,
             },
             http: HttpConfig {
                 listen: args.listen,
@@ -667,6 +681,7 @@ impl Config {
             pool_size: 8,
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            database_ca_file: None,
             shutdown_timeout: Duration::from_secs(10),
             app_migrations: None,
             migrate_on_start: true,

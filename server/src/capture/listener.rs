@@ -8,14 +8,14 @@ use std::{
 };
 
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 
 #[derive(Debug, thiserror::Error)]
 enum ListenError {
-    #[error(transparent)]
+    #[error("{}", crate::store::connect::describe(.0))]
     Pg(#[from] tokio_postgres::Error),
     #[error("the server closed the connection")]
     Closed,
@@ -28,7 +28,7 @@ pub const APPLICATION_NAME: &str = "rowcast-listen";
 
 pub(super) async fn run(
     shared: Arc<Shared>,
-    mut pg_config: tokio_postgres::Config,
+    mut pg_config: crate::store::Connector,
     shutdown: CancellationToken,
 ) {
     pg_config.application_name(APPLICATION_NAME);
@@ -59,12 +59,12 @@ pub(super) async fn run(
 /// One connection's life. `Ok` only on shutdown.
 async fn listen(
     shared: &Shared,
-    pg_config: &tokio_postgres::Config,
+    pg_config: &crate::store::Connector,
     shutdown: &CancellationToken,
 ) -> Result<(), ListenError> {
     let (client, mut connection) = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        c = pg_config.connect(NoTls) => c?,
+        c = pg_config.connect() => c?,
     };
     // The connection must be polled for the client's LISTEN to complete, and polling it
     // through poll_message is what surfaces notifications.

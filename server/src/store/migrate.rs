@@ -8,7 +8,6 @@
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::NoTls;
 
 use super::StoreError;
 
@@ -134,13 +133,14 @@ pub fn all_migrations(app_dir: Option<&Path>) -> Result<Vec<Migration>, StoreErr
 /// Uses a dedicated connection so the session-level advisory lock is released even if
 /// this process dies halfway.
 pub async fn apply(
-    pg_config: &tokio_postgres::Config,
+    pg_config: impl Into<super::Connector>,
     migrations: &[Migration],
 ) -> Result<Vec<String>, StoreError> {
     let (mut client, connection) = pg_config
-        .connect(NoTls)
+        .into()
+        .connect()
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::Unavailable(super::connect::describe(&e)))?;
     let conn_task = tokio::spawn(connection);
     let result = apply_locked(&mut client, migrations).await;
     drop(client);

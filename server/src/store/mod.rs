@@ -2,16 +2,19 @@
 //! runs. Nothing outside `store` writes SQL.
 
 pub mod changes;
+pub mod connect;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_query;
 pub mod rest_schema;
 pub mod users;
 
-use std::{str::FromStr, time::Duration};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::Transaction;
+
+pub use connect::Connector;
 
 use crate::{
     auth::Identity,
@@ -66,6 +69,11 @@ impl StoreError {
 impl From<PoolError> for StoreError {
     fn from(e: PoolError) -> Self {
         match e {
+            // Failing to connect (TLS, refused, authentication) has no SQLSTATE to map;
+            // keep the reason, which tokio-postgres's own text leaves out.
+            PoolError::Backend(e) if e.code().is_none() && e.as_db_error().is_none() => {
+                StoreError::Unavailable(connect::describe(&e))
+            }
             PoolError::Backend(e) => StoreError::Db(e),
             other => StoreError::Unavailable(other.to_string()),
         }
@@ -96,7 +104,7 @@ impl From<StoreError> for ApiError {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
-    pg_config: tokio_postgres::Config,
+    pg_config: Connector,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,9 +119,7 @@ impl Store {
     /// Build the pool. No connection is made until first use, so this succeeds while the
     /// database is down.
     pub fn new(url: &str, settings: &DatabaseConfig) -> Result<Store, StoreError> {
-        let mut pg_config = tokio_postgres::Config::from_str(url).map_err(|_| {
-            StoreError::Config("DATABASE_URL is not a valid connection string".into())
-        })?;
+        let mut pg_config = Connector::new(url, settings.ca_file.as_deref())?;
         pg_config.connect_timeout(settings.connect_timeout);
         pg_config.application_name("rowcast");
         pg_config.options(format!(
@@ -121,8 +127,8 @@ impl Store {
             settings.statement_timeout.as_millis()
         ));
         let manager = Manager::from_config(
-            pg_config.clone(),
-            NoTls,
+            pg_config.config().clone(),
+            pg_config.tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -142,8 +148,9 @@ impl Store {
         &self.pool
     }
 
-    /// Settings for a dedicated (non-pooled) connection, e.g. the LISTEN connection.
-    pub fn pg_config(&self) -> &tokio_postgres::Config {
+    /// How to open a dedicated (non-pooled) connection, e.g. the LISTEN connection: the
+    /// pool's settings and TLS policy.
+    pub fn pg_config(&self) -> &Connector {
         &self.pg_config
     }
 

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Store, StoreError};
@@ -218,11 +218,11 @@ pub async fn reload(
 
 /// Ask every running instance on the database at `pg_config` to reload its schema cache
 /// (`rowcast reload-schema`).
-pub async fn notify_reload(pg_config: &tokio_postgres::Config) -> Result<(), StoreError> {
+pub async fn notify_reload(pg_config: &super::Connector) -> Result<(), StoreError> {
     let (client, connection) = pg_config
-        .connect(NoTls)
+        .connect()
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::Unavailable(super::connect::describe(&e)))?;
     let driver = tokio::spawn(connection);
     let result = client
         .execute("select pg_notify($1, '')", &[&CHANNEL])
@@ -283,9 +283,9 @@ impl Listener {
         let (client, mut connection) = self
             .store
             .pg_config()
-            .connect(NoTls)
+            .connect()
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(super::connect::describe(&e)))?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let stop = shutdown.clone();
         tasks.spawn(async move {

@@ -52,33 +52,39 @@ fn cluster() -> &'static Cluster {
         cluster::prepare_parent_dir(&root).expect("make the test dir reachable");
         let data = root.join("pg");
         let pg = EmbeddedPostgres::start(&data, None).expect("start the test Postgres cluster");
-        let script = format!(
-            r#"cat >/dev/null
+        let stdin = reap_on_exit(&data, &root);
+        Cluster {
+            admin_url: pg.url_for("postgres"),
+            _reaper: Some(Mutex::new(stdin)),
+        }
+    })
+}
+
+/// Stop the cluster in `data` and remove `root` when this process exits, however it ends:
+/// the returned pipe closes then, and the reaper (which must outlive us) does the rest.
+pub fn reap_on_exit(data: &std::path::Path, root: &std::path::Path) -> std::process::ChildStdin {
+    let script = format!(
+        r#"cat >/dev/null
 pid=$(head -n 1 '{data}/postmaster.pid' 2>/dev/null)
 if [ -n "$pid" ]; then
   kill -INT "$pid" 2>/dev/null
   for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 fi
 rm -rf '{root}'"#,
-            data = data.display(),
-            root = root.display()
-        );
-        // Deliberately never waited on: it must outlive this process to clean up after it.
-        #[allow(clippy::zombie_processes)]
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the cluster reaper");
-        let stdin = child.stdin.take().expect("reaper stdin");
-        Cluster {
-            admin_url: pg.url_for("postgres"),
-            _reaper: Some(Mutex::new(stdin)),
-        }
-    })
+        data = data.display(),
+        root = root.display()
+    );
+    // Deliberately never waited on: it must outlive this process to clean up after it.
+    #[allow(clippy::zombie_processes)]
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the cluster reaper");
+    child.stdin.take().expect("reaper stdin")
 }
 
 /// Connection string for `db` on the test server.
