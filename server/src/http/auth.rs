@@ -325,7 +325,7 @@ async fn update_user(
     let update = UserUpdate {
         email: body.email,
         password: body.password,
-        app_metadata: None,
+        app_metadata: body.app_metadata,
         user_metadata: body.data,
     };
     let (user, pending) = state

@@ -27,12 +27,14 @@ pub struct RefreshGrant {
     pub refresh_token: String,
 }
 
-/// `PUT /auth/v1/user`.
+/// `PUT /auth/v1/user`. Unknown fields are ignored: supabase-js sends `code_challenge`,
+/// `code_challenge_method` (often `null`) and `nonce` along with the attributes.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     pub email: Option<String>,
     pub password: Option<String>,
+    /// Only accepted to be refused clearly: app metadata is set with the service key.
+    pub app_metadata: Option<Value>,
     /// New `user_metadata`.
     pub data: Option<Value>,
 }

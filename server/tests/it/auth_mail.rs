@@ -495,7 +495,13 @@ async fn email_change_waits_for_confirmation_and_answers_alike_for_taken_address
     // Asking for a taken address and a free one: alike answers, nothing changes yet.
     let free = unique_email();
     let (s1, taken_answer) = put_user(&app, &access, json!({"email": b})).await;
-    let (s2, free_answer) = put_user(&app, &access, json!({"email": free})).await;
+    // (supabase-js sends its PKCE fields along, null when unused.)
+    let (s2, free_answer) = put_user(
+        &app,
+        &access,
+        json!({"email": free, "code_challenge": null, "code_challenge_method": null}),
+    )
+    .await;
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
     assert_eq!(keys(&taken_answer), keys(&free_answer));
     assert_eq!(taken_answer["email"], a);
@@ -538,11 +544,18 @@ async fn without_mail_the_email_flows_say_so_and_dev_writes_an_outbox() {
     );
     app.shutdown().await;
 
-    // The dev outbox: mail becomes a file there.
+    // The dev outbox: mail becomes a file there, from a template file that overrides the
+    // built-in one.
     let dir = tempfile::tempdir().unwrap();
+    support::write_file(
+        dir.path(),
+        "recovery.txt",
+        "Subject: Custom reset\n\nYour code is {{ .Token }}, {{ .Email }}.\n",
+    );
     let db_url = support::migrated_db().await;
     let mut config = Config::for_database(&db_url);
     config.auth.accounts.mail.delivery = MailDelivery::Outbox(dir.path().join("outbox"));
+    config.auth.accounts.mail.templates = Some(dir.path().to_path_buf());
     let app = TestApp::spawn_with(config).await;
     let email = unique_email();
     post(
@@ -576,5 +589,7 @@ async fn without_mail_the_email_flows_say_so_and_dev_writes_an_outbox() {
         .path();
     let text = std::fs::read_to_string(file).unwrap();
     assert!(text.contains(&email), "{text}");
+    assert!(text.contains("Subject: Custom reset"), "{text}");
+    assert!(text.contains("Your code is "), "{text}");
     app.shutdown().await;
 }
