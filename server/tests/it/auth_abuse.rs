@@ -196,6 +196,7 @@ async fn a_sign_up_burst_keeps_hashing_memory_within_the_budget() {
         &[
             ("ROWCAST_PASSWORD_HASH_MEMORY_BUDGET_MIB", "40"),
             ("ROWCAST_AUTH_SIGNUPS_PER_ADDRESS", "1000000"),
+            ("ROWCAST_SIGNIN_FAILURES_PER_ADDRESS", "1000000"),
         ],
     );
     let http = reqwest::Client::new();
@@ -241,10 +242,30 @@ async fn a_sign_up_burst_keeps_hashing_memory_within_the_budget() {
             other => panic!("sign-up answered {other}"),
         }
     }
+    // And 100 concurrent sign-ins (unknown emails: each verifies the dummy hash).
+    let burst = (0..100).map(|_| {
+        let (http, url) = (
+            http.clone(),
+            server.url("/auth/v1/token?grant_type=password"),
+        );
+        tokio::spawn(async move {
+            post(
+                &http,
+                url,
+                json!({"email": unique_email(), "password": "guess"}),
+            )
+            .await
+            .status()
+            .as_u16()
+        })
+    });
+    for s in futures::future::join_all(burst).await {
+        assert!([400, 429].contains(&s.unwrap()));
+    }
     let (after, peak) = rss_kib(server.pid());
     let bound = baseline + (BUDGET_MIB + SLACK_MIB) * 1024;
     println!(
-        "sign-up burst of 200: {created} created; RSS baseline {} MiB, peak {} MiB, after {} MiB, bound {} MiB",
+        "sign-up burst of 200 ({created} created), then 100 sign-ins: RSS baseline {} MiB, peak {} MiB, after {} MiB, bound {} MiB",
         baseline / 1024, peak / 1024, after / 1024, bound / 1024
     );
     assert!(created >= 2, "the burst created {created} users");

@@ -371,14 +371,40 @@ async fn magic_link_and_code_sign_in_with_wrong_codes_and_mails_rate_limited() {
     assert_eq!((status, body), (StatusCode::OK, json!({})));
     let mail = sink.next_to(&email).await;
     assert_eq!(mail.link_param("type"), "magiclink");
-    let (status, session) = post(
-        &app,
-        "/auth/v1/verify",
-        json!({"type": "magiclink", "token_hash": mail.link_param("token")}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{session}");
+    // Ten concurrent uses of one link: exactly one signs in.
+    let uses = (0..10).map(|_| {
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url("/auth/v1/verify"),
+            mail.link_param("token"),
+        );
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .json(&json!({"type": "magiclink", "token_hash": token}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        })
+    });
+    let mut sessions: Vec<Value> = Vec::new();
+    for u in futures::future::join_all(uses).await {
+        let (status, body) = u.unwrap();
+        match status.as_u16() {
+            200 => sessions.push(body),
+            403 => assert_eq!(body["code"], "verification-failed"),
+            other => panic!("verify answered {other}: {body}"),
+        }
+    }
+    assert_eq!(
+        sessions.len(),
+        1,
+        "a one-time link signed in {} times",
+        sessions.len()
+    );
+    let session = sessions.remove(0);
     assert_eq!(session["user"]["email"], email);
     assert_eq!(session["user"]["user_metadata"]["plan"], "free");
     assert!(session["user"]["email_confirmed_at"].is_string());
