@@ -397,6 +397,26 @@ impl Auth {
         Ok(())
     }
 
+    /// `POST /resend` with `type: signup`: mail the confirmation again to an address whose
+    /// account is not confirmed yet. The answer is the same for every address.
+    pub async fn resend_confirmation(
+        &self,
+        email: &str,
+        client: IpAddr,
+        redirect_to: Option<&str>,
+    ) -> Result<(), AuthError> {
+        self.require_mail()?;
+        let email = valid_email(email)?;
+        self.limiter.mail(&email, None, client).await?;
+        if let Some((user, _)) = self.store.user_by_email(&email).await? {
+            if user.email_confirmed_at.is_none() {
+                self.send_token(&user, TokenKind::Signup, &email, redirect_to)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// `POST /otp`: mail a sign-in link and code. An unknown address gets a new
     /// (unconfirmed, password-less) user when `create_user` and email sign-up allow it;
     /// otherwise nothing is sent. The answer is the same either way.

@@ -31,7 +31,8 @@ use crate::{
     protocol::{
         auth::{
             AdminUserRequest, Empty, OtpRequest, PasswordGrant, RecoverRequest, RefreshGrant,
-            Session, SignUpRequest, UpdateUserRequest, User, UserList, VerifyRequest,
+            ResendRequest, Session, SignUpRequest, UpdateUserRequest, User, UserList,
+            VerifyRequest,
         },
         ApiError, ErrorCode,
     },
@@ -46,6 +47,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/auth/v1/user", get(get_user).put(update_user))
         .route("/auth/v1/recover", post(recover))
         .route("/auth/v1/otp", post(otp))
+        .route("/auth/v1/resend", post(resend))
         .route("/auth/v1/verify", get(verify_link).post(verify))
         .route("/auth/v1/admin/users", get(admin_list).post(admin_create))
         .route(
@@ -138,6 +140,32 @@ async fn otp(
             &body.email,
             body.create_user.unwrap_or(true),
             body.data,
+            client_address(&state, &headers, peer),
+            params.get("redirect_to").map(String::as_str),
+        )
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(Empty {}))
+}
+
+async fn resend(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Params,
+    JsonBody(body): JsonBody<ResendRequest>,
+) -> Result<Json<Empty>, HttpError> {
+    let params = query(params)?;
+    if body.kind != "signup" {
+        return Err(HttpError(ApiError::new(
+            ErrorCode::InvalidField,
+            "type must be signup (to resend an email change, request it again)",
+        )));
+    }
+    state
+        .auth
+        .resend_confirmation(
+            &body.email,
             client_address(&state, &headers, peer),
             params.get("redirect_to").map(String::as_str),
         )

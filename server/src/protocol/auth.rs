@@ -92,6 +92,14 @@ pub struct RecoverRequest {
     pub email: String,
 }
 
+/// `POST /auth/v1/resend`: mail a sign-up confirmation again (`type: signup`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResendRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub email: String,
+}
+
 /// `POST /auth/v1/otp`: mail a sign-in link and code.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OtpRequest {

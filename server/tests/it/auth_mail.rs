@@ -131,6 +131,34 @@ async fn sign_up_confirmation_by_link_with_reuse_refused_and_existing_emails_ans
     let (_, body) = sign_in(&app, &email, "not the password").await;
     assert_eq!(body["code"], "invalid-credentials");
 
+    // Resending gives a new link and retires the first; an unknown address gets the same
+    // answer and no mail.
+    let (s1, b1) = post(
+        &app,
+        "/auth/v1/resend",
+        json!({"type": "signup", "email": unique_email()}),
+        None,
+    )
+    .await;
+    let (s2, b2) = post(
+        &app,
+        "/auth/v1/resend?redirect_to=http://app.example.test/welcome",
+        json!({"type": "signup", "email": email}),
+        None,
+    )
+    .await;
+    assert_eq!((s1, &b1), (s2, &b2));
+    assert_eq!(s2, 200, "{b2}");
+    let first = mail;
+    let mail = sink.next_to(&email).await;
+    assert_ne!(first.link_param("token"), mail.link_param("token"));
+    let (_, location) = open_link(&first.link()).await;
+    assert_eq!(
+        fragment_param(&location, "error_code").as_deref(),
+        Some("verification-failed"),
+        "a retired link still works: {location}"
+    );
+
     // The link confirms and signs in: a redirect with the session in the fragment.
     let (status, location) = open_link(&mail.link()).await;
     assert_eq!(status, 303);
