@@ -199,7 +199,10 @@ impl Mailer {
         let from: Mailbox = config.from.parse().map_err(|_| MailError::From)?;
         let sink = match &config.delivery {
             MailDelivery::Disabled => return Ok(Mailer::disabled()),
-            MailDelivery::Outbox(dir) => Sink::Outbox(dir.clone()),
+            MailDelivery::Outbox(dir) => {
+                tracing::info!(dir = %dir.display(), "auth mail goes to the dev outbox (no SMTP configured)");
+                Sink::Outbox(dir.clone())
+            }
             MailDelivery::Smtp(smtp) => Sink::Smtp(smtp_transport(smtp)?),
         };
         let (tx, mut rx) = mpsc::channel::<Mail>(QUEUE);
