@@ -124,9 +124,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let tokens = Arc::new(token_keys(&config.auth)?);
     // Auth mail (sent by its own task) and the maintenance task; links use this
     // server's public URL.
-    let mailer =
-        crate::auth::mail::Mailer::start(&config.auth.accounts.mail, &tasks, shutdown.clone())
-            .map_err(|e| AppError::Auth(e.to_string()))?;
+    let mailer = crate::auth::mail::Mailer::start(
+        &config.auth.accounts.mail,
+        store.clone(),
+        &tasks,
+        shutdown.clone(),
+    )
+    .map_err(|e| AppError::Auth(e.to_string()))?;
     let external_url = config
         .auth
         .accounts

@@ -2,11 +2,13 @@
 //! link / code, email change), their templates (built in, overridable by files), and where
 //! mail goes: an SMTP server (through `lettre`), or in `dev` without SMTP a local outbox
 //! folder with the link logged. Mail is sent by one background task from a bounded queue,
-//! so a request never waits on SMTP and answers as fast whether or not a mail was sent
-//! (that timing would reveal whether an address has an account).
+//! which also stores the mail's one-time token just before sending it: a request that mails
+//! does no more work than one that does not (that timing would reveal whether an address
+//! has an account), and never waits on SMTP.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
+use chrono::{DateTime, Utc};
 use lettre::{
     message::{header::ContentType, Mailbox},
     transport::smtp::{
@@ -17,6 +19,9 @@ use lettre::{
 };
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
+
+use crate::store::{email_tokens::NewEmailToken, Store};
 
 /// Mails waiting to be sent; beyond this new ones are dropped (and logged).
 const QUEUE: usize = 1024;
@@ -153,11 +158,24 @@ struct Template {
     body: String,
 }
 
+/// The one-time token a mail carries, stored (hashes only) by the sending task.
+#[derive(Debug, Clone)]
+pub struct TokenToStore {
+    pub link_hash: [u8; 32],
+    pub code_hash: [u8; 32],
+    pub kind: &'static str,
+    pub user_id: Uuid,
+    pub email: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// One message to send.
 #[derive(Debug, Clone)]
 pub struct Mail {
     pub kind: MailKind,
     pub to: String,
+    /// Stored before the mail goes out; if storing fails the mail is not sent.
+    pub token: Option<TokenToStore>,
     /// Placeholder values: `ConfirmationURL`, `Token`, `TokenHash`, `Email`, `NewEmail`,
     /// `SiteURL`.
     pub values: Vec<(&'static str, String)>,
@@ -192,6 +210,7 @@ impl Mailer {
     /// shutdown).
     pub fn start(
         config: &MailConfig,
+        store: Store,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Mailer, MailError> {
@@ -212,6 +231,22 @@ impl Mailer {
                     _ = shutdown.cancelled() => break,
                     m = rx.recv() => match m { Some(m) => m, None => break },
                 };
+                if let Some(t) = &mail.token {
+                    let stored = store
+                        .issue_email_token(&NewEmailToken {
+                            link_hash: &t.link_hash,
+                            code_hash: &t.code_hash,
+                            kind: t.kind,
+                            user_id: t.user_id,
+                            email: &t.email,
+                            expires_at: t.expires_at,
+                        })
+                        .await;
+                    if let Err(e) = stored {
+                        tracing::warn!(kind = ?mail.kind, error = %e, "cannot store an auth mail's token; not sent");
+                        continue;
+                    }
+                }
                 let Some(message) = compose(&templates, &from, &mail) else {
                     continue;
                 };

@@ -24,7 +24,7 @@ use super::{
     email_token::{code_hash, link_hash, EmailSecrets, TokenKind, MAX_LINK_TOKEN_LEN},
     hashing::{HashPool, HashPoolError},
     limiter::{LimitError, Limiter},
-    mail::{Mail, MailKind, Mailer},
+    mail::{Mail, MailKind, Mailer, TokenToStore},
     password::{PasswordError, Passwords},
     refresh::{hash_refresh_token, new_refresh_token, MAX_REFRESH_TOKEN_LEN},
     token::{TokenError, TokenKeys},
@@ -34,7 +34,7 @@ use crate::{
     config::{AccountsConfig, AuthConfig},
     protocol::{ApiError, ErrorCode},
     store::{
-        email_tokens::{NewEmailToken, TokenProof},
+        email_tokens::TokenProof,
         users::{is_unique_violation, NewUser, Rotation, UserChanges, UserRow},
         Store, StoreError,
     },
@@ -887,7 +887,8 @@ impl Auth {
         }
     }
 
-    /// Issue a token of `kind` for `user` and queue its mail to `to`.
+    /// Make a token of `kind` for `user` and queue its mail to `to`; the sending task stores
+    /// the token (see `auth::mail`), so this costs the request no database work.
     async fn send_token(
         &self,
         user: &UserRow,
@@ -902,16 +903,14 @@ impl Auth {
         let expires_at = Utc::now()
             + chrono::Duration::from_std(self.accounts.email_token_ttl)
                 .unwrap_or_else(|_| chrono::Duration::minutes(15));
-        self.store
-            .issue_email_token(&NewEmailToken {
-                link_hash: &link_hash(&secrets.link),
-                code_hash: &code_hash(to, &secrets.code),
-                kind: kind.as_str(),
-                user_id: user.id,
-                email: to,
-                expires_at,
-            })
-            .await?;
+        let token = TokenToStore {
+            link_hash: link_hash(&secrets.link),
+            code_hash: code_hash(to, &secrets.code),
+            kind: kind.as_str(),
+            user_id: user.id,
+            email: to.to_string(),
+            expires_at,
+        };
         let redirect = self.redirect_target(redirect_to);
         let link = format!(
             "{}/auth/v1/verify?token={}&type={}&redirect_to={}",
@@ -929,6 +928,7 @@ impl Auth {
         self.runtime.mailer.send(Mail {
             kind: mail_kind,
             to: to.to_string(),
+            token: Some(token),
             values: vec![
                 ("ConfirmationURL", link),
                 ("Token", secrets.code),
