@@ -122,10 +122,34 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     capture.spawn(&tasks, &shutdown, readiness.clone());
 
     let tokens = Arc::new(token_keys(&config.auth)?);
+    // Auth mail (sent by its own task) and the maintenance task; links use this
+    // server's public URL.
+    let mailer = crate::auth::mail::Mailer::start(
+        &config.auth.accounts.mail,
+        store.clone(),
+        &tasks,
+        shutdown.clone(),
+    )
+    .map_err(|e| AppError::Auth(e.to_string()))?;
+    let external_url = config
+        .auth
+        .accounts
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local_addr}"));
     let auth = Arc::new(
-        Auth::new(store.clone(), tokens.clone(), &config.auth)
-            .map_err(|e| AppError::Auth(e.to_string()))?,
+        Auth::new(
+            store.clone(),
+            tokens.clone(),
+            &config.auth,
+            crate::auth::service::AuthRuntime {
+                mailer,
+                external_url,
+            },
+        )
+        .map_err(|e| AppError::Auth(e.to_string()))?,
     );
+    auth.spawn_maintenance(&tasks, shutdown.clone());
     let metrics = Metrics::new();
     register_process_metrics(&metrics, &store);
     let rest = crate::rest::RestState {

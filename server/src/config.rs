@@ -323,6 +323,9 @@ pub struct AuthArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "ROWCAST_MAX_BODY_BYTES", default_value = "1048576", value_parser = u32_parser("ROWCAST_MAX_BODY_BYTES", 1024, 1024 * 1024 * 1024))]
     pub max_body_bytes: u32,
+
+    #[command(flatten)]
+    pub accounts: AccountArgs,
 }
 
 impl Default for AuthArgs {
@@ -342,6 +345,7 @@ impl Default for AuthArgs {
             auth_providers: None,
             trusted_proxy_header: None,
             max_body_bytes: 1024 * 1024,
+            accounts: AccountArgs::default(),
         }
     }
 }
@@ -504,6 +508,8 @@ pub struct AuthConfig {
     pub hash_params: HashParams,
     pub signin_limits: Limits,
     pub providers: Vec<ExternalProvider>,
+    /// Sign-up controls, email flows, mail and hashing limits.
+    pub accounts: AccountsConfig,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -625,13 +631,17 @@ impl Config {
                     .to_string(),
             ),
         };
-        let auth = auth_config(
+        let mut auth = auth_config(
             &args.auth,
             mode,
             jwt_secret,
             args.jwt_issuer,
             args.jwt_audience,
         )?;
+        if auth.accounts.outbox_default {
+            auth.accounts.mail.delivery =
+                crate::auth::mail::MailDelivery::Outbox(args.data_dir.join("outbox"));
+        }
         Ok(Config {
             rest,
             mode,
@@ -805,6 +815,7 @@ fn auth_config(
             window: args.signin_failure_window,
         },
         providers,
+        accounts: accounts_config(&args.accounts, mode)?,
     })
 }
 
@@ -953,6 +964,223 @@ pub fn bool_parser(
     }
 }
 
+// ---- Accounts: sign-up controls, email flows, mail, hashing limits -----------------------
+
+/// Settings of account sign-up and the email flows (confirmation, recovery, magic link,
+/// email change), the mail they send, and the password-hashing memory budget.
+#[derive(Debug, Args, Clone)]
+pub struct AccountArgs {
+    /// Memory all concurrent password hashes together may use, in MiB; beyond it hashing
+    /// requests queue briefly, then get 429 (the number of concurrent hashes is this divided
+    /// by ROWCAST_ARGON2_MEMORY_KIB, at least 1).
+    #[arg(long, env = "ROWCAST_PASSWORD_HASH_MEMORY_BUDGET_MIB", default_value = "128", value_parser = u32_parser("ROWCAST_PASSWORD_HASH_MEMORY_BUDGET_MIB", 1, 1024 * 1024))]
+    pub password_hash_memory_budget_mib: u32,
+    /// Allow sign-up with email (and password, or by email link/code).
+    #[arg(long, env = "ROWCAST_AUTH_EMAIL_SIGNUP", default_value = "true", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_AUTH_EMAIL_SIGNUP"))]
+    pub auth_email_signup: bool,
+    /// Allow anonymous sign-in (`POST /auth/v1/signup` without email and password).
+    #[arg(long, env = "ROWCAST_AUTH_ANONYMOUS_SIGNIN", default_value = "true", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_AUTH_ANONYMOUS_SIGNIN"))]
+    pub auth_anonymous_signin: bool,
+    /// New addresses must be confirmed by mail before password sign-in, and an email change
+    /// takes effect only once the new address is confirmed. Needs mail (SMTP, or `dev`).
+    #[arg(long, env = "ROWCAST_AUTH_EMAIL_CONFIRMATION", default_value = "false", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_AUTH_EMAIL_CONFIRMATION"))]
+    pub auth_email_confirmation: bool,
+    /// Email sign-ups per client address per hour.
+    #[arg(long, env = "ROWCAST_AUTH_SIGNUPS_PER_ADDRESS", default_value = "30", value_parser = u32_parser("ROWCAST_AUTH_SIGNUPS_PER_ADDRESS", 1, 1_000_000))]
+    pub auth_signups_per_address: u32,
+    /// Anonymous sign-ins per client address per hour.
+    #[arg(long, env = "ROWCAST_AUTH_ANONYMOUS_PER_ADDRESS", default_value = "30", value_parser = u32_parser("ROWCAST_AUTH_ANONYMOUS_PER_ADDRESS", 1, 1_000_000))]
+    pub auth_anonymous_per_address: u32,
+    /// Auth mails per recipient address per hour, and per account per hour.
+    #[arg(long, env = "ROWCAST_AUTH_MAILS_PER_RECIPIENT", default_value = "5", value_parser = u32_parser("ROWCAST_AUTH_MAILS_PER_RECIPIENT", 1, 1_000_000))]
+    pub auth_mails_per_recipient: u32,
+    /// Mail-sending requests (recover, otp, sign-up, email change) per client address per hour.
+    #[arg(long, env = "ROWCAST_AUTH_MAIL_REQUESTS_PER_ADDRESS", default_value = "30", value_parser = u32_parser("ROWCAST_AUTH_MAIL_REQUESTS_PER_ADDRESS", 1, 1_000_000))]
+    pub auth_mail_requests_per_address: u32,
+    /// Delete anonymous users with no sign-in or refresh for this long (e.g. 30d); `0` (the
+    /// default) keeps them.
+    #[arg(long, env = "ROWCAST_AUTH_ANONYMOUS_CLEANUP_AFTER", default_value = "0", value_parser = duration_parser("ROWCAST_AUTH_ANONYMOUS_CLEANUP_AFTER"))]
+    pub auth_anonymous_cleanup_after: Duration,
+    /// Lifetime of emailed links and codes (1m-24h).
+    #[arg(long, env = "ROWCAST_AUTH_EMAIL_TOKEN_TTL", default_value = "15m", value_parser = bounded_duration_parser("ROWCAST_AUTH_EMAIL_TOKEN_TTL", Duration::from_secs(60), Duration::from_secs(24 * 3600)))]
+    pub auth_email_token_ttl: Duration,
+    /// This server's public base URL, used in emailed links (default: http:// and the
+    /// listen address).
+    #[arg(long, env = "ROWCAST_AUTH_EXTERNAL_URL")]
+    pub auth_external_url: Option<String>,
+    /// The app's URL: where emailed links lead after verification by default.
+    #[arg(long, env = "ROWCAST_AUTH_SITE_URL")]
+    pub auth_site_url: Option<String>,
+    /// Further allowed `redirect_to` URL prefixes, comma-separated (the site URL's origin is
+    /// always allowed).
+    #[arg(long, env = "ROWCAST_AUTH_REDIRECT_URLS")]
+    pub auth_redirect_urls: Option<String>,
+    /// Folder with mail template files (confirmation.txt, recovery.txt, magic_link.txt,
+    /// email_change.txt) overriding the built-in ones.
+    #[arg(long, env = "ROWCAST_AUTH_MAIL_TEMPLATES")]
+    pub auth_mail_templates: Option<PathBuf>,
+    /// `dev` without SMTP: folder the mails are written to (default DATA_DIR/outbox).
+    #[arg(long, env = "ROWCAST_AUTH_OUTBOX")]
+    pub auth_outbox: Option<PathBuf>,
+    /// SMTP server for auth mail; unset: no mail (`dev` writes to the outbox).
+    #[arg(long, env = "ROWCAST_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP port.
+    #[arg(long, env = "ROWCAST_SMTP_PORT", default_value = "587", value_parser = u32_parser("ROWCAST_SMTP_PORT", 1, 65535))]
+    pub smtp_port: u32,
+    /// SMTP transport security: starttls, tls (implicit, port 465) or none.
+    #[arg(long, env = "ROWCAST_SMTP_TLS", value_enum, default_value = "starttls")]
+    pub smtp_tls: crate::auth::mail::SmtpTls,
+    /// SMTP user name.
+    #[arg(long, env = "ROWCAST_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// SMTP password (never logged).
+    #[arg(long, env = "ROWCAST_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+    /// Sender of auth mail, e.g. `App <no-reply@example.com>`.
+    #[arg(
+        long,
+        env = "ROWCAST_SMTP_FROM",
+        default_value = "Rowcast <no-reply@localhost>"
+    )]
+    pub smtp_from: String,
+}
+
+impl Default for AccountArgs {
+    fn default() -> Self {
+        AccountArgs {
+            password_hash_memory_budget_mib: 128,
+            auth_email_signup: true,
+            auth_anonymous_signin: true,
+            auth_email_confirmation: false,
+            auth_signups_per_address: 30,
+            auth_anonymous_per_address: 30,
+            auth_mails_per_recipient: 5,
+            auth_mail_requests_per_address: 30,
+            auth_anonymous_cleanup_after: Duration::ZERO,
+            auth_email_token_ttl: Duration::from_secs(15 * 60),
+            auth_external_url: None,
+            auth_site_url: None,
+            auth_redirect_urls: None,
+            auth_mail_templates: None,
+            auth_outbox: None,
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_tls: crate::auth::mail::SmtpTls::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            smtp_from: "Rowcast <no-reply@localhost>".into(),
+        }
+    }
+}
+
+/// Validated [`AccountArgs`].
+#[derive(Debug, Clone)]
+pub struct AccountsConfig {
+    pub hash_memory_budget_bytes: usize,
+    pub email_signup: bool,
+    pub anonymous_signin: bool,
+    pub email_confirmation: bool,
+    pub signup_limits: crate::auth::limiter::SignUpLimits,
+    pub anonymous_cleanup_after: Option<Duration>,
+    pub email_token_ttl: Duration,
+    /// `None`: derived from the listen address at start-up.
+    pub external_url: Option<String>,
+    pub site_url: Option<String>,
+    pub redirect_urls: Vec<String>,
+    pub mail: crate::auth::mail::MailConfig,
+    /// `dev`'s default outbox is DATA_DIR/outbox, filled in by `main` (like the dev secret).
+    pub outbox_default: bool,
+}
+
+fn accounts_config(args: &AccountArgs, mode: Mode) -> Result<AccountsConfig, ConfigError> {
+    use crate::auth::mail::{MailConfig, MailDelivery, SmtpConfig};
+    let url = |setting: &'static str, v: &Option<String>| -> Result<Option<String>, ConfigError> {
+        match v.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(u)
+                if (u.starts_with("http://") || u.starts_with("https://"))
+                    && !u.contains(char::is_whitespace) =>
+            {
+                Ok(Some(u.trim_end_matches('/').to_string()))
+            }
+            Some(_) => Err(ConfigError {
+                setting,
+                expected: "an http:// or https:// URL".into(),
+            }),
+        }
+    };
+    let external_url = url("ROWCAST_AUTH_EXTERNAL_URL", &args.auth_external_url)?;
+    let site_url = url("ROWCAST_AUTH_SITE_URL", &args.auth_site_url)?;
+    let mut redirect_urls = Vec::new();
+    for u in args.auth_redirect_urls.iter().flat_map(|s| s.split(',')) {
+        if let Some(u) = url("ROWCAST_AUTH_REDIRECT_URLS", &Some(u.to_string()))? {
+            redirect_urls.push(u);
+        }
+    }
+    let host = args
+        .smtp_host
+        .as_deref()
+        .map(str::trim)
+        .filter(|h| !h.is_empty());
+    let (delivery, outbox_default) = match (host, &args.auth_outbox) {
+        (Some(host), _) => (
+            MailDelivery::Smtp(SmtpConfig {
+                host: host.to_string(),
+                port: u16::try_from(args.smtp_port).map_err(|_| ConfigError {
+                    setting: "ROWCAST_SMTP_PORT",
+                    expected: "a port from 1 to 65535".into(),
+                })?,
+                tls: args.smtp_tls,
+                username: args.smtp_username.clone().filter(|u| !u.is_empty()),
+                password: args.smtp_password.clone().filter(|p| !p.is_empty()),
+            }),
+            false,
+        ),
+        (None, Some(dir)) if mode == Mode::Dev => (MailDelivery::Outbox(dir.clone()), false),
+        (None, None) if mode == Mode::Dev => (MailDelivery::Disabled, true),
+        (None, _) => (MailDelivery::Disabled, false),
+    };
+    if args.auth_email_confirmation && matches!(delivery, MailDelivery::Disabled) && !outbox_default
+    {
+        return Err(ConfigError {
+            setting: "ROWCAST_AUTH_EMAIL_CONFIRMATION",
+            expected: "mail to be configured (set ROWCAST_SMTP_HOST) when confirmation is on"
+                .into(),
+        });
+    }
+    if args.smtp_from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(ConfigError {
+            setting: "ROWCAST_SMTP_FROM",
+            expected: "a mailbox such as `App <no-reply@example.com>`".into(),
+        });
+    }
+    Ok(AccountsConfig {
+        hash_memory_budget_bytes: args.password_hash_memory_budget_mib as usize * 1024 * 1024,
+        email_signup: args.auth_email_signup,
+        anonymous_signin: args.auth_anonymous_signin,
+        email_confirmation: args.auth_email_confirmation,
+        signup_limits: crate::auth::limiter::SignUpLimits {
+            email_per_address: args.auth_signups_per_address,
+            anonymous_per_address: args.auth_anonymous_per_address,
+            mail_per_recipient: args.auth_mails_per_recipient,
+            mail_per_address: args.auth_mail_requests_per_address,
+        },
+        anonymous_cleanup_after: (!args.auth_anonymous_cleanup_after.is_zero())
+            .then_some(args.auth_anonymous_cleanup_after),
+        email_token_ttl: args.auth_email_token_ttl,
+        external_url,
+        site_url,
+        redirect_urls,
+        mail: MailConfig {
+            delivery,
+            from: args.smtp_from.clone(),
+            templates: args.auth_mail_templates.clone(),
+        },
+        outbox_default,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1060,6 +1288,63 @@ mod tests {
         let c = with(&secret).expect("defaults parse");
         assert_eq!(c.auth.access_token_ttl, Duration::from_secs(3600));
         assert_eq!(c.http.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn account_settings_are_validated() {
+        use crate::auth::mail::MailDelivery;
+        let secret = ["--jwt-secret", TEST_JWT_SECRET];
+        let serve = |extra: &[&str]| {
+            let mut args = vec!["rowcast", "serve", "--database-url", "postgres://h/db"];
+            args.extend_from_slice(&secret);
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        // Confirmation needs mail; serve has none without SMTP.
+        let err = serve(&["--auth-email-confirmation", "true"]).unwrap_err();
+        assert!(err.contains("ROWCAST_AUTH_EMAIL_CONFIRMATION"), "{err}");
+        let c = serve(&[
+            "--smtp-host",
+            "smtp.example.com",
+            "--smtp-password",
+            "pw",
+            "--auth-email-confirmation",
+            "true",
+        ])
+        .expect("confirmation with SMTP");
+        assert!(matches!(
+            c.auth.accounts.mail.delivery,
+            MailDelivery::Smtp(_)
+        ));
+        assert!(
+            !format!("{c:?}").contains("\"pw\""),
+            "the SMTP password is in Debug output"
+        );
+        let c = serve(&[]).expect("defaults parse");
+        assert!(matches!(
+            c.auth.accounts.mail.delivery,
+            MailDelivery::Disabled
+        ));
+        assert_eq!(c.auth.accounts.hash_memory_budget_bytes, 128 << 20);
+        assert_eq!(c.auth.accounts.anonymous_cleanup_after, None);
+        for (flag, value, setting) in [
+            ("--auth-site-url", "ftp://x", "ROWCAST_AUTH_SITE_URL"),
+            ("--smtp-from", "not a mailbox", "ROWCAST_SMTP_FROM"),
+            (
+                "--auth-email-token-ttl",
+                "1s",
+                "ROWCAST_AUTH_EMAIL_TOKEN_TTL",
+            ),
+        ] {
+            let err = serve(&[flag, value]).unwrap_err();
+            assert!(err.contains(setting), "{err}");
+        }
+        // dev without SMTP writes mail to DATA_DIR/outbox.
+        let c = parse(&["rowcast", "dev", "--data-dir", "/tmp/rc"]).expect("dev parses");
+        match &c.auth.accounts.mail.delivery {
+            MailDelivery::Outbox(dir) => assert_eq!(dir, &PathBuf::from("/tmp/rc/outbox")),
+            other => panic!("dev mail goes to {other:?}"),
+        }
     }
 
     #[test]

@@ -69,6 +69,12 @@ pub enum ErrorCode {
     TokenExpired,
     /// A configured limit was reached (connections, subscriptions, snapshot rows).
     LimitExceeded,
+    /// Password sign-in refused until the address is confirmed (email confirmation is on).
+    EmailNotConfirmed,
+    /// An emailed link or code is wrong, expired or already used.
+    VerificationFailed,
+    /// This way of signing up (email, or anonymous) is turned off on the server.
+    SignupDisabled,
 }
 
 impl ErrorCode {
@@ -102,6 +108,9 @@ impl ErrorCode {
         ErrorCode::InvalidCredentials,
         ErrorCode::TokenExpired,
         ErrorCode::LimitExceeded,
+        ErrorCode::EmailNotConfirmed,
+        ErrorCode::VerificationFailed,
+        ErrorCode::SignupDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +143,9 @@ impl ErrorCode {
             ErrorCode::InvalidCredentials => "invalid-credentials",
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::LimitExceeded => "limit-exceeded",
+            ErrorCode::EmailNotConfirmed => "email-not-confirmed",
+            ErrorCode::VerificationFailed => "verification-failed",
+            ErrorCode::SignupDisabled => "signup-disabled",
         }
     }
 
@@ -163,6 +175,9 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ResyncRequired => 410,
+            ErrorCode::EmailNotConfirmed => 400,
+            ErrorCode::VerificationFailed => 403,
+            ErrorCode::SignupDisabled => 403,
         }
     }
 }

@@ -1,15 +1,20 @@
-//! Limits on failed sign-ins, per account and per client address, so that guessing
-//! passwords is slow. Counts live in this instance's memory: with several instances behind a
-//! load balancer each enforces its own limits (documented in docs/auth.md).
+//! Abuse limits of auth: failed sign-ins per account and per client address, email sign-ups
+//! and anonymous sign-ins per client address, mails per recipient, per account and per
+//! client, and wrong one-time codes per address. Every attempt first reserves a slot on each
+//! of its counters in one atomic database statement (`store::auth_limits`), before any
+//! password is hashed; the counters are in Postgres, so several instances share them.
+//! A sign-in or code that turns out right gives its slots back: the limits count failures
+//! (and attempts still in flight, which is what makes a concurrent burst unable to pass).
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, time::Duration};
 
-/// The limits (settings).
+use uuid::Uuid;
+
+use crate::store::{auth_limits::LimitKey, Store, StoreError};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The sign-in failure limits (settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Failed sign-ins allowed per account in one window.
@@ -19,94 +24,179 @@ pub struct Limits {
     pub window: Duration,
 }
 
-/// Above this many tracked keys, expired ones are swept on the next failure.
-const SWEEP_AT: usize = 10_000;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Account(String),
-    Address(IpAddr),
+/// Limits on creating users and sending mail (settings), each per hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignUpLimits {
+    /// Email sign-ups per client address.
+    pub email_per_address: u32,
+    /// Anonymous sign-ins per client address.
+    pub anonymous_per_address: u32,
+    /// Mails per recipient address, and per account.
+    pub mail_per_recipient: u32,
+    /// Mail-sending requests (recover, otp, sign-up, email change) per client address.
+    pub mail_per_address: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    started: Instant,
-    failures: u32,
+impl Default for SignUpLimits {
+    fn default() -> Self {
+        SignUpLimits {
+            email_per_address: 30,
+            anonymous_per_address: 30,
+            mail_per_recipient: 5,
+            mail_per_address: 30,
+        }
+    }
 }
 
-/// Fixed-window counters of failed sign-ins.
+/// Why an attempt may not go ahead.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("rate limited")]
+    Limited(Duration),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A reserved attempt that can be given back when it turns out not to count.
 #[derive(Debug)]
-pub struct SignInLimiter {
-    limits: Limits,
-    windows: Mutex<HashMap<Key, Window>>,
+#[must_use]
+pub struct Reservation {
+    keys: Vec<String>,
 }
 
-impl SignInLimiter {
-    pub fn new(limits: Limits) -> SignInLimiter {
-        SignInLimiter {
-            limits,
-            windows: Mutex::new(HashMap::new()),
+#[derive(Debug)]
+pub struct Limiter {
+    store: Store,
+    signin: Limits,
+    signup: SignUpLimits,
+}
+
+impl Limiter {
+    pub fn new(store: Store, signin: Limits, signup: SignUpLimits) -> Limiter {
+        Limiter {
+            store,
+            signin,
+            signup,
         }
     }
 
-    /// `Err(wait)` when the account or the address has used up its failures for now.
-    pub fn check(&self, account: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
-        let windows = self.lock();
-        let mut wait = Duration::ZERO;
-        for (key, limit) in self.keys(account, address) {
-            if let Some(w) = windows.get(&key) {
-                let elapsed = now.saturating_duration_since(w.started);
-                if elapsed < self.limits.window && w.failures >= limit {
-                    wait = wait.max(self.limits.window - elapsed);
-                }
-            }
-        }
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(wait)
-        }
+    /// A password attempt on `account` (an email) from `address`.
+    pub async fn sign_in(&self, account: &str, address: IpAddr) -> Result<Reservation, LimitError> {
+        self.reserve(vec![
+            key(
+                "signin:account",
+                &normalize(account),
+                self.signin.per_account,
+                self.signin.window,
+            ),
+            key(
+                "signin:address",
+                &address_key(address),
+                self.signin.per_address,
+                self.signin.window,
+            ),
+        ])
+        .await
     }
 
-    /// Count one failed sign-in against the account and the address.
-    pub fn record_failure(&self, account: &str, address: IpAddr, now: Instant) {
-        let mut windows = self.lock();
-        if windows.len() >= SWEEP_AT {
-            let window = self.limits.window;
-            windows.retain(|_, w| now.saturating_duration_since(w.started) < window);
+    /// A one-time code tried for `email` from `address` (counted like sign-in failures).
+    pub async fn code(&self, email: &str, address: IpAddr) -> Result<Reservation, LimitError> {
+        self.reserve(vec![
+            key(
+                "code:account",
+                &normalize(email),
+                self.signin.per_account,
+                self.signin.window,
+            ),
+            key(
+                "code:address",
+                &address_key(address),
+                self.signin.per_address,
+                self.signin.window,
+            ),
+        ])
+        .await
+    }
+
+    /// An email sign-up from `address`.
+    pub async fn email_sign_up(&self, address: IpAddr) -> Result<(), LimitError> {
+        self.reserve(vec![key(
+            "signup:address",
+            &address_key(address),
+            self.signup.email_per_address,
+            HOUR,
+        )])
+        .await
+        .map(drop)
+    }
+
+    /// An anonymous sign-in from `address`.
+    pub async fn anonymous_sign_up(&self, address: IpAddr) -> Result<(), LimitError> {
+        self.reserve(vec![key(
+            "anonymous:address",
+            &address_key(address),
+            self.signup.anonymous_per_address,
+            HOUR,
+        )])
+        .await
+        .map(drop)
+    }
+
+    /// A request from `address` that may send mail to `recipient` (and concerns `account`
+    /// when the caller is signed in). Counted whether or not a mail is then sent, so the
+    /// answer does not depend on whether the address has an account.
+    pub async fn mail(
+        &self,
+        recipient: &str,
+        account: Option<Uuid>,
+        address: IpAddr,
+    ) -> Result<(), LimitError> {
+        let mut keys = vec![
+            key(
+                "mail:recipient",
+                &normalize(recipient),
+                self.signup.mail_per_recipient,
+                HOUR,
+            ),
+            key(
+                "mail:address",
+                &address_key(address),
+                self.signup.mail_per_address,
+                HOUR,
+            ),
+        ];
+        if let Some(id) = account {
+            keys.push(key(
+                "mail:account",
+                &id.to_string(),
+                self.signup.mail_per_recipient,
+                HOUR,
+            ));
         }
-        for (key, _) in self.keys(account, address) {
-            let w = windows.entry(key).or_insert(Window {
-                started: now,
-                failures: 0,
-            });
-            if now.saturating_duration_since(w.started) >= self.limits.window {
-                *w = Window {
-                    started: now,
-                    failures: 0,
-                };
-            }
-            w.failures = w.failures.saturating_add(1);
+        self.reserve(keys).await.map(drop)
+    }
+
+    /// Give a reservation back.
+    pub async fn release(&self, reservation: Reservation) -> Result<(), StoreError> {
+        let keys: Vec<&str> = reservation.keys.iter().map(String::as_str).collect();
+        self.store.release_auth_attempt(&keys).await
+    }
+
+    async fn reserve(&self, keys: Vec<LimitKey>) -> Result<Reservation, LimitError> {
+        match self.store.reserve_auth_attempt(&keys).await? {
+            None => Ok(Reservation {
+                keys: keys.into_iter().map(|k| k.key).collect(),
+            }),
+            Some(wait) => Err(LimitError::Limited(wait)),
         }
     }
+}
 
-    /// A successful sign-in clears the account's failures (not the address's).
-    pub fn record_success(&self, account: &str) {
-        self.lock().remove(&Key::Account(normalize(account)));
-    }
-
-    fn keys(&self, account: &str, address: IpAddr) -> [(Key, u32); 2] {
-        [
-            (Key::Account(normalize(account)), self.limits.per_account),
-            (Key::Address(address), self.limits.per_address),
-        ]
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Window>> {
-        // A panic while holding the lock leaves plain counters behind; keep using them.
-        self.windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn key(kind: &str, id: &str, limit: u32, window: Duration) -> LimitKey {
+    LimitKey {
+        key: format!("{kind}:{id}"),
+        limit,
+        window,
     }
 }
 
@@ -114,35 +204,34 @@ fn normalize(account: &str) -> String {
     account.trim().to_lowercase()
 }
 
+/// The counter for a client address. An IPv6 client usually holds a whole /64, so its
+/// addresses count together.
+fn address_key(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn limits_per_account_and_per_address_then_recovers() {
-        let limiter = SignInLimiter::new(Limits {
-            per_account: 2,
-            per_address: 3,
-            window: Duration::from_secs(60),
-        });
-        let t0 = Instant::now();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(limiter.check("x@y.z", a, t0).is_ok());
-        limiter.record_failure("x@y.z", a, t0);
-        limiter.record_failure("X@Y.Z", b, t0);
-        // The account is locked from every address, case-insensitively.
-        let wait = limiter.check("x@Y.z", a, t0).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(60));
-        assert!(limiter.check("other@y.z", a, t0).is_ok());
-        // The address a has one failure; two more on other accounts lock it.
-        limiter.record_failure("p@y.z", a, t0);
-        limiter.record_failure("q@y.z", a, t0);
-        assert!(limiter.check("fresh@y.z", a, t0).is_err());
-        assert!(limiter.check("fresh@y.z", b, t0).is_ok());
-        // After the window everything is allowed again.
-        let later = t0 + Duration::from_secs(61);
-        assert!(limiter.check("x@y.z", a, later).is_ok());
-        limiter.record_success("x@y.z");
+    fn ipv6_clients_count_by_their_64_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(address_key(mapped), "203.0.113.7");
+        assert_eq!(normalize(" A@B.io "), "a@b.io");
     }
 }

@@ -1,7 +1,10 @@
 //! Identity: who a request or socket acts as, and the Postgres role and claims that
 //! row-level security sees for it.
 
+pub mod email_token;
+pub mod hashing;
 pub mod limiter;
+pub mod mail;
 pub mod password;
 pub mod provider;
 pub mod refresh;

@@ -27,12 +27,14 @@ pub struct RefreshGrant {
     pub refresh_token: String,
 }
 
-/// `PUT /auth/v1/user`.
+/// `PUT /auth/v1/user`. Unknown fields are ignored: supabase-js sends `code_challenge`,
+/// `code_challenge_method` (often `null`) and `nonce` along with the attributes.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     pub email: Option<String>,
     pub password: Option<String>,
+    /// Only accepted to be refused clearly: app metadata is set with the service key.
+    pub app_metadata: Option<Value>,
     /// New `user_metadata`.
     pub data: Option<Value>,
 }
@@ -60,6 +62,14 @@ pub struct User {
     pub created_at: String,
     pub updated_at: String,
     pub last_sign_in_at: Option<String>,
+    /// When the address was confirmed (by mail, or by the service); `null` until then.
+    pub email_confirmed_at: Option<String>,
+    /// gotrue's name for the same moment.
+    pub confirmed_at: Option<String>,
+    /// An email change waiting for confirmation of the new address (only in the answer to
+    /// `PUT /auth/v1/user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_email: Option<String>,
 }
 
 /// A signed-in session: what sign-up, sign-in and refresh return.
@@ -75,6 +85,47 @@ pub struct Session {
     pub refresh_token: String,
     pub user: User,
 }
+
+/// `POST /auth/v1/recover`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecoverRequest {
+    pub email: String,
+}
+
+/// `POST /auth/v1/resend`: mail a sign-up confirmation again (`type: signup`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResendRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub email: String,
+}
+
+/// `POST /auth/v1/otp`: mail a sign-in link and code.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OtpRequest {
+    pub email: String,
+    /// Create a user for an unknown address (default true, as gotrue).
+    pub create_user: Option<bool>,
+    /// `user_metadata` of a user created this way.
+    pub data: Option<Value>,
+}
+
+/// `POST /auth/v1/verify`: either `token_hash` (the link's secret) or `email` and `token`
+/// (the six-digit code), with the `type` the mail was for.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerifyRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub token: Option<String>,
+    pub token_hash: Option<String>,
+    pub email: Option<String>,
+    /// Where a link-style client should continue (echoed in `GET /verify` redirects).
+    pub redirect_to: Option<String>,
+}
+
+/// The body of `/recover` and `/otp` answers: always empty, whether or not a mail went out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Empty {}
 
 /// `GET /auth/v1/admin/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

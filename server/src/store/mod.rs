@@ -1,8 +1,10 @@
 //! The storage layer: the connection pool, migrations, and every SQL statement the server
 //! runs. Nothing outside `store` writes SQL.
 
+pub mod auth_limits;
 pub mod changes;
 pub mod connect;
+pub mod email_tokens;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_query;

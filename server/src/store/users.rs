@@ -20,10 +20,12 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_sign_in_at: Option<DateTime<Utc>>,
+    /// When the user proved they receive mail at `email`.
+    pub email_confirmed_at: Option<DateTime<Utc>>,
 }
 
 const USER_COLUMNS: &str = "id, email, is_anonymous, app_metadata, user_metadata, created_at, \
-                            updated_at, last_sign_in_at";
+                            updated_at, last_sign_in_at, email_confirmed_at";
 
 impl UserRow {
     fn from_row(row: &Row) -> UserRow {
@@ -36,6 +38,7 @@ impl UserRow {
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
             last_sign_in_at: row.get("last_sign_in_at"),
+            email_confirmed_at: row.get("email_confirmed_at"),
         }
     }
 }
@@ -49,6 +52,8 @@ pub struct NewUser<'a> {
     pub is_anonymous: bool,
     pub app_metadata: Option<&'a Value>,
     pub user_metadata: Option<&'a Value>,
+    /// Whether the email counts as confirmed from the start.
+    pub email_confirmed: bool,
 }
 
 /// Changes to a user; `None` leaves a field as it is.
@@ -58,6 +63,8 @@ pub struct UserChanges<'a> {
     pub password_hash: Option<&'a str>,
     pub app_metadata: Option<&'a Value>,
     pub user_metadata: Option<&'a Value>,
+    /// A new email counts as confirmed (set without a confirmation mail).
+    pub email_confirmed: bool,
 }
 
 /// The outcome of exchanging a refresh token. Reuse is not an error of the store: the
@@ -85,8 +92,10 @@ impl Store {
             .query_one(
                 &format!(
                     "insert into rowcast.users \
-                       (id, email, password_hash, is_anonymous, app_metadata, user_metadata) \
-                     values (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6) \
+                       (id, email, password_hash, is_anonymous, app_metadata, user_metadata, \
+                        email_confirmed_at) \
+                     values (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, \
+                             case when $7 and $2::text is not null then now() end) \
                      returning {USER_COLUMNS}"
                 ),
                 &[
@@ -96,6 +105,7 @@ impl Store {
                     &new.is_anonymous,
                     new.app_metadata.unwrap_or(&empty),
                     new.user_metadata.unwrap_or(&empty),
+                    &new.email_confirmed,
                 ],
             )
             .await?;
@@ -166,6 +176,9 @@ impl Store {
             .query_opt(
                 &format!(
                     "update rowcast.users set \
+                       email_confirmed_at = case when $2::text is null \
+                         or lower($2) = lower(coalesce(email, '')) then email_confirmed_at \
+                         when $6 then now() end, \
                        email = coalesce($2, email), \
                        password_hash = coalesce($3, password_hash), \
                        app_metadata = coalesce($4, app_metadata), \
@@ -181,10 +194,57 @@ impl Store {
                     &changes.password_hash,
                     &changes.app_metadata,
                     &changes.user_metadata,
+                    &changes.email_confirmed,
                 ],
             )
             .await?;
         Ok(row.as_ref().map(UserRow::from_row))
+    }
+
+    /// Mark `email` confirmed for the user, if it is still their address. `None` when the
+    /// user is gone or has another address now.
+    pub async fn confirm_email(
+        &self,
+        id: Uuid,
+        email: &str,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "update rowcast.users set \
+                       email_confirmed_at = coalesce(email_confirmed_at, now()), \
+                       updated_at = now() \
+                     where id = $1 and lower(email) = lower($2) returning {USER_COLUMNS}"
+                ),
+                &[&id, &email],
+            )
+            .await?;
+        Ok(row.as_ref().map(UserRow::from_row))
+    }
+
+    /// Ids of anonymous users with no sign-in, refresh or creation within `idle`, oldest
+    /// first, at most `limit`.
+    pub async fn idle_anonymous_users(
+        &self,
+        idle: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let idle_secs = idle.as_secs_f64();
+        let rows = client
+            .query(
+                "select u.id from rowcast.users u \
+                 where u.is_anonymous \
+                   and greatest(u.created_at, coalesce(u.last_sign_in_at, u.created_at)) \
+                       < now() - make_interval(secs => $1) \
+                   and not exists (select 1 from rowcast.sessions s where s.user_id = u.id \
+                       and coalesce(s.refreshed_at, s.created_at) >= now() - make_interval(secs => $1)) \
+                 order by u.created_at limit $2",
+                &[&idle_secs, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Delete a user with their sessions and identities. False when there was none.

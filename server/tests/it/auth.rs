@@ -187,8 +187,9 @@ async fn sign_up_sign_in_and_manage_the_current_user() {
         3600
     );
 
-    // Emails are unique regardless of case.
-    let (status, body) = json_of(
+    // Emails are unique regardless of case. Without email confirmation, signing up again
+    // is a password sign-in to the same account (no second user, no "already exists").
+    let (status, again) = json_of(
         post(
             &app,
             "/auth/v1/signup",
@@ -198,9 +199,21 @@ async fn sign_up_sign_in_and_manage_the_current_user() {
         .await,
     )
     .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["user"]["id"], session["user"]["id"]);
+    let (status, body) = json_of(
+        post(
+            &app,
+            "/auth/v1/signup",
+            json!({"email": email.to_uppercase(), "password": "another password"}),
+            None,
+        )
+        .await,
+    )
+    .await;
     assert_eq!(
         (status.as_u16(), body["code"].as_str()),
-        (409, Some("conflict"))
+        (400, Some("invalid-credentials"))
     );
 
     // Too short a password is refused by the policy.

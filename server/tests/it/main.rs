@@ -7,6 +7,8 @@
 mod support;
 
 mod auth;
+mod auth_abuse;
+mod auth_mail;
 mod capture;
 mod deploy;
 mod drain;

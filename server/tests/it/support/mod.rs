@@ -7,6 +7,7 @@
 pub mod process;
 pub mod proxy;
 pub mod realtime;
+pub mod smtp;
 
 use std::{
     io::Write,
