@@ -85,7 +85,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             poll_interval: Duration::from_millis(50),
-            notify: false,
+            notify: true,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_max_changes: None,
             retention_interval: Duration::from_secs(30),
@@ -145,7 +145,23 @@ struct Shared {
     initialized: watch::Sender<bool>,
     wake: Notify,
     stats: CaptureStats,
+    /// This instance's id in `rowcast.live_readers` (see retention).
+    instance: uuid::Uuid,
+    /// Until when the reader polls at [`HOT_POLL`] because the doorbell rang (see
+    /// [`listener`]).
+    hot_until: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the reader looks at the log while writes are arriving (after a doorbell). The
+/// doorbell trigger rings at most once per 20 ms per database (migration 0005), so writers
+/// that commit right after a ring are picked up by these reads rather than by their own bell.
+pub const HOT_POLL: Duration = Duration::from_millis(5);
+/// How long after a doorbell the reader keeps polling at [`HOT_POLL`]; comfortably longer
+/// than the trigger's 20 ms ring interval plus a commit's flush, so a steady stream of
+/// writes keeps it hot without every transaction notifying.
+pub const HOT_WINDOW: Duration = Duration::from_millis(100);
+/// A live reader not heard of for this long no longer holds count-based retention back.
+pub const READER_TTL: Duration = Duration::from_secs(60);
 
 /// The capture handle of one server instance. Cheap to clone.
 #[derive(Clone)]
@@ -158,6 +174,28 @@ impl std::fmt::Debug for Capture {
         f.debug_struct("Capture")
             .field("position", &self.position())
             .finish()
+    }
+}
+
+impl Shared {
+    /// The doorbell rang: read now and keep reading every [`HOT_POLL`] for [`HOT_WINDOW`].
+    fn ring(&self) {
+        let until = std::time::Instant::now() + HOT_WINDOW;
+        *self.hot_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        self.wake.notify_one();
+    }
+
+    /// How long the reader may wait before its next look at the log.
+    fn next_wait(&self) -> Duration {
+        let base = self
+            .config
+            .poll_interval
+            .min(self.config.lag_probe_interval);
+        let hot = *self.hot_until.lock().unwrap_or_else(|p| p.into_inner());
+        match hot {
+            Some(t) if t > std::time::Instant::now() => base.min(HOT_POLL),
+            _ => base,
+        }
     }
 }
 
@@ -175,6 +213,8 @@ impl Capture {
                 initialized,
                 wake: Notify::new(),
                 stats: CaptureStats::default(),
+                instance: uuid::Uuid::new_v4(),
+                hot_until: Mutex::new(None),
             }),
         }
     }

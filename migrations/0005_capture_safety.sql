@@ -1,0 +1,444 @@
+-- Change capture, second round (issue 14 and the doorbell of issue 13):
+--   1. the `_v`/tombstone race closed: an INSERT (or the new-key half of a key change) whose
+--      stored `_v` may be older than a concurrent delete's tombstone is re-stamped;
+--   2. schema changes and anything that silently stops capture on a synced table become an
+--      'S' event in the log, in log order, and a status in rowcast.synced_tables();
+--   3. the NOTIFY doorbell rings at most once per 20 ms per database instead of on every
+--      writing transaction, so it can be on by default without serializing writers;
+--   4. live readers register their position so count-based retention never prunes past it;
+--   5. enable_sync grants SELECT on `_v` to roles with column-level SELECT on the table.
+-- Tables synced under 0002's triggers are upgraded below: the trigger functions keep their
+-- names and are replaced in place, and their shape and status are recorded.
+-- See docs/adr/0001-change-capture.md.
+
+-- 1. The race. An INSERT's stored `_v` is drawn in the BEFORE trigger, before the unique
+-- check, which may wait for (or follow) a concurrent DELETE of the same key whose tombstone
+-- version is drawn later. Every tombstone ticks `rowcast.tombstones` right after drawing its
+-- version; the BEFORE trigger notes the tick count (once per transaction, before drawing any
+-- version); the AFTER trigger of an insert compares. If a tombstone was drawn since, the row
+-- might carry a `_v` below it, so it is rewritten once (`update … set _v = _v`, which draws
+-- a new version under the row lock and logs a U). Writes that race no delete pay two
+-- sequence reads.
+create sequence rowcast.tombstones;
+select setval('rowcast.tombstones', 1, true);
+
+create or replace function rowcast.bump_version() returns trigger
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+begin
+  if coalesce(current_setting('rowcast.tombstone_mark', true), '') = '' then
+    perform set_config('rowcast.tombstone_mark',
+                       pg_sequence_last_value('rowcast.tombstones'::regclass)::text, true);
+  end if;
+  new._v := nextval('rowcast.row_version_seq');
+  return new;
+end $$;
+
+-- Rewrite the row with primary key `key` (a JSON object) of `rel` so its `_v` is drawn now.
+create or replace function rowcast.restamp(rel regclass, pk text[], key jsonb) returns void
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+declare
+  cond text;
+begin
+  select string_agg(format('t.%1$I = r.%1$I', c), ' and ') into cond from unnest(pk) as c;
+  execute format('update %1$s t set _v = t._v from jsonb_populate_record(null::%1$s, $1) r where %2$s',
+                 rel, cond)
+    using key;
+end $$;
+
+create or replace function rowcast.capture_row() returns trigger
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+declare
+  n  jsonb;
+  o  jsonb;
+  kn jsonb;
+  ko jsonb;
+  i  int;
+  raced boolean := false;
+begin
+  if tg_op <> 'DELETE' then n := to_jsonb(new); end if;
+  if tg_op <> 'INSERT' then o := to_jsonb(old); end if;
+  if tg_nargs = 1 then
+    -- The common single-column key without a loop.
+    if n is not null then kn := jsonb_build_object(tg_argv[0], n -> tg_argv[0]); end if;
+    if o is not null then ko := jsonb_build_object(tg_argv[0], o -> tg_argv[0]); end if;
+  else
+    if n is not null then kn := '{}'; end if;
+    if o is not null then ko := '{}'; end if;
+    for i in 0 .. tg_nargs - 1 loop
+      if n is not null then kn := kn || jsonb_build_object(tg_argv[i], n -> tg_argv[i]); end if;
+      if o is not null then ko := ko || jsonb_build_object(tg_argv[i], o -> tg_argv[i]); end if;
+    end loop;
+  end if;
+  if tg_op = 'INSERT' then
+    insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row)
+    values (tg_table_schema, tg_table_name, 'I', kn, nextval('rowcast.row_version_seq'), n);
+    raced := true;
+  elsif tg_op = 'UPDATE' then
+    if kn = ko then
+      insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row, old_row)
+      values (tg_table_schema, tg_table_name, 'U', kn, (n ->> '_v')::bigint, n, o);
+    else
+      insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row, old_row)
+      values (tg_table_schema, tg_table_name, 'D', ko, nextval('rowcast.row_version_seq'), null, o),
+             (tg_table_schema, tg_table_name, 'I', kn, nextval('rowcast.row_version_seq'), n, null);
+      -- The new key's stored `_v` may be older than a concurrent delete of that key: check
+      -- before this change ticks for its own tombstone (the old key's).
+      if pg_sequence_last_value('rowcast.tombstones'::regclass)
+           > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+        perform rowcast.restamp(tg_relid, tg_argv, kn);
+      end if;
+      perform nextval('rowcast.tombstones');
+    end if;
+  else
+    insert into rowcast.change_log (table_schema, table_name, op, pk, version, old_row)
+    values (tg_table_schema, tg_table_name, 'D', ko, nextval('rowcast.row_version_seq'), o);
+    -- After the tombstone's version is drawn: an inserter that noted the count before
+    -- drawing its `_v` sees this tick if and only if the tombstone may be above its `_v`.
+    perform nextval('rowcast.tombstones');
+  end if;
+  if raced and pg_sequence_last_value('rowcast.tombstones'::regclass)
+       > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+    perform rowcast.restamp(tg_relid, tg_argv, kn);
+  end if;
+  return null;
+end $$;
+
+-- 2. Schema changes and capture health.
+alter table rowcast.change_log drop constraint change_log_op_check;
+-- S: a schema change or a change in capture's state on the table; consumers resync it.
+-- NOT VALID: existing rows are known to satisfy it, and validating would scan the log.
+alter table rowcast.change_log add constraint change_log_op_check
+  check (op in ('I', 'U', 'D', 'T', 'S')) not valid;
+
+alter table rowcast.synced add column shape jsonb;
+alter table rowcast.synced add column status text not null default 'ok';
+alter table rowcast.synced add column status_since timestamptz not null default now();
+
+-- The shape consumers see of a table: its name, columns (name and type, in order) and key.
+create or replace function rowcast.table_shape(rel oid) returns jsonb
+language sql stable set search_path = pg_catalog, rowcast
+as $$
+  select jsonb_build_object(
+    'schema', n.nspname::text,
+    'name', c.relname::text,
+    'columns', (select coalesce(jsonb_agg(jsonb_build_array(a.attname::text, format_type(a.atttypid, a.atttypmod))
+                                          order by a.attnum), '[]'::jsonb)
+                from pg_attribute a where a.attrelid = rel and a.attnum > 0 and not a.attisdropped),
+    'primary_key', (select coalesce(jsonb_agg(a.attname::text order by k.ord), '[]'::jsonb)
+                    from pg_index i
+                    cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+                    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                    where i.indrelid = rel and i.indisprimary))
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  where c.oid = rel
+$$;
+
+-- Whether capture works on a table: 'ok'; 'triggers-missing' (one of the three is gone);
+-- 'triggers-disabled' (ALTER TABLE … DISABLE TRIGGER); 'origin-only' (re-enabled without
+-- ALWAYS, so writes under session_replication_role = replica are missed); 'no-primary-key';
+-- 'no-version-column'.
+create or replace function rowcast.capture_status(rel oid) returns text
+language sql stable set search_path = pg_catalog, rowcast
+as $$
+  select case
+    when count(t.tgname) < 3 then 'triggers-missing'
+    when bool_or(t.tgenabled = 'D') then 'triggers-disabled'
+    when bool_or(t.tgenabled <> 'A') then 'origin-only'
+    when not exists (select 1 from pg_index i where i.indrelid = rel and i.indisprimary) then 'no-primary-key'
+    when not exists (select 1 from pg_attribute a where a.attrelid = rel and a.attname = '_v' and not a.attisdropped)
+      then 'no-version-column'
+    else 'ok' end
+  from (select 1) one
+  left join pg_trigger t on t.tgrelid = rel
+   and t.tgname in ('zz_rowcast_version', 'zz_rowcast_capture', 'zz_rowcast_truncate')
+$$;
+
+-- Compare every synced table with what was recorded and log an S for each difference, in
+-- the transaction that made it (from the event trigger) or when a server notices (its
+-- periodic check, for databases where the event trigger could not be installed). A
+-- primary-key change also re-creates the capture trigger for the new key. Returns the
+-- tables whose state or shape changed.
+create or replace function rowcast.check_synced()
+returns table (table_schema text, table_name text, event text, status text)
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+declare
+  s      record;
+  now_sh jsonb;
+  now_st text;
+  ev     text;
+  pk     text[];
+  args   text;
+begin
+  for s in
+    select y.rel, y.shape, y.status, y.pk_columns from rowcast.synced y
+    where exists (select 1 from pg_class c where c.oid = y.rel)
+      and (y.shape is distinct from rowcast.table_shape(y.rel)
+           or y.status is distinct from rowcast.capture_status(y.rel))
+    order by y.rel
+    for update of y
+  loop
+    now_sh := rowcast.table_shape(s.rel);
+    now_st := rowcast.capture_status(s.rel);
+    if s.shape is distinct from now_sh and s.shape is not null then
+      ev := case
+        when s.shape -> 'primary_key' is distinct from now_sh -> 'primary_key' then 'primary-key-changed'
+        when (s.shape ->> 'schema', s.shape ->> 'name') is distinct from (now_sh ->> 'schema', now_sh ->> 'name')
+          then 'table-renamed'
+        when jsonb_array_length(s.shape -> 'columns') < jsonb_array_length(now_sh -> 'columns') then 'column-added'
+        when jsonb_array_length(s.shape -> 'columns') > jsonb_array_length(now_sh -> 'columns') then 'column-dropped'
+        else 'column-changed' end;
+      if ev = 'primary-key-changed' and jsonb_array_length(now_sh -> 'primary_key') > 0 then
+        select array_agg(x order by o) into pk from jsonb_array_elements_text(now_sh -> 'primary_key') with ordinality as e(x, o);
+        select string_agg(quote_literal(c), ', ') into args from unnest(pk) as c;
+        perform set_config('rowcast.in_sync_ddl', 'on', true);
+        execute format('create or replace trigger zz_rowcast_capture after insert or update or delete on %s
+                        for each row execute function rowcast.capture_row(%s)', s.rel::regclass, args);
+        execute format('alter table %s enable always trigger zz_rowcast_capture', s.rel::regclass);
+        perform set_config('rowcast.in_sync_ddl', '', true);
+        update rowcast.synced y set pk_columns = pk where y.rel = s.rel;
+        now_st := rowcast.capture_status(s.rel);
+      end if;
+    elsif s.status is distinct from now_st then
+      ev := case when now_st = 'ok' then 'capture-resumed' else 'capture-stopped' end;
+    else
+      ev := null; -- first record of a table synced before this migration
+    end if;
+    if ev is not null then
+      -- Logged under the name consumers knew the table by.
+      insert into rowcast.change_log (table_schema, table_name, op, version, new_row, old_row)
+      values (coalesce(s.shape ->> 'schema', now_sh ->> 'schema'), coalesce(s.shape ->> 'name', now_sh ->> 'name'),
+              'S', nextval('rowcast.row_version_seq'),
+              jsonb_build_object('event', ev, 'status', now_st, 'shape', now_sh),
+              jsonb_build_object('status', s.status, 'shape', s.shape));
+      table_schema := now_sh ->> 'schema';
+      table_name := now_sh ->> 'name';
+      event := ev;
+      status := now_st;
+      return next;
+    end if;
+    update rowcast.synced y
+    set shape = now_sh, status = now_st,
+        status_since = case when y.status is distinct from now_st then now() else y.status_since end
+    where y.rel = s.rel;
+  end loop;
+end $$;
+
+-- The event trigger needs a superuser to install; without one, servers run check_synced()
+-- periodically instead (S events then land when noticed, not in the DDL's transaction).
+create or replace function rowcast.on_ddl() returns event_trigger
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+begin
+  if coalesce(current_setting('rowcast.in_sync_ddl', true), '') = 'on' then
+    return;
+  end if;
+  perform rowcast.check_synced();
+end $$;
+
+do $$
+begin
+  if (select rolsuper from pg_roles where rolname = current_user) then
+    create event trigger rowcast_ddl on ddl_command_end
+      when tag in ('ALTER TABLE', 'CREATE TRIGGER', 'DROP TRIGGER', 'ALTER TRIGGER', 'DROP INDEX', 'ALTER INDEX')
+      execute function rowcast.on_ddl();
+  else
+    raise notice 'rowcast: not a superuser, so no event trigger: schema changes on synced tables are noticed by the server''s periodic check';
+  end if;
+end $$;
+
+-- Opt a table in (replaces 0002's): also records the shape, grants SELECT on `_v` to roles
+-- that hold column-level SELECT on the table (table-level SELECT covers `_v` already), and
+-- logs 'capture-resumed' when re-run on a table whose capture had stopped.
+create or replace function rowcast.enable_sync(target regclass) returns void
+language plpgsql set search_path = pg_catalog, rowcast
+as $$
+declare
+  q      text := target::text;
+  kind   "char";
+  pk     text[];
+  v_type text;
+  args   text;
+  r      text;
+begin
+  select relkind into kind from pg_class where oid = target;
+  if kind in ('v', 'm') then
+    raise exception 'rowcast.enable_sync: % is a view; only tables can be synced', q
+      using errcode = 'wrong_object_type';
+  elsif kind = 'p' then
+    raise exception 'rowcast.enable_sync: % is a partitioned table, which is not supported yet', q
+      using errcode = 'feature_not_supported';
+  elsif kind is distinct from 'r' then
+    raise exception 'rowcast.enable_sync: % is not a table', q
+      using errcode = 'wrong_object_type';
+  end if;
+
+  select array_agg(a.attname::text order by k.ord) into pk
+  from pg_index i
+  cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+  join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+  where i.indrelid = target and i.indisprimary;
+  if pk is null then
+    raise exception 'rowcast.enable_sync: table % has no primary key', q
+      using errcode = 'invalid_table_definition',
+            hint = format('add one, e.g. ALTER TABLE %s ADD PRIMARY KEY (id), then enable sync again', q);
+  end if;
+  if '_v' = any (pk) then
+    raise exception 'rowcast.enable_sync: table % uses _v in its primary key; Rowcast keeps row versions in _v', q
+      using errcode = 'invalid_table_definition';
+  end if;
+
+  perform set_config('rowcast.in_sync_ddl', 'on', true);
+  select format_type(atttypid, atttypmod) into v_type
+  from pg_attribute where attrelid = target and attname = '_v' and not attisdropped;
+  if v_type is null then
+    execute format('alter table %s add column _v bigint', q);
+  elsif v_type <> 'bigint' then
+    raise exception 'rowcast.enable_sync: table % already has a column _v of type %; Rowcast needs _v bigint', q, v_type
+      using errcode = 'invalid_table_definition';
+  end if;
+
+  select string_agg(quote_literal(c), ', ') into args from unnest(pk) as c;
+  execute format('create or replace trigger zz_rowcast_version before insert or update on %s
+                  for each row execute function rowcast.bump_version()', q);
+  execute format('create or replace trigger zz_rowcast_capture after insert or update or delete on %s
+                  for each row execute function rowcast.capture_row(%s)', q, args);
+  execute format('create or replace trigger zz_rowcast_truncate after truncate on %s
+                  for each statement execute function rowcast.capture_truncate()', q);
+  execute format('alter table %s enable always trigger zz_rowcast_version', q);
+  execute format('alter table %s enable always trigger zz_rowcast_capture', q);
+  execute format('alter table %s enable always trigger zz_rowcast_truncate', q);
+
+  -- Realtime reads `_v` as the subscriber's role: a role granted SELECT on some columns
+  -- only would otherwise get "permission denied" on it.
+  for r in
+    select distinct g.grantee::regrole::text
+    from pg_attribute a, aclexplode(a.attacl) g
+    where a.attrelid = target and a.attnum > 0 and not a.attisdropped and a.attname <> '_v'
+      and g.privilege_type = 'SELECT' and g.grantee <> 0
+  loop
+    execute format('grant select (_v) on %s to %s', q, r);
+  end loop;
+  perform set_config('rowcast.in_sync_ddl', '', true);
+
+  delete from rowcast.synced s where not exists (select 1 from pg_class c where c.oid = s.rel);
+  insert into rowcast.synced (rel, pk_columns, shape, status)
+  values (target, pk, rowcast.table_shape(target), 'ok')
+  on conflict (rel) do update set pk_columns = excluded.pk_columns;
+  -- A re-run: a changed shape or a repaired capture becomes an S event here.
+  perform rowcast.check_synced();
+end $$;
+
+create or replace function rowcast.disable_sync(target regclass) returns void
+language plpgsql set search_path = pg_catalog, rowcast
+as $$
+declare
+  q   text := target::text;
+  was boolean;
+begin
+  perform set_config('rowcast.in_sync_ddl', 'on', true);
+  execute format('drop trigger if exists zz_rowcast_version on %s', q);
+  execute format('drop trigger if exists zz_rowcast_capture on %s', q);
+  execute format('drop trigger if exists zz_rowcast_truncate on %s', q);
+  delete from rowcast.synced where rel = target returning true into was;
+  if was then
+    if exists (select 1 from pg_attribute where attrelid = target and attname = '_v' and not attisdropped) then
+      execute format('alter table %s drop column _v', q);
+    end if;
+    insert into rowcast.change_log (table_schema, table_name, op, version)
+    select n.nspname, c.relname, 'T', nextval('rowcast.row_version_seq')
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.oid = target;
+  end if;
+  perform set_config('rowcast.in_sync_ddl', '', true);
+end $$;
+revoke execute on function rowcast.enable_sync(regclass), rowcast.disable_sync(regclass) from public;
+revoke execute on function rowcast.check_synced(), rowcast.restamp(regclass, text[], jsonb) from public;
+
+drop function rowcast.synced_tables();
+create function rowcast.synced_tables()
+returns table (table_schema text, table_name text, primary_key text[], enabled_at timestamptz,
+               status text, status_since timestamptz)
+language sql stable set search_path = pg_catalog, rowcast
+as $$
+  select n.nspname::text, c.relname::text, s.pk_columns, s.enabled_at,
+         rowcast.capture_status(s.rel),
+         case when s.status = rowcast.capture_status(s.rel) then s.status_since end
+  from rowcast.synced s
+  join pg_class c on c.oid = s.rel
+  join pg_namespace n on n.oid = c.relnamespace
+  order by 1, 2
+$$;
+
+-- Upgrade tables synced before this migration: record shape and status (no S event), and
+-- grant `_v` to column-level readers.
+update rowcast.synced s set shape = rowcast.table_shape(s.rel), status = rowcast.capture_status(s.rel)
+where exists (select 1 from pg_class c where c.oid = s.rel);
+do $$
+declare
+  t record;
+begin
+  for t in
+    select distinct s.rel::regclass::text as q, g.grantee::regrole::text as r
+    from rowcast.synced s
+    join pg_attribute a on a.attrelid = s.rel and a.attnum > 0 and not a.attisdropped and a.attname <> '_v'
+    cross join lateral aclexplode(a.attacl) g
+    where g.privilege_type = 'SELECT' and g.grantee <> 0
+      and exists (select 1 from pg_attribute v where v.attrelid = s.rel and v.attname = '_v' and not v.attisdropped)
+  loop
+    execute format('grant select (_v) on %s to %s', t.q, t.r);
+  end loop;
+end $$;
+
+-- 3. The doorbell, coalesced. A notifying commit holds a cluster-wide lock through its WAL
+-- flush, so one per writing transaction serializes writers. Instead the trigger fires only
+-- when the last ring is at least 20 ms old (the WHEN clause is evaluated in C, no PL/pgSQL
+-- call when it is false); a server woken by it polls every few ms for a while, which covers
+-- the writers that did not ring. The poll interval stays the safety net.
+create sequence rowcast.doorbell_rung_ms;
+select setval('rowcast.doorbell_rung_ms', 1, true);
+
+create or replace function rowcast.ring_doorbell() returns trigger
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+begin
+  perform setval('rowcast.doorbell_rung_ms', (extract(epoch from clock_timestamp()) * 1000)::bigint);
+  perform pg_notify('rowcast_changes', '');
+  return null;
+end $$;
+
+do $$
+declare
+  was "char";
+begin
+  select tgenabled into was from pg_trigger
+  where tgrelid = 'rowcast.change_log'::regclass and tgname = 'rowcast_doorbell';
+  drop trigger if exists rowcast_doorbell on rowcast.change_log;
+  create trigger rowcast_doorbell after insert on rowcast.change_log
+    for each statement
+    when ((extract(epoch from clock_timestamp()) * 1000)::bigint
+          - pg_sequence_last_value('rowcast.doorbell_rung_ms'::regclass) >= 20)
+    execute function rowcast.ring_doorbell();
+  if was = 'A' then
+    alter table rowcast.change_log enable always trigger rowcast_doorbell;
+  else
+    alter table rowcast.change_log disable trigger rowcast_doorbell;
+  end if;
+end $$;
+
+-- 4. Live readers: each server instance's live tail records how far it has read, about once
+-- a second. Retention never prunes past the slowest reader seen in the last minute, so a
+-- prune cannot overtake a connected reader and push its subscribers into a resync.
+create table rowcast.live_readers (
+    instance uuid        primary key,
+    xid      xid8        not null,
+    id       bigint      not null,
+    seen_at  timestamptz not null default now()
+);
+
+-- The doorbell's WHEN clause runs as whoever inserts into the log; disable_sync runs as the
+-- admin who calls it. The sequence holds only a timestamp.
+grant select on sequence rowcast.doorbell_rung_ms to public;
