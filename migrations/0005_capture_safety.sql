@@ -106,6 +106,141 @@ begin
   return null;
 end $$;
 
+-- Statement-level capture (issue 14): one PL/pgSQL call and one INSERT … SELECT into the log
+-- per statement, over its transition tables, instead of one call and one INSERT per row.
+-- Same rows in the log as capture_row writes, in the same order within the statement
+-- (transition tables keep the order rows were processed in), same versions: U carries the
+-- `_v` the BEFORE trigger drew under the row lock; I and D draw theirs here, after the
+-- statement's unique checks. An UPDATE's old and new rows are paired by primary key (a
+-- transition table has no row identity): a key present before and after is a U, a key
+-- only before is a D, a key only after is an I, which is how a key change is logged.
+-- TG_ARGV holds the primary-key columns. capture_row stays for 0002-era triggers.
+create or replace function rowcast.pk_of(j jsonb, cols text[]) returns jsonb
+language sql immutable parallel safe
+as $$ select jsonb_object_agg(c, j -> c) from unnest(cols) as c $$;
+
+create or replace function rowcast.capture_insert() returns trigger
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+declare
+  keys jsonb;
+begin
+  insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row)
+  select tg_table_schema, tg_table_name, 'I', rowcast.pk_of(j, tg_argv), nextval('rowcast.row_version_seq'), j
+  from (select to_jsonb(r) as j from rowcast_new r) x;
+  if pg_sequence_last_value('rowcast.tombstones'::regclass)
+       > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+    select jsonb_agg(rowcast.pk_of(to_jsonb(r), tg_argv)) into keys from rowcast_new r;
+    perform rowcast.restamp_many(tg_relid, tg_argv, keys);
+  end if;
+  return null;
+end $$;
+
+create or replace function rowcast.capture_update() returns trigger
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+declare
+  keys jsonb;
+  gone boolean;
+begin
+  with o as (select to_jsonb(r) as j, row_number() over () as ord from rowcast_old r),
+       n as (select to_jsonb(r) as j, row_number() over () as ord from rowcast_new r),
+       pairs as (
+         select rowcast.pk_of(coalesce(n.j, o.j), tg_argv) as k, o.j as oj, n.j as nj,
+                coalesce(n.ord, o.ord) as ord
+         from o full join n on rowcast.pk_of(o.j, tg_argv) = rowcast.pk_of(n.j, tg_argv)),
+       logged as (
+         insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row, old_row)
+         select tg_table_schema, tg_table_name,
+                case when oj is null then 'I' when nj is null then 'D' else 'U' end,
+                k,
+                case when oj is not null and nj is not null then (nj ->> '_v')::bigint
+                     else nextval('rowcast.row_version_seq') end,
+                nj, oj
+         from pairs
+         -- D before I, as capture_row logs a key change; otherwise the statement's order.
+         order by case when nj is null then 0 else 1 end, ord
+         returning op, pk)
+  select bool_or(op = 'D'), jsonb_agg(pk) filter (where op = 'I') into gone, keys from logged;
+  -- A new key's stored `_v` may be older than a concurrent delete of that key: check
+  -- before this statement ticks for its own tombstones.
+  if keys is not null
+     and pg_sequence_last_value('rowcast.tombstones'::regclass)
+       > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+    perform rowcast.restamp_many(tg_relid, tg_argv, keys);
+  end if;
+  if gone then
+    perform nextval('rowcast.tombstones');
+  end if;
+  return null;
+end $$;
+
+create or replace function rowcast.capture_delete() returns trigger
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+declare
+  n bigint;
+begin
+  insert into rowcast.change_log (table_schema, table_name, op, pk, version, old_row)
+  select tg_table_schema, tg_table_name, 'D', rowcast.pk_of(j, tg_argv), nextval('rowcast.row_version_seq'), j
+  from (select to_jsonb(r) as j from rowcast_old r) x;
+  get diagnostics n = row_count;
+  -- After every tombstone's version is drawn (see rowcast.tombstones).
+  if n > 0 then
+    perform nextval('rowcast.tombstones');
+  end if;
+  return null;
+end $$;
+
+-- Rewrite the rows with primary keys `keys` (a JSON array of objects) so their `_v` is
+-- drawn now (the bulk form of rowcast.restamp).
+create or replace function rowcast.restamp_many(rel regclass, pk text[], keys jsonb) returns void
+language plpgsql security definer set search_path = pg_catalog, rowcast
+as $$
+declare
+  cond text;
+begin
+  select string_agg(format('t.%1$I = r.%1$I', c), ' and ') into cond from unnest(pk) as c;
+  execute format('update %1$s t set _v = t._v from jsonb_populate_recordset(null::%1$s, $1) r where %2$s',
+                 rel, cond)
+    using keys;
+end $$;
+
+-- Install (or re-install, for a new key) the capture triggers on `target`. Called with
+-- rowcast.in_sync_ddl set, so the event trigger ignores the intermediate states.
+create or replace function rowcast.install_capture(target regclass, pk text[]) returns void
+language plpgsql set search_path = pg_catalog, rowcast
+as $$
+declare
+  q    text := target::text;
+  args text;
+begin
+  select string_agg(quote_literal(c), ', ') into args from unnest(pk) as c;
+  execute format('drop trigger if exists zz_rowcast_capture on %s', q);
+  execute format('drop trigger if exists zz_rowcast_capture_update on %s', q);
+  execute format('drop trigger if exists zz_rowcast_capture_delete on %s', q);
+  execute format('create or replace trigger zz_rowcast_version before insert or update on %s
+                  for each row execute function rowcast.bump_version()', q);
+  execute format('create trigger zz_rowcast_capture after insert on %s
+                  referencing new table as rowcast_new
+                  for each statement execute function rowcast.capture_insert(%s)', q, args);
+  execute format('create trigger zz_rowcast_capture_update after update on %s
+                  referencing old table as rowcast_old new table as rowcast_new
+                  for each statement execute function rowcast.capture_update(%s)', q, args);
+  execute format('create trigger zz_rowcast_capture_delete after delete on %s
+                  referencing old table as rowcast_old
+                  for each statement execute function rowcast.capture_delete(%s)', q, args);
+  execute format('create or replace trigger zz_rowcast_truncate after truncate on %s
+                  for each statement execute function rowcast.capture_truncate()', q);
+  -- ENABLE ALWAYS: still fire under session_replication_role = replica.
+  execute format('alter table %s enable always trigger zz_rowcast_version', q);
+  execute format('alter table %s enable always trigger zz_rowcast_capture', q);
+  execute format('alter table %s enable always trigger zz_rowcast_capture_update', q);
+  execute format('alter table %s enable always trigger zz_rowcast_capture_delete', q);
+  execute format('alter table %s enable always trigger zz_rowcast_truncate', q);
+end $$;
+revoke execute on function rowcast.install_capture(regclass, text[]), rowcast.restamp_many(regclass, text[], jsonb) from public;
+
 -- 2. Schema changes and capture health.
 alter table rowcast.change_log drop constraint change_log_op_check;
 -- S: a schema change or a change in capture's state on the table; consumers resync it.
@@ -136,7 +271,7 @@ as $$
   where c.oid = rel
 $$;
 
--- Whether capture works on a table: 'ok'; 'triggers-missing' (one of the three is gone);
+-- Whether capture works on a table: 'ok'; 'triggers-missing' (one of the five is gone);
 -- 'triggers-disabled' (ALTER TABLE … DISABLE TRIGGER); 'origin-only' (re-enabled without
 -- ALWAYS, so writes under session_replication_role = replica are missed); 'no-primary-key';
 -- 'no-version-column'.
@@ -144,7 +279,7 @@ create or replace function rowcast.capture_status(rel oid) returns text
 language sql stable set search_path = pg_catalog, rowcast
 as $$
   select case
-    when count(t.tgname) < 3 then 'triggers-missing'
+    when count(t.tgname) < 5 then 'triggers-missing'
     when bool_or(t.tgenabled = 'D') then 'triggers-disabled'
     when bool_or(t.tgenabled <> 'A') then 'origin-only'
     when not exists (select 1 from pg_index i where i.indrelid = rel and i.indisprimary) then 'no-primary-key'
@@ -153,7 +288,8 @@ as $$
     else 'ok' end
   from (select 1) one
   left join pg_trigger t on t.tgrelid = rel
-   and t.tgname in ('zz_rowcast_version', 'zz_rowcast_capture', 'zz_rowcast_truncate')
+   and t.tgname in ('zz_rowcast_version', 'zz_rowcast_capture', 'zz_rowcast_capture_update',
+                    'zz_rowcast_capture_delete', 'zz_rowcast_truncate')
 $$;
 
 -- Compare every synced table with what was recorded and log an S for each difference, in
@@ -171,7 +307,6 @@ declare
   now_st text;
   ev     text;
   pk     text[];
-  args   text;
 begin
   for s in
     select y.rel, y.shape, y.status, y.pk_columns from rowcast.synced y
@@ -193,11 +328,8 @@ begin
         else 'column-changed' end;
       if ev = 'primary-key-changed' and jsonb_array_length(now_sh -> 'primary_key') > 0 then
         select array_agg(x order by o) into pk from jsonb_array_elements_text(now_sh -> 'primary_key') with ordinality as e(x, o);
-        select string_agg(quote_literal(c), ', ') into args from unnest(pk) as c;
         perform set_config('rowcast.in_sync_ddl', 'on', true);
-        execute format('create or replace trigger zz_rowcast_capture after insert or update or delete on %s
-                        for each row execute function rowcast.capture_row(%s)', s.rel::regclass, args);
-        execute format('alter table %s enable always trigger zz_rowcast_capture', s.rel::regclass);
+        perform rowcast.install_capture(s.rel::regclass, pk);
         perform set_config('rowcast.in_sync_ddl', '', true);
         update rowcast.synced y set pk_columns = pk where y.rel = s.rel;
         now_st := rowcast.capture_status(s.rel);
@@ -261,7 +393,6 @@ declare
   kind   "char";
   pk     text[];
   v_type text;
-  args   text;
   r      text;
 begin
   select relkind into kind from pg_class where oid = target;
@@ -301,16 +432,7 @@ begin
       using errcode = 'invalid_table_definition';
   end if;
 
-  select string_agg(quote_literal(c), ', ') into args from unnest(pk) as c;
-  execute format('create or replace trigger zz_rowcast_version before insert or update on %s
-                  for each row execute function rowcast.bump_version()', q);
-  execute format('create or replace trigger zz_rowcast_capture after insert or update or delete on %s
-                  for each row execute function rowcast.capture_row(%s)', q, args);
-  execute format('create or replace trigger zz_rowcast_truncate after truncate on %s
-                  for each statement execute function rowcast.capture_truncate()', q);
-  execute format('alter table %s enable always trigger zz_rowcast_version', q);
-  execute format('alter table %s enable always trigger zz_rowcast_capture', q);
-  execute format('alter table %s enable always trigger zz_rowcast_truncate', q);
+  perform rowcast.install_capture(target, pk);
 
   -- Realtime reads `_v` as the subscriber's role: a role granted SELECT on some columns
   -- only would otherwise get "permission denied" on it.
@@ -342,6 +464,8 @@ begin
   perform set_config('rowcast.in_sync_ddl', 'on', true);
   execute format('drop trigger if exists zz_rowcast_version on %s', q);
   execute format('drop trigger if exists zz_rowcast_capture on %s', q);
+  execute format('drop trigger if exists zz_rowcast_capture_update on %s', q);
+  execute format('drop trigger if exists zz_rowcast_capture_delete on %s', q);
   execute format('drop trigger if exists zz_rowcast_truncate on %s', q);
   delete from rowcast.synced where rel = target returning true into was;
   if was then
@@ -373,8 +497,22 @@ as $$
   order by 1, 2
 $$;
 
--- Upgrade tables synced before this migration: record shape and status (no S event), and
--- grant `_v` to column-level readers.
+-- Upgrade tables synced before this migration: statement-level capture triggers in place
+-- of 0002's row-level one (in this transaction, so no write falls between the two), then
+-- record shape and status (no S event), and grant `_v` to column-level readers.
+do $$
+declare
+  t record;
+begin
+  perform set_config('rowcast.in_sync_ddl', 'on', true);
+  for t in
+    select s.rel, s.pk_columns from rowcast.synced s
+    where exists (select 1 from pg_class c where c.oid = s.rel)
+  loop
+    perform rowcast.install_capture(t.rel::regclass, t.pk_columns);
+  end loop;
+  perform set_config('rowcast.in_sync_ddl', '', true);
+end $$;
 update rowcast.synced s set shape = rowcast.table_shape(s.rel), status = rowcast.capture_status(s.rel)
 where exists (select 1 from pg_class c where c.oid = s.rel);
 do $$

@@ -897,7 +897,7 @@ async fn enable_sync_refuses_bad_targets_and_is_idempotent() {
 
     sync::enable(&store, "ok").await.unwrap();
     sync::enable(&store, "public.ok").await.unwrap();
-    assert_eq!(triggers_on(&db, "ok").await, 3);
+    assert_eq!(triggers_on(&db, "ok").await, 5);
     let listed = sync::list(&store).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
@@ -1586,4 +1586,132 @@ async fn realtime_subscribers_resync_on_schema_changes_live_and_offline() {
     // The key change is visible in the keys clients hold.
     assert!(live.views["s"].keys().iter().all(|k| k.contains("k2")));
     app.shutdown().await;
+}
+
+/// Issue 14: statements touching 10,000 rows (INSERT … SELECT, UPDATE, a bulk key change,
+/// DELETE) are captured by the statement-level triggers, each as one transaction in the log,
+/// and a consumer applying the live tail converges with the table while single-row writers
+/// work on the same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_statements_are_captured_and_converge_under_concurrent_single_row_writers() {
+    let h = Harness::start(CaptureConfig {
+        live_capacity: 1 << 16,
+        ..fast()
+    })
+    .await;
+    let db = h.db().await;
+    db.batch_execute(
+        "create table bulk (id bigint primary key, n int not null, note text);
+         select rowcast.enable_sync('bulk');",
+    )
+    .await
+    .unwrap();
+    let sub = h.capture.subscribe().await;
+    let replica = Arc::new(Mutex::new(Replica::default()));
+    let failure = Arc::new(Mutex::new(None));
+    let sizes = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let consumer = {
+        let (replica, failure, sizes) = (replica.clone(), failure.clone(), sizes.clone());
+        let mut events = sub.events;
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(LiveEvent::Batch(b)) => {
+                        sizes.lock().unwrap().push(b.changes.len());
+                        replica.lock().unwrap().apply_batch(&b);
+                    }
+                    Ok(other) => {
+                        *failure.lock().unwrap() = Some(format!("{other:?}"));
+                        return;
+                    }
+                    Err(e) => {
+                        *failure.lock().unwrap() = Some(format!("{e}"));
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (url, stop) = (h.url.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let db = connect(&url).await;
+            let mut rng = StdRng::seed_from_u64(w);
+            while !stop.load(Ordering::Relaxed) {
+                let id: i64 = rng.gen_range(1..=12_000);
+                let r = match rng.gen_range(0..3) {
+                    0 => {
+                        db.execute(
+                            "insert into bulk values ($1, 1, 'single') on conflict (id) do update set n = bulk.n + 1",
+                            &[&id],
+                        )
+                        .await
+                    }
+                    1 => {
+                        db.execute("update bulk set n = n + 1, note = 'single' where id = $1", &[&id])
+                            .await
+                    }
+                    _ => db.execute("delete from bulk where id = $1", &[&id]).await,
+                };
+                if let Err(e) = r {
+                    let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                    assert!(matches!(code.as_str(), "40P01" | "23505"), "{e:?}");
+                }
+            }
+        }));
+    }
+    for sql in [
+        "insert into bulk select g, 0, 'bulk' from generate_series(1, 10000) g on conflict (id) do nothing",
+        "update bulk set n = n + 10, note = 'bulk-update' where id <= 10000",
+        "update bulk set id = id + 100000 where id % 10 = 0 and id <= 10000",
+        "delete from bulk where id % 3 = 0",
+    ] {
+        let n = db.execute(sql, &[]).await.unwrap();
+        assert!(n >= 900, "{sql}: {n} rows");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut last = Err(String::new());
+    for _ in 0..200 {
+        if let Some(f) = failure.lock().unwrap().clone() {
+            panic!("consumer failed: {f}");
+        }
+        last = converges_on(&replica, &db, "public.bulk", &["id"]).await;
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last.unwrap();
+    assert!(
+        sizes.lock().unwrap().iter().any(|&n| n >= 9_000),
+        "the bulk insert arrived as one transaction"
+    );
+    consumer.abort();
+    h.stop().await;
+}
+
+async fn converges_on(
+    replica: &Mutex<Replica>,
+    db: &tokio_postgres::Client,
+    table: &str,
+    pk: &[&str],
+) -> Result<(), String> {
+    let want = db_table(db, table, pk).await;
+    let got = replica.lock().unwrap().table(table);
+    if want == got {
+        Ok(())
+    } else {
+        let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+        let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+        Err(format!(
+            "{table}: db {} rows, replica {}; {missing} missing, {extra} extra",
+            want.len(),
+            got.len()
+        ))
+    }
 }
