@@ -22,17 +22,37 @@
 create sequence rowcast.tombstones;
 select setval('rowcast.tombstones', 1, true);
 
+-- The mark is "<tombstone ticks> <last version drawn>" as of this transaction's first stamp
+-- (rowcast.capture_mark, transaction-local). INSERTs get `_v` from the column default below
+-- (no PL/pgSQL call per row); UPDATEs from this BEFORE trigger, which runs after the
+-- executor holds the row lock.
 create or replace function rowcast.bump_version() returns trigger
 language plpgsql security definer set search_path = pg_catalog, rowcast
 as $$
 begin
-  if coalesce(current_setting('rowcast.tombstone_mark', true), '') = '' then
-    perform set_config('rowcast.tombstone_mark',
-                       pg_sequence_last_value('rowcast.tombstones'::regclass)::text, true);
+  if coalesce(current_setting('rowcast.capture_mark', true), '') = '' then
+    perform set_config('rowcast.capture_mark',
+                       coalesce(pg_sequence_last_value('rowcast.tombstones'::regclass), 0)::text || ' '
+                       || coalesce(pg_sequence_last_value('rowcast.row_version_seq'::regclass), 0)::text, true);
   end if;
   new._v := nextval('rowcast.row_version_seq');
   return new;
 end $$;
+
+-- The `_v` default of synced tables: note the mark (once per transaction), then draw the
+-- version. Built-in functions only, evaluated in C. Runs as the inserting role, hence the
+-- grants (USAGE on the version sequence lets a role draw versions, nothing more).
+create or replace function rowcast.version_default_sql() returns text
+language sql immutable
+as $f$ select $d$(case when coalesce(set_config('rowcast.capture_mark', coalesce(nullif(current_setting('rowcast.capture_mark', true), ''), coalesce(pg_sequence_last_value('rowcast.tombstones'::regclass), 0)::text || ' ' || coalesce(pg_sequence_last_value('rowcast.row_version_seq'::regclass), 0)::text), true), '') is not null then nextval('rowcast.row_version_seq'::regclass) end)$d$ $f$;
+grant usage, select on sequence rowcast.row_version_seq, rowcast.tombstones to public;
+
+-- Whether a row stamped under `mark` may carry a `_v` below a concurrent tombstone: a
+-- tombstone ticked since the mark.
+create or replace function rowcast.raced(mark text) returns boolean
+language sql volatile
+as $$ select pg_sequence_last_value('rowcast.tombstones'::regclass)
+              > coalesce(nullif(split_part(coalesce(mark, ''), ' ', 1), ''), '0')::bigint $$;
 
 -- Rewrite the row with primary key `key` (a JSON object) of `rel` so its `_v` is drawn now.
 create or replace function rowcast.restamp(rel regclass, pk text[], key jsonb) returns void
@@ -87,7 +107,7 @@ begin
       -- The new key's stored `_v` may be older than a concurrent delete of that key: check
       -- before this change ticks for its own tombstone (the old key's).
       if pg_sequence_last_value('rowcast.tombstones'::regclass)
-           > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+           > coalesce(nullif(split_part(coalesce(current_setting('rowcast.capture_mark', true), ''), ' ', 1), ''), '0')::bigint then
         perform rowcast.restamp(tg_relid, tg_argv, kn);
       end if;
       perform nextval('rowcast.tombstones');
@@ -99,8 +119,7 @@ begin
     -- drawing its `_v` sees this tick if and only if the tombstone may be above its `_v`.
     perform nextval('rowcast.tombstones');
   end if;
-  if raced and pg_sequence_last_value('rowcast.tombstones'::regclass)
-       > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+  if raced and rowcast.raced(current_setting('rowcast.capture_mark', true)) then
     perform rowcast.restamp(tg_relid, tg_argv, kn);
   end if;
   return null;
@@ -124,13 +143,25 @@ language plpgsql security definer set search_path = pg_catalog, rowcast
 as $$
 declare
   keys jsonb;
+  mark text := current_setting('rowcast.capture_mark', true);
+  vmark bigint := coalesce(nullif(split_part(coalesce(mark, ''), ' ', 2), ''), '0')::bigint;
+  one text := case when tg_nargs = 1 then tg_argv[0] end;
 begin
   insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row)
-  select tg_table_schema, tg_table_name, 'I', rowcast.pk_of(j, tg_argv), nextval('rowcast.row_version_seq'), j
+  select tg_table_schema, tg_table_name, 'I',
+         case when one is not null then jsonb_build_object(one, j -> one) else rowcast.pk_of(j, tg_argv) end,
+         nextval('rowcast.row_version_seq'), j
   from (select to_jsonb(r) as j from rowcast_new r) x;
-  if pg_sequence_last_value('rowcast.tombstones'::regclass)
-       > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+  -- Re-stamp rows that may carry a `_v` below a concurrent tombstone, and rows whose `_v`
+  -- did not come from the default in this transaction (written explicitly, e.g. copied
+  -- from another synced table with INSERT … SELECT *).
+  if rowcast.raced(mark) then
     select jsonb_agg(rowcast.pk_of(to_jsonb(r), tg_argv)) into keys from rowcast_new r;
+  else
+    select jsonb_agg(rowcast.pk_of(to_jsonb(r), tg_argv)) into keys
+    from rowcast_new r where r._v is null or r._v <= vmark;
+  end if;
+  if keys is not null then
     perform rowcast.restamp_many(tg_relid, tg_argv, keys);
   end if;
   return null;
@@ -142,13 +173,19 @@ as $$
 declare
   keys jsonb;
   gone boolean;
+  one text := case when tg_nargs = 1 then tg_argv[0] end;
 begin
-  with o as (select to_jsonb(r) as j, row_number() over () as ord from rowcast_old r),
-       n as (select to_jsonb(r) as j, row_number() over () as ord from rowcast_new r),
+  with o as (select j, case when one is not null then jsonb_build_object(one, j -> one)
+                            else rowcast.pk_of(j, tg_argv) end as k,
+                    row_number() over () as ord
+             from (select to_jsonb(r) as j from rowcast_old r) x),
+       n as (select j, case when one is not null then jsonb_build_object(one, j -> one)
+                            else rowcast.pk_of(j, tg_argv) end as k,
+                    row_number() over () as ord
+             from (select to_jsonb(r) as j from rowcast_new r) x),
        pairs as (
-         select rowcast.pk_of(coalesce(n.j, o.j), tg_argv) as k, o.j as oj, n.j as nj,
-                coalesce(n.ord, o.ord) as ord
-         from o full join n on rowcast.pk_of(o.j, tg_argv) = rowcast.pk_of(n.j, tg_argv)),
+         select coalesce(n.k, o.k) as k, o.j as oj, n.j as nj, coalesce(n.ord, o.ord) as ord
+         from o full join n on o.k = n.k),
        logged as (
          insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row, old_row)
          select tg_table_schema, tg_table_name,
@@ -164,9 +201,7 @@ begin
   select bool_or(op = 'D'), jsonb_agg(pk) filter (where op = 'I') into gone, keys from logged;
   -- A new key's stored `_v` may be older than a concurrent delete of that key: check
   -- before this statement ticks for its own tombstones.
-  if keys is not null
-     and pg_sequence_last_value('rowcast.tombstones'::regclass)
-       > coalesce(nullif(current_setting('rowcast.tombstone_mark', true), ''), '0')::bigint then
+  if keys is not null and rowcast.raced(current_setting('rowcast.capture_mark', true)) then
     perform rowcast.restamp_many(tg_relid, tg_argv, keys);
   end if;
   if gone then
@@ -180,9 +215,12 @@ language plpgsql security definer set search_path = pg_catalog, rowcast
 as $$
 declare
   n bigint;
+  one text := case when tg_nargs = 1 then tg_argv[0] end;
 begin
   insert into rowcast.change_log (table_schema, table_name, op, pk, version, old_row)
-  select tg_table_schema, tg_table_name, 'D', rowcast.pk_of(j, tg_argv), nextval('rowcast.row_version_seq'), j
+  select tg_table_schema, tg_table_name, 'D',
+         case when one is not null then jsonb_build_object(one, j -> one) else rowcast.pk_of(j, tg_argv) end,
+         nextval('rowcast.row_version_seq'), j
   from (select to_jsonb(r) as j from rowcast_old r) x;
   get diagnostics n = row_count;
   -- After every tombstone's version is drawn (see rowcast.tombstones).
@@ -219,7 +257,8 @@ begin
   execute format('drop trigger if exists zz_rowcast_capture on %s', q);
   execute format('drop trigger if exists zz_rowcast_capture_update on %s', q);
   execute format('drop trigger if exists zz_rowcast_capture_delete on %s', q);
-  execute format('create or replace trigger zz_rowcast_version before insert or update on %s
+  execute format('alter table %s alter column _v set default %s', q, rowcast.version_default_sql());
+  execute format('create or replace trigger zz_rowcast_version before update on %s
                   for each row execute function rowcast.bump_version()', q);
   execute format('create trigger zz_rowcast_capture after insert on %s
                   referencing new table as rowcast_new
