@@ -32,6 +32,7 @@ async fn follow(shared: &Arc<Shared>, readiness: &Readiness, shutdown: &Cancella
     let mut backoff = Duration::from_millis(100);
     let mut last_probe: Option<Instant> = None;
     let mut last_warning: Option<Instant> = None;
+    let mut registered: Option<(Instant, Cursor)> = None;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -58,7 +59,7 @@ async fn follow(shared: &Arc<Shared>, readiness: &Readiness, shutdown: &Cancella
         if last_probe.map_or(true, |t| t.elapsed() >= shared.config.lag_probe_interval) {
             last_probe = Some(Instant::now());
             probe_lag(&shared, &mut last_warning).await;
-            check_tables(&shared).await;
+            check_tables(&shared, &mut registered).await;
         }
         let wait = shared.next_wait();
         tokio::select! {
@@ -154,14 +155,25 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Cursor>> {
     shared.position.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How often an idle reader refreshes its registration (well within `READER_TTL`).
+const REFRESH: Duration = Duration::from_secs(20);
+
 /// Register how far this reader has read (retention will not prune past it), and check the
 /// synced tables: log an S event for a schema or capture-state change the event trigger did
 /// not see (no superuser at migration time), and count the tables capture is broken on.
-async fn check_tables(shared: &Shared) {
+async fn check_tables(shared: &Shared, registered: &mut Option<(Instant, Cursor)>) {
     let checked = async {
         let client = shared.store.client().await?;
+        // About once a second and only when it moved: each registration is a small write
+        // transaction (an xid that briefly holds every reader's watermark).
         if let Some(pos) = current(shared) {
-            changes::register_reader(&**client, shared.instance, (pos.xid(), pos.id())).await?;
+            let due = registered.map_or(true, |(at, p)| {
+                at.elapsed() >= Duration::from_secs(1) && (p != pos || at.elapsed() >= REFRESH)
+            });
+            if due {
+                changes::register_reader(&**client, shared.instance, (pos.xid(), pos.id())).await?;
+                *registered = Some((Instant::now(), pos));
+            }
         }
         let events = changes::check_synced(&**client).await?;
         let broken = changes::broken_synced(&**client).await?;
