@@ -100,7 +100,7 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
     .await?;
 
     println!("# capture write throughput (single-row INSERT transactions, pgbench, {}s x {} rounds, fsync on)", s.seconds, s.rounds);
-    println!("writers | plain tps | capture, NOTIFY off | capture, doorbell (default) | doorbell vs capture alone | capture, NOTIFY per commit (0002) | per-row capture (0002), NOTIFY off");
+    println!("writers | plain tps | capture, NOTIFY off | capture, doorbell (default) | doorbell vs capture alone | capture, NOTIFY per commit (0002) | per-row AFTER trigger, NOTIFY off");
     println!("---|---|---|---|---|---|---");
     for &c in &s.clients {
         let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
@@ -227,7 +227,7 @@ fn pgbench(
 async fn bulk(db: &tokio_postgres::Client, rounds: usize) -> Result<(), Error> {
     println!();
     println!("# bulk statements, 10,000 rows ({rounds} rounds, median ms)");
-    println!("statement | plain | capture (statement-level) | capture (per-row, 0002)");
+    println!("statement | plain | capture (statement-level) | capture (per-row AFTER trigger)");
     println!("---|---|---|---");
     let tables = ["bench_plain", "bench_synced", "bench_rowlevel"];
     let mut times: HashMap<(&str, &str), Vec<f64>> = HashMap::new();

@@ -3,7 +3,9 @@
 //!
 //! # How it works
 //! Triggers installed by `rowcast.enable_sync(table)` append one row per change to
-//! `rowcast.change_log` in the writer's own transaction (migration `0002_capture.sql`). The
+//! `rowcast.change_log` in the writer's own transaction (migrations `0002_capture.sql` and
+//! `0005_capture_safety.sql`: statement-level over transition tables, schema changes and
+//! stopped capture as [`Op::Schema`] events, the coalesced doorbell). The
 //! log is read in `(xid, id)` order and only below the snapshot-xmin watermark, so a
 //! transaction that commits late delays delivery but is never skipped. Each row carries a
 //! per-row `version` (the table's `_v` column) that follows each key's commit order;
