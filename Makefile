@@ -50,7 +50,7 @@ lint:
 ## Capture benchmark: write cost of capture (NOTIFY on/off) and commit-to-reader latency.
 ## Not part of `make test`; results go in docs/benchmarks.md.
 bench-capture:
-	$(CARGO) run --release --locked -p rowcast-bench -- capture
+	$(CARGO) run --release --locked -p rowcast-bench --bin rowcast-bench -- capture
 
 ## The release binary, built exactly as the Dockerfile and CI build it.
 build:

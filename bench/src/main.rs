@@ -3,11 +3,12 @@
 //! each other; report ratios and medians, this machine is noisy.
 //!
 //! 1. Throughput of single-row INSERT transactions (pgbench) into a plain table, a synced
-//!    table with the NOTIFY doorbell off, and a synced table with it on, at 1, 8 and 32
-//!    writers, interleaved over several rounds; the median of each is reported with its
-//!    ratio to the plain table.
-//! 2. Commit-to-reader latency at a steady 1,000 changes/s through the live tail, with
-//!    NOTIFY on and off (p50, p99).
+//!    table with the NOTIFY doorbell off, with the default (coalesced) doorbell, and with a
+//!    NOTIFY per writing transaction (migration 0002's doorbell, for comparison), at 1, 8 and
+//!    32 writers, interleaved over several rounds; the median of each is reported with its
+//!    ratio to the plain table, and the doorbell's cost over capture alone.
+//! 2. Commit-to-reader latency at a steady 1,000 changes/s from plain SQL writers through
+//!    the live tail: the default configuration, a 200 ms poll, and NOTIFY off (p50, p99).
 
 use std::{
     collections::HashMap,
@@ -77,22 +78,41 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
     db.batch_execute(
         "create table public.bench_plain (id bigserial primary key, body text not null);
          create table public.bench_synced (id bigserial primary key, body text not null);
-         select rowcast.enable_sync('public.bench_synced');",
+         select rowcast.enable_sync('public.bench_synced');
+         -- For comparison only: the doorbell of migration 0002, one NOTIFY per writing
+         -- transaction (the default since 0005 rings at most once per 20 ms).
+         create table public.bench_rowlevel (id bigserial primary key, body text not null);
+         select rowcast.enable_sync('public.bench_rowlevel');
+         -- For comparison only: migration 0002's per-row capture trigger (one PL/pgSQL call
+         -- and one log INSERT per row) in place of the statement-level ones.
+         drop trigger zz_rowcast_capture on public.bench_rowlevel;
+         drop trigger zz_rowcast_capture_update on public.bench_rowlevel;
+         drop trigger zz_rowcast_capture_delete on public.bench_rowlevel;
+         create trigger zz_rowcast_capture after insert or update or delete on public.bench_rowlevel
+           for each row execute function rowcast.capture_row('id');
+         alter table public.bench_rowlevel enable always trigger zz_rowcast_capture;
+         create function public.bench_ring_every() returns trigger language plpgsql as $$
+         begin perform pg_notify('rowcast_changes', ''); return null; end $$;
+         create trigger bench_ring_every after insert on rowcast.change_log
+           for each statement execute function public.bench_ring_every();
+         alter table rowcast.change_log disable trigger bench_ring_every;",
     )
     .await?;
 
     println!("# capture write throughput (single-row INSERT transactions, pgbench, {}s x {} rounds, fsync on)", s.seconds, s.rounds);
-    println!("writers | plain tps | capture, NOTIFY off | capture, NOTIFY on");
-    println!("---|---|---|---");
+    println!("writers | plain tps | capture, NOTIFY off | capture, doorbell (default) | doorbell vs capture alone | capture, NOTIFY per commit (0002) | per-row AFTER trigger, NOTIFY off");
+    println!("---|---|---|---|---|---|---");
     for &c in &s.clients {
         let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
         for _ in 0..s.rounds {
-            for (name, table, notify) in [
-                ("plain", "bench_plain", false),
-                ("off", "bench_synced", false),
-                ("on", "bench_synced", true),
+            for (name, table, doorbell) in [
+                ("plain", "bench_plain", Doorbell::Off),
+                ("off", "bench_synced", Doorbell::Off),
+                ("on", "bench_synced", Doorbell::Coalesced),
+                ("every", "bench_synced", Doorbell::EveryCommit),
+                ("rowlevel", "bench_rowlevel", Doorbell::Off),
             ] {
-                set_doorbell(&db, notify).await?;
+                set_doorbell(&db, doorbell).await?;
                 db.batch_execute("checkpoint").await?;
                 let tps = pgbench(bindir, pg, table, c, s.seconds)?;
                 results.entry(name).or_default().push(tps);
@@ -101,21 +121,30 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
         let plain = median(&results["plain"]);
         let off = median(&results["off"]);
         let on = median(&results["on"]);
+        let every = median(&results["every"]);
+        let rowlevel = median(&results["rowlevel"]);
         println!(
-            "{c} | {plain:.0} | {off:.0} ({:.0}%) | {on:.0} ({:.0}%)",
+            "{c} | {plain:.0} | {off:.0} ({:.0}%) | {on:.0} ({:.0}%) | {:.1}% | {every:.0} ({:.0}%) | {rowlevel:.0} ({:.0}%)",
             100.0 * off / plain,
-            100.0 * on / plain
+            100.0 * on / plain,
+            100.0 * (off - on) / off,
+            100.0 * every / plain,
+            100.0 * rowlevel / plain
         );
     }
+    set_doorbell(&db, Doorbell::Off).await?;
+
+    bulk(&db, s.rounds).await?;
 
     println!();
     println!(
         "# commit-to-reader latency at 1,000 changes/s ({}s)",
         s.latency_seconds
     );
-    println!("NOTIFY | poll interval | delivered | p50 ms | p99 ms | max ms");
+    println!("doorbell | poll interval | delivered | p50 ms | p99 ms | max ms");
     println!("---|---|---|---|---|---");
-    for (notify, poll_ms) in [(true, 200), (false, 50), (false, 200)] {
+    // The first row is the default configuration (doorbell on, 50 ms poll).
+    for (notify, poll_ms) in [(true, 50), (true, 200), (false, 50)] {
         let (n, p50, p99, max) = latency(&url, &store, notify, poll_ms, s.latency_seconds).await?;
         println!(
             "{} | {poll_ms}ms | {n} | {p50:.1} | {p99:.1} | {max:.1}",
@@ -125,12 +154,33 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
     Ok(())
 }
 
-async fn set_doorbell(db: &tokio_postgres::Client, on: bool) -> Result<(), Error> {
-    db.batch_execute(if on {
-        "alter table rowcast.change_log enable always trigger rowcast_doorbell"
-    } else {
-        "alter table rowcast.change_log disable trigger rowcast_doorbell"
-    })
+#[derive(Clone, Copy)]
+enum Doorbell {
+    Off,
+    /// Migration 0005's trigger: at most one NOTIFY per 20 ms.
+    Coalesced,
+    /// One NOTIFY per writing transaction, as migration 0002 had it.
+    EveryCommit,
+}
+
+async fn set_doorbell(db: &tokio_postgres::Client, d: Doorbell) -> Result<(), Error> {
+    let (coalesced, every) = match d {
+        Doorbell::Off => (false, false),
+        Doorbell::Coalesced => (true, false),
+        Doorbell::EveryCommit => (false, true),
+    };
+    let sw = |on: bool, name: &str| {
+        if on {
+            format!("alter table rowcast.change_log enable always trigger {name};")
+        } else {
+            format!("alter table rowcast.change_log disable trigger {name};")
+        }
+    };
+    db.batch_execute(&format!(
+        "{}{}",
+        sw(coalesced, "rowcast_doorbell"),
+        sw(every, "bench_ring_every")
+    ))
     .await?;
     Ok(())
 }
@@ -169,6 +219,49 @@ fn pgbench(
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no tps in pgbench output: {text}").into())
+}
+
+/// A 10,000-row `INSERT … SELECT` and a 10,000-row `UPDATE`, timed on a plain table, a synced
+/// table (statement-level capture) and a synced table with 0002's per-row trigger; medians
+/// of `rounds`, each on a freshly emptied table.
+async fn bulk(db: &tokio_postgres::Client, rounds: usize) -> Result<(), Error> {
+    println!();
+    println!("# bulk statements, 10,000 rows ({rounds} rounds, median ms)");
+    println!("statement | plain | capture (statement-level) | capture (per-row AFTER trigger)");
+    println!("---|---|---|---");
+    let tables = ["bench_plain", "bench_synced", "bench_rowlevel"];
+    let mut times: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
+    for _ in 0..rounds {
+        for t in tables {
+            db.batch_execute(&format!("truncate public.{t}; checkpoint"))
+                .await?;
+            for (name, sql) in [
+                (
+                    "insert",
+                    format!("insert into public.{t} (body) select repeat('x', 100) from generate_series(1, 10000)"),
+                ),
+                ("update", format!("update public.{t} set body = body || 'y'")),
+            ] {
+                let started = Instant::now();
+                db.batch_execute(&sql).await?;
+                times
+                    .entry((name, t))
+                    .or_default()
+                    .push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    for name in ["insert", "update"] {
+        let plain = median(&times[&(name, "bench_plain")]);
+        let stmt = median(&times[&(name, "bench_synced")]);
+        let row = median(&times[&(name, "bench_rowlevel")]);
+        println!(
+            "{name} | {plain:.0} | {stmt:.0} ({:.1}x) | {row:.0} ({:.1}x)",
+            stmt / plain,
+            row / plain
+        );
+    }
+    Ok(())
 }
 
 fn median(v: &[f64]) -> f64 {

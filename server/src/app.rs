@@ -260,7 +260,7 @@ fn register_capture_metrics(m: &Metrics, capture: &Capture) {
         move || c.stats().changes_published.load(Relaxed) as f64,
     );
     type Sample = fn(&CaptureStats) -> f64;
-    let gauges: [(metrics::Spec, Sample); 4] = [
+    let gauges: [(metrics::Spec, Sample); 5] = [
         (metrics::CAPTURE_OLDEST_UNDELIVERED, |s| {
             s.oldest_undelivered_ms.load(Relaxed) as f64 / 1000.0
         }),
@@ -272,6 +272,9 @@ fn register_capture_metrics(m: &Metrics, capture: &Capture) {
         }),
         (metrics::CAPTURE_BLOCKING_PID, |s| {
             s.blocking_pid.load(Relaxed) as f64
+        }),
+        (metrics::CAPTURE_BROKEN_TABLES, |s| {
+            s.broken_tables.load(Relaxed) as f64
         }),
     ];
     for (spec, read) in gauges {

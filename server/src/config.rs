@@ -214,10 +214,10 @@ pub struct ServerArgs {
     #[arg(long, env = "ROWCAST_POLL_INTERVAL", default_value = "50ms", value_parser = bounded_duration_parser("ROWCAST_POLL_INTERVAL", Duration::from_millis(10), Duration::from_secs(60)))]
     pub poll_interval: Duration,
 
-    /// Ring the NOTIFY doorbell on every writing transaction to synced tables and LISTEN for
-    /// it: lower latency for writes from psql and other services, but a cluster-wide lock at
-    /// every notifying commit (off by default; see docs/benchmarks.md).
-    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "false", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_NOTIFY"))]
+    /// Ring the NOTIFY doorbell (at most once per 20 ms per database, so writers are not
+    /// serialized on the notify lock) and LISTEN for it: writes from psql and other services
+    /// reach subscribers in milliseconds. `false` leaves only the poll interval.
+    #[arg(long, env = "ROWCAST_NOTIFY", default_value = "true", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_NOTIFY"))]
     pub notify: bool,
 
     /// Keep captured changes at least this long (e.g. 7d); `0` keeps them by age forever.
@@ -710,7 +710,7 @@ impl Config {
                 rest_idempotency_ttl: Duration::from_secs(24 * 3600),
             },
             poll_interval: Duration::from_millis(50),
-            notify: false,
+            notify: true,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_max_changes: 0,
             auth: AuthArgs::default(),

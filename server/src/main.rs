@@ -187,8 +187,15 @@ async fn sync(config: &Config, action: SyncAction) -> ExitCode {
             }
             SyncAction::List => {
                 for t in capture::sync::list(&store).await? {
+                    // A table capture does not fully work on says why (it is also logged
+                    // by the server and counted in rowcast_capture_broken_tables).
+                    let status = if t.status == "ok" {
+                        String::new()
+                    } else {
+                        format!("\tCAPTURE NOT WORKING: {}", t.status)
+                    };
                     println!(
-                        "{}.{}\tprimary key ({})\tsince {}",
+                        "{}.{}\tprimary key ({})\tsince {}{status}",
                         t.schema,
                         t.name,
                         t.primary_key.join(", "),

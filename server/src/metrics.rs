@@ -146,6 +146,12 @@ pub const CAPTURE_BLOCKING_PID: Spec = spec(
     "Backend pid holding the change log's watermark back, or 0.",
 );
 
+pub const CAPTURE_BROKEN_TABLES: Spec = spec(
+    "rowcast_capture_broken_tables",
+    Kind::Gauge,
+    "Synced tables change capture is not working on (triggers disabled or missing, key or _v dropped).",
+);
+
 /// Every metric the server defines. docs/operations.md lists each (a test checks).
 pub const CATALOG: &[Spec] = &[
     BUILD_INFO,
@@ -165,6 +171,7 @@ pub const CATALOG: &[Spec] = &[
     CHANGE_LOG_FLOOR,
     CAPTURE_OLDEST_UNDELIVERED,
     CAPTURE_BLOCKING_PID,
+    CAPTURE_BROKEN_TABLES,
 ];
 
 /// A monotonically increasing count.

@@ -35,6 +35,12 @@ pub enum Op {
     /// consumer drops those rows (keeping newer ones: they were written after the
     /// TRUNCATE even if delivered before it). Also logged by `rowcast.disable_sync`.
     Truncate,
+    /// The table's shape (columns, types, key, name) or capture's state on it changed at
+    /// this point of the log: row images before and after it may differ in shape, and
+    /// changes may be missing while capture was stopped. A consumer resyncs the table.
+    /// `new_row` holds `{"event", "status", "shape"}`, `old_row` the previous status and
+    /// shape; see [`Change::schema_event`].
+    Schema,
 }
 
 /// One captured row change.
@@ -60,6 +66,18 @@ pub struct Change {
     pub old_row: Option<Value>,
     /// This change's position in the log.
     pub cursor: Cursor,
+}
+
+impl Change {
+    /// For an [`Op::Schema`] change, what happened: `column-added`, `column-dropped`,
+    /// `column-changed` (renamed or retyped), `primary-key-changed`, `table-renamed`,
+    /// `capture-stopped` or `capture-resumed`.
+    pub fn schema_event(&self) -> Option<&str> {
+        if self.op != Op::Schema {
+            return None;
+        }
+        self.new_row.as_ref()?.get("event")?.as_str()
+    }
 }
 
 /// All changes of one transaction, in the order they were made. Never split across
@@ -99,11 +117,12 @@ pub(crate) fn change_from_row(row: ChangeRow) -> Result<Change, CaptureError> {
         "U" => Op::Update,
         "D" => Op::Delete,
         "T" => Op::Truncate,
+        "S" => Op::Schema,
         other => return Err(CaptureError::Corrupt(format!("unknown op {other:?}"))),
     };
     let pk = match row.pk {
         Some(Value::Object(m)) => m,
-        None if op == Op::Truncate => Map::new(),
+        None if matches!(op, Op::Truncate | Op::Schema) => Map::new(),
         other => {
             return Err(CaptureError::Corrupt(format!(
                 "primary key is not an object: {other:?}"

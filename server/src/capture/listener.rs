@@ -95,7 +95,7 @@ async fn listen(
             m = messages.next() => match m {
                 Some(Ok(AsyncMessage::Notification(_))) => {
                     shared.stats.notifications.fetch_add(1, Relaxed);
-                    shared.wake.notify_one();
+                    shared.ring();
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),

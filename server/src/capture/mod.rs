@@ -3,7 +3,9 @@
 //!
 //! # How it works
 //! Triggers installed by `rowcast.enable_sync(table)` append one row per change to
-//! `rowcast.change_log` in the writer's own transaction (migration `0002_capture.sql`). The
+//! `rowcast.change_log` in the writer's own transaction (migrations `0002_capture.sql` and
+//! `0005_capture_safety.sql`: statement-level over transition tables, schema changes and
+//! stopped capture as [`Op::Schema`] events, the coalesced doorbell). The
 //! log is read in `(xid, id)` order and only below the snapshot-xmin watermark, so a
 //! transaction that commits late delays delivery but is never skipped. Each row carries a
 //! per-row `version` (the table's `_v` column) that follows each key's commit order;
@@ -85,7 +87,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             poll_interval: Duration::from_millis(50),
-            notify: false,
+            notify: true,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_max_changes: None,
             retention_interval: Duration::from_secs(30),
@@ -145,7 +147,23 @@ struct Shared {
     initialized: watch::Sender<bool>,
     wake: Notify,
     stats: CaptureStats,
+    /// This instance's id in `rowcast.live_readers` (see retention).
+    instance: uuid::Uuid,
+    /// Until when the reader polls at [`HOT_POLL`] because the doorbell rang (see
+    /// [`listener`]).
+    hot_until: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the reader looks at the log while writes are arriving (after a doorbell). The
+/// doorbell trigger rings at most once per 20 ms per database (migration 0005), so writers
+/// that commit right after a ring are picked up by these reads rather than by their own bell.
+pub const HOT_POLL: Duration = Duration::from_millis(5);
+/// How long after a doorbell the reader keeps polling at [`HOT_POLL`]; comfortably longer
+/// than the trigger's 20 ms ring interval plus a commit's flush, so a steady stream of
+/// writes keeps it hot without every transaction notifying.
+pub const HOT_WINDOW: Duration = Duration::from_millis(100);
+/// A live reader not heard of for this long no longer holds count-based retention back.
+pub const READER_TTL: Duration = Duration::from_secs(60);
 
 /// The capture handle of one server instance. Cheap to clone.
 #[derive(Clone)]
@@ -158,6 +176,28 @@ impl std::fmt::Debug for Capture {
         f.debug_struct("Capture")
             .field("position", &self.position())
             .finish()
+    }
+}
+
+impl Shared {
+    /// The doorbell rang: read now and keep reading every [`HOT_POLL`] for [`HOT_WINDOW`].
+    fn ring(&self) {
+        let until = std::time::Instant::now() + HOT_WINDOW;
+        *self.hot_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        self.wake.notify_one();
+    }
+
+    /// How long the reader may wait before its next look at the log.
+    fn next_wait(&self) -> Duration {
+        let base = self
+            .config
+            .poll_interval
+            .min(self.config.lag_probe_interval);
+        let hot = *self.hot_until.lock().unwrap_or_else(|p| p.into_inner());
+        match hot {
+            Some(t) if t > std::time::Instant::now() => base.min(HOT_POLL),
+            _ => base,
+        }
     }
 }
 
@@ -175,6 +215,8 @@ impl Capture {
                 initialized,
                 wake: Notify::new(),
                 stats: CaptureStats::default(),
+                instance: uuid::Uuid::new_v4(),
+                hot_until: Mutex::new(None),
             }),
         }
     }

@@ -1,6 +1,9 @@
 //! Retention: prunes the oldest changes by age and/or count in small batches (short
 //! statements that touch only rows no writer touches again, so writers never wait), and
 //! records the largest pruned position as the floor below which cursors must resync.
+//! Count-based pruning stops at the slowest connected live reader (this instance's position
+//! and every instance's registration in `rowcast.live_readers`), so a burst of writes cannot
+//! make a prune overtake a reader and push its subscribers into a resync.
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -9,7 +12,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{CaptureError, Shared};
+use super::{CaptureError, Cursor, Shared, READER_TTL};
 use crate::{readiness::Readiness, store::changes};
 
 const BATCH: i64 = 1000;
@@ -68,12 +71,19 @@ async fn sample_size(shared: &Shared) {
 pub(super) async fn prune_all(shared: &Shared) -> Result<u64, CaptureError> {
     let mut total = 0;
     loop {
+        // Never past what this instance's live tail has read (other instances are covered
+        // by their registrations in rowcast.live_readers).
+        let cap =
+            (*shared.position.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or(Cursor::END);
         let client = shared.store.client().await?;
         let pruned = changes::prune(
             &**client,
             shared.config.retention,
             shared.config.retention_max_changes,
             BATCH,
+            (cap.xid(), cap.id()),
+            READER_TTL,
+            shared.instance,
         )
         .await?;
         drop(client);

@@ -28,6 +28,12 @@ pub struct CaptureStats {
     pub log_rows: AtomicI64,
     /// Id of the retention floor (the largest pruned position), sampled with `log_rows`.
     pub floor_id: AtomicI64,
+    /// Synced tables capture does not fully work on (triggers disabled or missing, key or
+    /// `_v` gone), sampled by the reader's periodic check.
+    pub broken_tables: AtomicI64,
+    /// Schema or capture-state changes this instance's check logged itself (the event
+    /// trigger logs most of them in the DDL's own transaction).
+    pub schema_events: AtomicU64,
 }
 
 /// A plain copy of [`CaptureStats`] at one moment.

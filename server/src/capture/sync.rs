@@ -12,6 +12,10 @@ pub struct SyncedTable {
     pub name: String,
     pub primary_key: Vec<String>,
     pub enabled_at: DateTime<Utc>,
+    /// `ok`, or why capture does not work on it: `triggers-disabled`, `triggers-missing`,
+    /// `origin-only` (triggers re-enabled without ALWAYS), `no-primary-key`,
+    /// `no-version-column`.
+    pub status: String,
 }
 
 /// Why enabling or disabling failed, in words for the operator who asked.
@@ -68,6 +72,7 @@ pub async fn list(store: &Store) -> Result<Vec<SyncedTable>, SyncError> {
             name: r.name,
             primary_key: r.primary_key,
             enabled_at: r.enabled_at,
+            status: r.status,
         })
         .collect())
 }

@@ -18,9 +18,21 @@ pub(super) async fn run(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
+    follow(&shared, &readiness, &shutdown).await;
+    // Stop holding count-based retention back (best effort: the registration expires anyway).
+    let leave = async {
+        let client = shared.store.client().await?;
+        changes::unregister_reader(&**client, shared.instance, super::READER_TTL).await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), leave).await;
+}
+
+async fn follow(shared: &Arc<Shared>, readiness: &Readiness, shutdown: &CancellationToken) {
+    let shared = shared.clone();
     let mut backoff = Duration::from_millis(100);
     let mut last_probe: Option<Instant> = None;
     let mut last_warning: Option<Instant> = None;
+    let mut registered: Option<(Instant, Cursor)> = None;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -47,11 +59,9 @@ pub(super) async fn run(
         if last_probe.map_or(true, |t| t.elapsed() >= shared.config.lag_probe_interval) {
             last_probe = Some(Instant::now());
             probe_lag(&shared, &mut last_warning).await;
+            check_tables(&shared, &mut registered).await;
         }
-        let wait = shared
-            .config
-            .poll_interval
-            .min(shared.config.lag_probe_interval);
+        let wait = shared.next_wait();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = shared.wake.notified() => {}
@@ -143,6 +153,54 @@ fn current(shared: &Shared) -> Option<Cursor> {
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Option<Cursor>> {
     shared.position.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How often an idle reader refreshes its registration (well within `READER_TTL`).
+const REFRESH: Duration = Duration::from_secs(20);
+
+/// Register how far this reader has read (retention will not prune past it), and check the
+/// synced tables: log an S event for a schema or capture-state change the event trigger did
+/// not see (no superuser at migration time), and count the tables capture is broken on.
+async fn check_tables(shared: &Shared, registered: &mut Option<(Instant, Cursor)>) {
+    let checked = async {
+        let client = shared.store.client().await?;
+        // About once a second and only when it moved: each registration is a small write
+        // transaction (an xid that briefly holds every reader's watermark).
+        if let Some(pos) = current(shared) {
+            let due = registered.map_or(true, |(at, p)| {
+                at.elapsed() >= Duration::from_secs(1) && (p != pos || at.elapsed() >= REFRESH)
+            });
+            if due {
+                changes::register_reader(&**client, shared.instance, (pos.xid(), pos.id())).await?;
+                *registered = Some((Instant::now(), pos));
+            }
+        }
+        let events = changes::check_synced(&**client).await?;
+        let broken = changes::broken_synced(&**client).await?;
+        Ok::<_, crate::store::StoreError>((events, broken))
+    };
+    match checked.await {
+        Ok((events, broken)) => {
+            for e in &events {
+                shared.stats.schema_events.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    table = %format!("{}.{}", e.schema, e.name),
+                    event = %e.event,
+                    status = %e.status,
+                    "synced table changed outside rowcast; its subscribers resync"
+                );
+            }
+            let before = shared.stats.broken_tables.swap(broken, Relaxed);
+            if broken > 0 && before != broken {
+                tracing::error!(
+                    tables = broken,
+                    "change capture is not working on some synced tables (triggers disabled or \
+                     missing, key or _v dropped): their writes are not delivered; see `rowcast sync list`"
+                );
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "synced table check failed"),
+    }
 }
 
 async fn probe_lag(shared: &Shared, last_warning: &mut Option<Instant>) {

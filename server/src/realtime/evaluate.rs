@@ -133,6 +133,15 @@ pub fn evaluate(
         if c.op == Op::Truncate {
             return Outcome::Resync("truncate");
         }
+        if c.op == Op::Schema {
+            // Rows on either side of this point may differ in shape (or be missing while
+            // capture was stopped): the client must not apply them without knowing.
+            return Outcome::Resync(match c.schema_event() {
+                Some("capture-stopped") => "capture stopped",
+                Some("capture-resumed") => "capture resumed",
+                _ => "schema changed",
+            });
+        }
         let (old_ok, new_ok) = match &plan.visibility {
             Visibility::Fast(p) => (
                 object(&c.old_row).is_some_and(|r| p.eval(r)),

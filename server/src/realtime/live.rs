@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{feed::LiveEvent, Realtime};
-use crate::capture::{Capture, CaptureError};
+use crate::capture::{Capture, CaptureError, Op};
 
 pub async fn follow(rt: Arc<Realtime>, capture: Capture) {
     let shutdown = rt.shutdown.clone();
@@ -60,6 +60,11 @@ pub async fn follow(rt: Arc<Realtime>, capture: Capture) {
             };
             match ev {
                 Ok(LiveEvent::Batch(batch)) => {
+                    // A schema change: subscriptions that restart after it must see the
+                    // table's new shape, not a cached one.
+                    for c in batch.changes.iter().filter(|c| c.op == Op::Schema) {
+                        rt.forget_catalog(&c.table);
+                    }
                     rt.router.dispatch(&batch).await;
                     // The tail publishes a page of transactions at once; let connection
                     // tasks drain between them so a burst is not mistaken for a slow client.

@@ -230,6 +230,12 @@ impl Realtime {
         })
     }
 
+    /// Forget the cached catalog facts of `table` (its shape changed: an S event).
+    pub fn forget_catalog(&self, table: &crate::capture::TableName) {
+        let mut cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.remove(&(table.schema.clone(), table.name.clone()));
+    }
+
     /// The catalog facts of a table, briefly cached.
     pub async fn catalog(
         &self,

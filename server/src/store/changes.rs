@@ -185,11 +185,20 @@ pub struct Pruned {
 /// older than `max_age` or beyond the newest `max_changes`, and raise the floor to the
 /// largest position deleted, in one statement (one short transaction; writers never wait
 /// on it: it touches only rows no writer will touch again).
+///
+/// Count-based pruning never goes past `cap` (this instance's live position) nor past any
+/// other live reader registered in `rowcast.live_readers` within the last `reader_ttl`
+/// (`instance` is this one's registration, superseded by `cap`): a prune
+/// must not overtake a connected instance's live tail (age-based retention may, after the
+/// retention period: a reader that far behind resyncs by design).
 pub async fn prune(
     client: &impl GenericClient,
     max_age: Option<Duration>,
     max_changes: Option<u64>,
     batch: i64,
+    cap: (u64, i64),
+    reader_ttl: Duration,
+    instance: uuid::Uuid,
 ) -> Result<Pruned, StoreError> {
     let secs = max_age.map(|d| d.as_secs_f64());
     let keep = max_changes.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
@@ -202,7 +211,13 @@ pub async fn prune(
              ), victims as (
                  select xid, id from head
                  where ($2::float8 is not null and created_at < now() - make_interval(secs => $2::float8))
-                    or ($3::int8 is not null and id <= (select last_value from rowcast.change_log_id_seq) - $3::int8)
+                    or ($3::int8 is not null and id <= (select last_value from rowcast.change_log_id_seq) - $3::int8
+                        and (xid, id) <= ($4::text::xid8, $5::int8)
+                        and not exists (
+                            select 1 from rowcast.live_readers r
+                            where r.seen_at > now() - make_interval(secs => $6::float8)
+                              and r.instance <> $7
+                              and (r.xid, r.id) < (head.xid, head.id)))
              ), gone as (
                  delete from rowcast.change_log l using victims v
                  where l.xid = v.xid and l.id = v.id
@@ -215,13 +230,113 @@ pub async fn prune(
                  returning 1
              )
              select (select count(*) from gone), (select count(*) from raised)",
-            &[&batch, &secs, &keep],
+            &[
+                &batch,
+                &secs,
+                &keep,
+                &cap.0.to_string(),
+                &cap.1,
+                &reader_ttl.as_secs_f64(),
+                &instance,
+            ],
         )
         .await?;
     let deleted: i64 = row.try_get(0)?;
     Ok(Pruned {
         deleted: deleted.max(0) as u64,
     })
+}
+
+/// Record how far instance `instance`'s live tail has read (see [`prune`]).
+pub async fn register_reader(
+    client: &impl GenericClient,
+    instance: uuid::Uuid,
+    position: (u64, i64),
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "insert into rowcast.live_readers (instance, xid, id, seen_at)
+             values ($1, $2::text::xid8, $3, now())
+             on conflict (instance) do update
+             set xid = excluded.xid, id = excluded.id, seen_at = excluded.seen_at",
+            &[&instance, &position.0.to_string(), &position.1],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Remove instance `instance`'s registration (on shutdown), and any not seen for `ttl`.
+pub async fn unregister_reader(
+    client: &impl GenericClient,
+    instance: uuid::Uuid,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "delete from rowcast.live_readers
+             where instance = $1 or seen_at < now() - make_interval(secs => $2::float8)",
+            &[&instance, &ttl.as_secs_f64()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A synced table whose shape or capture state changed since it was last checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncEvent {
+    pub schema: String,
+    pub name: String,
+    /// `column-added`, `column-dropped`, `column-changed`, `primary-key-changed`,
+    /// `table-renamed`, `capture-stopped`, `capture-resumed`.
+    pub event: String,
+    /// `ok` or why capture does not work (see `rowcast.capture_status`).
+    pub status: String,
+}
+
+/// `rowcast.check_synced()`: log an S event for each synced table whose shape or capture
+/// state changed without the event trigger seeing it, and return them. Read-only (takes no
+/// row lock, so no xid) when nothing changed, which is the normal case.
+pub async fn check_synced(client: &impl GenericClient) -> Result<Vec<SyncEvent>, StoreError> {
+    let changed: bool = client
+        .query_one(
+            "select exists (select 1 from rowcast.synced y
+                            where exists (select 1 from pg_class c where c.oid = y.rel)
+                              and (y.shape is distinct from rowcast.table_shape(y.rel)
+                                   or y.status is distinct from rowcast.capture_status(y.rel)))",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if !changed {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "select table_schema, table_name, event, status from rowcast.check_synced()",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SyncEvent {
+                schema: r.try_get(0)?,
+                name: r.try_get(1)?,
+                event: r.try_get(2)?,
+                status: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// How many synced tables capture does not fully work on (status other than `ok`).
+pub async fn broken_synced(client: &impl GenericClient) -> Result<i64, StoreError> {
+    let row = client
+        .query_one(
+            "select count(*) from rowcast.synced_tables() where status <> 'ok'",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 /// Why delivery may be behind: the age of the oldest committed change still held back by the
@@ -318,12 +433,14 @@ pub struct SyncedTableRow {
     pub name: String,
     pub primary_key: Vec<String>,
     pub enabled_at: DateTime<Utc>,
+    /// `ok`, or why capture does not work on the table (see `rowcast.capture_status`).
+    pub status: String,
 }
 
 pub async fn synced_tables(client: &impl GenericClient) -> Result<Vec<SyncedTableRow>, StoreError> {
     let rows = client
         .query(
-            "select table_schema, table_name, primary_key, enabled_at from rowcast.synced_tables()",
+            "select table_schema, table_name, primary_key, enabled_at, status from rowcast.synced_tables()",
             &[],
         )
         .await?;
@@ -334,6 +451,7 @@ pub async fn synced_tables(client: &impl GenericClient) -> Result<Vec<SyncedTabl
                 name: r.try_get(1)?,
                 primary_key: r.try_get(2)?,
                 enabled_at: r.try_get(3)?,
+                status: r.try_get(4)?,
             })
         })
         .collect()
