@@ -1,12 +1,11 @@
 import { defineConfig } from 'vitest/config';
 
-// One server for the whole run (globalSetup); files run one after another because some
-// tests stop and restart it.
+// Each file starts its own `rowcast dev` (embedded Postgres in a temp dir); files run one
+// after another to keep the shared machine's load sane and because some tests kill the server.
 export default defineConfig({
   test: {
     include: ['test/e2e/**/*.test.ts'],
     environment: 'node',
-    globalSetup: ['test/e2e/global-setup.ts'],
     fileParallelism: false,
     testTimeout: 60000,
     hookTimeout: 120000,
