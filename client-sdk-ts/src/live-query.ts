@@ -371,7 +371,7 @@ export class LiveQuery<R = Row> implements LiveQueryHandle<R> {
       if (typeof v !== 'number' || !pk) continue;
       const key = keyOf(pk);
       const visible = entry.optimistic.kind !== 'delete' && matches(this.spec.filter, row);
-      const e: Entry = { v, row: visible ? project(row, this.spec.columns ? [...this.spec.columns, '_v'] : undefined, pkCols) : null };
+      const e: Entry = { v, row: visible ? project(row, this.spec.columns, pkCols) : null };
       if (this.confirmed.put(key, e)) ops.push({ op: 'set', key: this.prefix() + 'r:' + key, value: JSON.stringify(e) });
     }
     if (ops.length && this.cursor) this.persist(ops);
