@@ -9,7 +9,7 @@ import type { ConnectionState } from './connection-state.js';
 import type { RowcastError } from './errors.js';
 import { httpRequest } from './http.js';
 import { LiveQuery, type LiveQueryHandle, type LiveQueryOptions, type LiveQuerySpec } from './live-query.js';
-import { Outbox, type OutboxEntry, type PendingWrite } from './outbox.js';
+import { Outbox, type OutboxEntry } from './outbox.js';
 import { QueryBuilder, type QueryContext, type QueryResult } from './query.js';
 import { resolveRuntime, type Runtime, type RuntimeOptions } from './runtime.js';
 import { memoryStorage } from './storage/memory.js';

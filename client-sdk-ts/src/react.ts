@@ -54,7 +54,7 @@ export function useLiveQuery<R extends Record<string, unknown> = Row, DB = Gener
       off();
       handle.unsubscribe();
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `deps` are the caller's, as with useEffect; `build` is read through a ref.
   }, [client, ...deps]);
   return result;
 }

@@ -24,7 +24,7 @@ const strip = (rows: Array<Record<string, unknown>>) =>
 
 async function dbTodos(owner: string, where = 'true'): Promise<Todo[]> {
   const out = await server.sql(`select coalesce(json_agg(json_build_object('id', id, 'title', title, 'done', done, 'prio', prio) order by id), '[]') from todos where owner_id = '${owner}' and ${where}`);
-  return strip(JSON.parse(out));
+  return strip(JSON.parse(out)) as Todo[];
 }
 
 describe('live queries', () => {
@@ -118,7 +118,7 @@ describe('live queries', () => {
     const c2 = client(server.url, { storage: sqliteStorage(expoSqlite(expoShim(db2))), webSocketFactory: rec.factory });
     const q2 = c2.from('todos').select('id,title').live();
     const cached = await until(() => (q2.current().status === 'cached' ? q2.current() : null), 'the cached result');
-    expect(cached.rows.map((r) => r.id)).toEqual(['cold-0', 'cold-1', 'cold-2', 'cold-3', 'cold-4']);
+    expect(cached!.rows.map((r) => r.id)).toEqual(['cold-0', 'cold-1', 'cold-2', 'cold-3', 'cold-4']);
     expect(c2.connectionState()).not.toBe('live');
     await server.start();
     c2.reconnect();
