@@ -40,6 +40,15 @@ migrate:
 ## Everything CI checks: formatting, lints, and all tests (starts its own Postgres).
 test: fmt lint
 	$(CARGO) test --workspace --all-targets --locked
+	$(MAKE) sdk-test
+
+## The TypeScript SDK (client-sdk-ts): npm ci, type check, lint, unit tests, build, bundle and
+## Hermes checks, then end-to-end tests against a real `rowcast dev` (the debug binary).
+.PHONY: sdk-test
+sdk-test:
+	$(CARGO) build --locked --bin rowcast
+	cd client-sdk-ts && npm ci --no-audit --no-fund --loglevel=error
+	cd client-sdk-ts && ROWCAST_BIN="$(CURDIR)/target/debug/rowcast" npm test
 
 fmt:
 	$(CARGO) fmt --all -- --check
