@@ -117,7 +117,7 @@ export class Connection implements LiveQueryHost {
   }
 
   subscribe(q: LiveQuery): void {
-    if (q.isClosed() || q.active || this.st !== 'live' || !this.socket || this.awaitingAuth) return;
+    if (q.isClosed() || q.active || !q.isLoaded() || this.st !== 'live' || !this.socket || this.awaitingAuth) return;
     if (!this.queries.has(q.id)) return;
     q.active = true;
     this.send(q.subscribeMessage());

@@ -180,6 +180,7 @@ export class LiveQuery<R = Row> implements LiveQueryHandle<R> {
   active = false;
   private loadedNs: string | null = null;
   private loading: Promise<void> | null = null;
+  private loadDone = false;
   private persistChain: Promise<void> = Promise.resolve();
   private readonly listeners = new Set<(r: LiveResult<R>) => void>();
   private readyWaiters: Array<{ resolve: (r: LiveResult<R>) => void; reject: (e: RowcastError) => void }> = [];
@@ -210,6 +211,7 @@ export class LiveQuery<R = Row> implements LiveQueryHandle<R> {
   load(): Promise<void> {
     if (this.loadedNs === this.namespace && this.loading) return this.loading;
     this.loadedNs = this.namespace;
+    this.loadDone = false;
     const gen = this.generation;
     this.loading = (async () => {
       let entries: Array<[string, string]> = [];
@@ -236,9 +238,15 @@ export class LiveQuery<R = Row> implements LiveQueryHandle<R> {
           this.cursor = null;
         }
       }
+      this.loadDone = true;
       this.emit();
     })();
     return this.loading;
+  }
+
+  /** The cache for the current user has been read (so the cursor is known). */
+  isLoaded(): boolean {
+    return this.loadDone && this.loadedNs === this.namespace;
   }
 
   /** The signed-in user changed: drop what we hold and use that user's cache. */
@@ -252,6 +260,7 @@ export class LiveQuery<R = Row> implements LiveQueryHandle<R> {
     this.status = 'loading';
     this.active = false;
     this.loading = null;
+    this.loadDone = false;
     this.emit();
   }
 
