@@ -37,6 +37,13 @@ type RowOf<DB, Name> = Name extends keyof Relations<DB>
     : Row
   : Row;
 
+type InsertOf<DB, Name> = Name extends keyof TablesOf<DB>
+  ? TablesOf<DB>[Name] extends { Insert: infer I } ? I : Partial<RowOf<DB, Name>>
+  : Partial<Row>;
+type UpdateOf<DB, Name> = Name extends keyof TablesOf<DB>
+  ? TablesOf<DB>[Name] extends { Update: infer U } ? U : Partial<RowOf<DB, Name>>
+  : Partial<Row>;
+
 export interface ClientOptions extends RuntimeOptions {
   /** Where the cache and the outbox live (and the session, unless `authStorage`). Default: memory. */
   storage?: StorageAdapter;
@@ -49,7 +56,9 @@ export interface ClientOptions extends RuntimeOptions {
 export interface RowcastClient<DB = GenericDatabase> {
   readonly auth: AuthClient;
   /** A REST query on a table or view. */
-  from<Name extends keyof Relations<DB> & string>(table: Name): QueryBuilder<RowOf<DB, Name>>;
+  from<Name extends keyof Relations<DB> & string>(
+    table: Name,
+  ): QueryBuilder<RowOf<DB, Name>, RowOf<DB, Name>[], InsertOf<DB, Name>, UpdateOf<DB, Name>>;
   from(table: string): QueryBuilder<Row>;
   /** Call a database function (`POST /rest/v1/rpc/{fn}`). */
   rpc<T = unknown>(fn: string, args?: Record<string, unknown>): Promise<QueryResult<T>>;

@@ -54,7 +54,9 @@ function cleanSelect(columns: string): string {
  * A query on one table. `Row` is the table's row type (from `rowcast gen types`), `Result`
  * what the request resolves to.
  */
-export class QueryBuilder<Row extends Record<string, unknown>, Result = Row[]> implements PromiseLike<QueryResult<Result>> {
+export class QueryBuilder<Row extends Record<string, unknown>, Result = Row[], Ins = Partial<Row>, Upd = Partial<Row>>
+  implements PromiseLike<QueryResult<Result>>
+{
   private kind: Kind = 'select';
   private columns = '*';
   private countMode: 'exact' | 'planned' | 'estimated' | null = null;
@@ -78,40 +80,37 @@ export class QueryBuilder<Row extends Record<string, unknown>, Result = Row[]> i
   ) {}
 
   /** Columns to return, PostgREST syntax (embeds, aliases, casts). */
-  select(columns = '*', options: { count?: 'exact' | 'planned' | 'estimated'; head?: boolean } = {}): QueryBuilder<Row, Result> {
+  select(columns = '*', options: { count?: 'exact' | 'planned' | 'estimated'; head?: boolean } = {}): this {
     this.columns = cleanSelect(columns);
     this.countMode = options.count ?? null;
     this.head = options.head ?? false;
     return this;
   }
 
-  insert(values: Partial<Row> | Array<Partial<Row>>): QueryBuilder<Row, Row[]> {
+  insert(values: Ins | Ins[]): QueryBuilder<Row, Row[], Ins, Upd> {
     this.kind = 'insert';
     this.body = values;
-    return this as unknown as QueryBuilder<Row, Row[]>;
+    return this as unknown as QueryBuilder<Row, Row[], Ins, Upd>;
   }
 
   /** Insert, or update the row with the same primary key (or `onConflict` columns). */
-  upsert(
-    values: Partial<Row> | Array<Partial<Row>>,
-    options: { onConflict?: string; ignoreDuplicates?: boolean } = {},
-  ): QueryBuilder<Row, Row[]> {
+  upsert(values: Ins | Ins[], options: { onConflict?: string; ignoreDuplicates?: boolean } = {}): QueryBuilder<Row, Row[], Ins, Upd> {
     this.kind = 'upsert';
     this.body = values;
     this.onConflict = options.onConflict ?? null;
     this.ignoreDuplicates = options.ignoreDuplicates ?? false;
-    return this as unknown as QueryBuilder<Row, Row[]>;
+    return this as unknown as QueryBuilder<Row, Row[], Ins, Upd>;
   }
 
-  update(values: Partial<Row>): QueryBuilder<Row, Row[]> {
+  update(values: Upd): QueryBuilder<Row, Row[], Ins, Upd> {
     this.kind = 'update';
     this.body = values;
-    return this as unknown as QueryBuilder<Row, Row[]>;
+    return this as unknown as QueryBuilder<Row, Row[], Ins, Upd>;
   }
 
-  delete(): QueryBuilder<Row, Row[]> {
+  delete(): QueryBuilder<Row, Row[], Ins, Upd> {
     this.kind = 'delete';
-    return this as unknown as QueryBuilder<Row, Row[]>;
+    return this as unknown as QueryBuilder<Row, Row[], Ins, Upd>;
   }
 
   private cond<K extends keyof Row & string>(column: K, op: FilterOp, value: unknown): this {
@@ -192,14 +191,14 @@ export class QueryBuilder<Row extends Record<string, unknown>, Result = Row[]> i
     return this;
   }
   /** Exactly one row as an object; 0 or 2+ rows are `not-acceptable`. */
-  single(): QueryBuilder<Row, Row> {
+  single(): QueryBuilder<Row, Row, Ins, Upd> {
     this.singleMode = 'single';
-    return this as unknown as QueryBuilder<Row, Row>;
+    return this as unknown as QueryBuilder<Row, Row, Ins, Upd>;
   }
   /** One row as an object, or null when none matched. */
-  maybeSingle(): QueryBuilder<Row, Row | null> {
+  maybeSingle(): QueryBuilder<Row, Row | null, Ins, Upd> {
     this.singleMode = 'maybe';
-    return this as unknown as QueryBuilder<Row, Row | null>;
+    return this as unknown as QueryBuilder<Row, Row | null, Ins, Upd>;
   }
   /** Send this `Idempotency-Key` (a retry with the same key is not applied twice). */
   idempotencyKey(key: string): this {

@@ -11,10 +11,14 @@ import type { ConnectionState } from './connection-state.js';
 import type { LiveQueryHandle, LiveResult } from './live-query.js';
 import type { QueryBuilder } from './query.js';
 
-const Ctx = createContext<RowcastClient<never> | null>(null);
+// The provider takes a client of any database type; hooks narrow it again with `DB`.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyClient = RowcastClient<any>;
 
-export function RowcastProvider(props: { client: RowcastClient<never> | RowcastClient<GenericDatabase>; children?: ReactNode }) {
-  return createElement(Ctx.Provider, { value: props.client as RowcastClient<never> }, props.children);
+const Ctx = createContext<AnyClient | null>(null);
+
+export function RowcastProvider(props: { client: AnyClient; children?: ReactNode }) {
+  return createElement(Ctx.Provider, { value: props.client }, props.children);
 }
 
 /** The client from the nearest `RowcastProvider`. */

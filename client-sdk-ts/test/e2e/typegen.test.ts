@@ -31,6 +31,12 @@ export async function usage(): Promise<void> {
   c.from('todos').eq('done', 'yes');
   // @ts-expect-error prio is a number
   const wrong: string | undefined = live.current().rows[0]?.prio;
+  c.from('todos').insert({ id: 'a', title: 'b' }).enqueue();
+  // @ts-expect-error title is required on insert
+  c.from('todos').insert({ id: 'a' });
+  // @ts-expect-error the identity id is generated always
+  c.from('events').insert({ id: 5, body: 'x' });
+  c.from('todos').update({ done: true }).eq('id', 'a');
   void titles; void first; void id; void wrong;
 }
 `;
