@@ -99,6 +99,22 @@ describe('live queries', () => {
     await c.close();
   });
 
+  it('start over from a snapshot when the server says resync-required (TRUNCATE)', async () => {
+    const rec = recordingSockets();
+    const c = client(server.url, { webSocketFactory: rec.factory });
+    await server.sql(`insert into projects values (50, 'p') on conflict do nothing;
+      insert into tasks values (500, 50, 'old a', 1), (501, 50, 'old b', 2)`);
+    const q = c.from('tasks').select('id,title').gte('id', 500).live();
+    await until(() => q.current().rows.length === 2 && q.current().status === 'live', 'the first snapshot');
+    await server.sql(`truncate tasks; insert into tasks values (502, 50, 'new', 3)`);
+    await until(() => JSON.stringify(q.current().rows) === JSON.stringify([{ id: 502, title: 'new' }]), 'the new snapshot');
+    const subs = rec.ofType('subscribe');
+    expect(subs.length).toBeGreaterThanOrEqual(2);
+    expect(subs.at(-1)!.cursor).toBeUndefined();
+    expect(subs.at(-1)!.id).toBe(subs[0]!.id);
+    await c.close();
+  });
+
   it('a cold start with the server down shows the cached rows, then resumes by cursor', async () => {
     const file = join(tmp, 'cache.db');
     const db1 = new Database(file);
