@@ -93,6 +93,7 @@ export function createClient<DB = GenericDatabase>(url: string, options: ClientO
     const r = await auth.refresh();
     return r.session ? r.session.access_token : null;
   };
+  // Declared before the outbox, whose hooks reach the connection built just after it.
   // eslint-disable-next-line prefer-const
   let connection: Connection;
   const outbox = new Outbox(baseUrl, rt, storage, {

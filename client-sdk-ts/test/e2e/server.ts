@@ -62,6 +62,9 @@ export class TestServer {
   private proc: ChildProcess | null = null;
   private log = '';
 
+  /** `env`: extra server settings for this file's server (e.g. a short token lifetime). */
+  constructor(private readonly extraEnv: Record<string, string> = {}) {}
+
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }
@@ -84,6 +87,7 @@ export class TestServer {
       ROWCAST_SIGNIN_FAILURES_PER_ADDRESS: '10000',
       ROWCAST_POLL_INTERVAL: '20ms',
       ROWCAST_SHUTDOWN_TIMEOUT: '2s',
+      ...this.extraEnv,
     };
     delete (env as Record<string, string | undefined>).DATABASE_URL;
     const proc = spawn(BIN, ['dev'], { env, stdio: ['ignore', 'ignore', 'pipe'] });

@@ -1,15 +1,17 @@
 // `rowcast gen types` against the e2e schema: its output is what `createClient<Database>`
 // reads, so columns are checked at compile time (tsc runs on a usage file with
-// `@ts-expect-error` lines that must stay errors).
+// `@ts-expect-error` lines that must stay errors). Also, on this file's server whose tokens
+// live 4 s: refreshed tokens reach the live socket as `auth`, without resubscribing.
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { BIN, TestServer } from './server.js';
+import { recordingSockets, signedIn } from './helpers.js';
+import { BIN, TestServer, until } from './server.js';
 
 const run = promisify(execFile);
-const server = new TestServer();
+const server = new TestServer({ ROWCAST_JWT_EXPIRY: '4s' });
 beforeAll(() => server.start());
 afterAll(() => server.stop());
 
@@ -63,4 +65,21 @@ it('writes row types the client generics use', async () => {
   );
   expect(r.out).toBe('');
   expect(r.ok).toBe(true);
+});
+
+it('keeps a live query running across token refreshes, pushing each token as `auth`', async () => {
+  const rec = recordingSockets();
+  const { c } = await signedIn(server.url, 'short', { webSocketFactory: rec.factory });
+  const q = c.from('todos').select('id,title').live();
+  await q.ready();
+  const first = c.auth.currentSession()!.access_token;
+  // three refreshes: the first token has long expired on the server by then
+  await until(() => rec.ofType('auth').length >= 3, 'three tokens pushed', 30000);
+  expect(new Set(rec.ofType('auth').map((m) => m.token)).size).toBeGreaterThanOrEqual(3);
+  expect(rec.ofType('auth').map((m) => m.token)).not.toContain(first);
+  expect((await c.from('todos').insert({ id: 'late', title: 'after refreshes' })).error).toBeNull();
+  await until(() => q.current().rows.some((r) => r.id === 'late'), 'the row, live');
+  expect(rec.ofType('subscribe')).toHaveLength(1);
+  expect(rec.ofType('hello')).toHaveLength(1);
+  await c.close();
 });
