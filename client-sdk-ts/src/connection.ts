@@ -250,8 +250,11 @@ export class Connection implements LiveQueryHost {
     this.gen++;
     for (const q of this.queries.values()) q.detached();
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = null;
-      ws.onclose = null;
+      // Handlers stay set (as no-ops): closing a socket that is still connecting makes some
+      // implementations (the `ws` package) emit an error event, which throws if nobody listens.
+      const ignore = () => undefined;
+      ws.onopen = ws.onmessage = ws.onerror = ignore;
+      ws.onclose = ignore;
       try {
         ws.close(1000, 'bye');
       } catch {
