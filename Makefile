@@ -40,6 +40,18 @@ migrate:
 ## Everything CI checks: formatting, lints, and all tests (starts its own Postgres).
 test: fmt lint
 	$(CARGO) test --workspace --all-targets --locked
+	$(MAKE) sdk-test
+
+## The TypeScript SDK (client-sdk-ts): npm ci, type check, lint, unit tests, build, bundle and
+## Hermes checks, then end-to-end tests against a real `rowcast dev` (the debug binary).
+## `npm ci` runs when package-lock.json changed since the last install (better-sqlite3 builds
+## from source here, which takes minutes).
+.PHONY: sdk-test
+sdk-test:
+	$(CARGO) build --locked --bin rowcast
+	cd client-sdk-ts && { cmp -s package-lock.json node_modules/.rowcast-installed-lock || \
+	  { npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.rowcast-installed-lock; }; }
+	cd client-sdk-ts && ROWCAST_BIN="$(CURDIR)/target/debug/rowcast" npm test
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -15,3 +15,4 @@ pub mod readiness;
 pub mod realtime;
 pub mod rest;
 pub mod store;
+pub mod typegen;

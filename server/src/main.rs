@@ -1,5 +1,5 @@
 //! The `rowcast` command: parses settings once, sets up logging, and runs `serve`, `dev`,
-//! `migrate` or `sync` (plus the small `token` and `healthcheck` helpers).
+//! `migrate` or `sync` (plus the small `token`, `healthcheck` and `gen types` helpers).
 
 use std::process::ExitCode;
 
@@ -20,6 +20,11 @@ use rowcast::{
 };
 
 fn main() -> ExitCode {
+    // `rowcast gen types` has its own small parser (server/src/typegen.rs).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "gen") {
+        return rowcast::typegen::cli(args);
+    }
     let cli = Cli::parse();
     let sync_action = match &cli.command {
         Command::Sync(s) => Some(s.action.clone()),

@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod realtime;
 pub mod rest_query;
 pub mod rest_schema;
+pub mod typegen;
 pub mod users;
 
 use std::time::Duration;

@@ -19,3 +19,4 @@ mod observability;
 mod realtime;
 mod rest;
 mod tls;
+mod typegen;
