@@ -85,6 +85,9 @@ export class TestServer {
       ROWCAST_ARGON2_MEMORY_KIB: '64',
       ROWCAST_ARGON2_ITERATIONS: '1',
       ROWCAST_SIGNIN_FAILURES_PER_ADDRESS: '10000',
+      // Every test user signs up from 127.0.0.1; the per-address sign-up limits would bite.
+      ROWCAST_AUTH_SIGNUPS_PER_ADDRESS: '10000',
+      ROWCAST_AUTH_ANONYMOUS_PER_ADDRESS: '10000',
       ROWCAST_POLL_INTERVAL: '20ms',
       ROWCAST_SHUTDOWN_TIMEOUT: '2s',
       ...this.extraEnv,
