@@ -143,6 +143,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     register_capture_metrics(&metrics, &capture);
     let realtime = Arc::new(Realtime::new(
         config.realtime.clone(),
+        config.rest.schemas.clone(),
         store.clone(),
         Arc::new(capture.clone()),
         tokens.clone(),

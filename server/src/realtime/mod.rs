@@ -150,6 +150,9 @@ pub struct Realtime {
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     catalog_cache: Mutex<CatalogCache>,
+    /// The exposed schemas (REST's, `ROWCAST_REST_SCHEMAS`), in order; the first is where
+    /// an unqualified table name is looked up. Tables elsewhere cannot be subscribed to.
+    pub schemas: Vec<String>,
     /// Snapshots and catch-ups running at once: a storm of subscribes (every client
     /// reconnecting after a restart) queues here instead of timing out on the pool.
     pub reads: Arc<tokio::sync::Semaphore>,
@@ -185,6 +188,7 @@ impl Drop for ConnectionSlot {
 impl Realtime {
     pub fn new(
         settings: RealtimeSettings,
+        schemas: Vec<String>,
         store: Store,
         source: Arc<dyn ChangeSource>,
         tokens: Arc<TokenKeys>,
@@ -212,8 +216,14 @@ impl Realtime {
             tasks,
             shutdown,
             catalog_cache: Mutex::new(HashMap::new()),
+            schemas,
             reads,
         }
+    }
+
+    /// Where an unqualified table name is looked up: the first exposed schema.
+    pub fn default_schema(&self) -> &str {
+        self.schemas.first().map(String::as_str).unwrap_or("public")
     }
 
     /// Take a connection slot, or `None` when `max_connections` are open.

@@ -186,12 +186,17 @@ async fn run(
     // Resolve and validate everything before touching data.
     let (schema, name) = match req.table.split_once('.') {
         Some((s, n)) => (s.to_string(), n.to_string()),
-        None => ("public".to_string(), req.table.clone()),
+        None => (rt.default_schema().to_string(), req.table.clone()),
     };
     if schema.is_empty() || name.is_empty() || req.table.len() > 128 {
         return Err(not_found("no such table".into()));
     }
     let shown: String = req.table.chars().take(64).collect();
+    // Outside the exposed schemas every name is unknown, whether or not it exists
+    // (`pg_catalog.pg_authid` answers like a made-up name): the catalog is not probed.
+    if !rt.schemas.contains(&schema) {
+        return Err(not_found(format!("no table `{shown}`")));
+    }
     // Held through snapshot and catch-up (released before going live).
     let _reading = rt
         .reads
@@ -213,6 +218,24 @@ async fn run(
         return Err(End::Error(
             ApiError::new(ErrorCode::BadRequest, format!("`{shown}` is not synced"))
                 .with_hint("an admin enables it with: select rowcast.enable_sync('schema.table')"),
+        ));
+    }
+    // Every snapshot row carries its version; without SELECT on it Postgres would only say
+    // "permission denied", so say what is missing and how to grant it.
+    if catalog.column(VERSION_COLUMN).is_some() && !catalog.can_select(role, VERSION_COLUMN) {
+        return Err(End::Error(
+            ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the {} role may not read column `{VERSION_COLUMN}` of `{shown}`, which realtime needs (the row version)",
+                    role.claim()
+                ),
+            )
+            .with_hint(format!(
+                "an admin grants it with: grant select ({VERSION_COLUMN}) on {} to {}",
+                catalog.qualified(),
+                role.pg_role()
+            )),
         ));
     }
     let filter = compile_filter(req.filter.as_ref(), &catalog)?;

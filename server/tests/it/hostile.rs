@@ -1,0 +1,186 @@
+//! What a hostile or careless client tries against realtime, and what it must get: cursors
+//! the server cannot place answered with `resync-required` (never silence), tables outside
+//! the exposed schemas answered like unknown ones, errors that name what is missing without
+//! echoing what was sent, and limits on slow and idle connections (issue 18).
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::SinkExt;
+use rowcast::config::Config;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{
+    self,
+    realtime::{new_uid, token_for, Client},
+    TestApp,
+};
+
+/// A synced table `todos` everyone may read.
+async fn todos_app(config: impl FnOnce(&mut Config)) -> TestApp {
+    let url = support::migrated_db().await;
+    let mut cfg = Config::for_database(&url);
+    cfg.capture.poll_interval = Duration::from_millis(20);
+    config(&mut cfg);
+    let app = TestApp::spawn_with(cfg).await;
+    app.db()
+        .await
+        .batch_execute(
+            "create table public.todos (id bigint primary key, title text not null default '');
+             grant select, insert, update, delete on public.todos to rowcast_authenticated, rowcast_anon;
+             select rowcast.enable_sync('public.todos');",
+        )
+        .await
+        .unwrap();
+    app
+}
+
+fn server_addr(app: &TestApp) -> SocketAddr {
+    app.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Subscribe and return the first frame about `id`.
+async fn answer(c: &mut Client, msg: Value) -> Value {
+    let id = msg["id"].as_str().unwrap().to_string();
+    c.send(msg).await;
+    loop {
+        let m = c.next().await.expect("socket stays open");
+        if m["id"] == id.as_str() {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn tables_outside_the_exposed_schemas_answer_like_unknown_ones() {
+    let app = todos_app(|_| {}).await;
+    let db = app.db().await;
+    // A real, synced table the roles may read, but in a schema REST does not expose.
+    db.batch_execute(
+        "create schema hidden;
+         create table hidden.notes (id bigint primary key);
+         grant usage on schema hidden to rowcast_anon;
+         grant select on hidden.notes to rowcast_anon;
+         select rowcast.enable_sync('hidden.notes');",
+    )
+    .await
+    .unwrap();
+    let mut c = Client::connect(&app, None).await;
+    let mut answers = Vec::new();
+    for (i, table) in [
+        "pg_catalog.pg_authid",
+        "pg_catalog.no_such_table",
+        "rowcast.users",
+        "rowcast.change_log",
+        "hidden.notes",
+        "hidden.made_up",
+        "nowhere.made_up",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let m = answer(
+            &mut c,
+            json!({"type": "subscribe", "id": format!("s{i}"), "table": table}),
+        )
+        .await;
+        assert_eq!(m["type"], "error", "{table}: {m}");
+        // Everything but the echoed name is the same, whether the table exists or not.
+        let shape = m["message"].as_str().unwrap().replace(table, "<t>");
+        answers.push((m["code"].clone(), shape, m.get("hint").cloned()));
+    }
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "answers differ: {answers:?}"
+    );
+    assert_eq!(answers[0].0, "not-found");
+    // The exposed schema still works, qualified or not.
+    c.subscribe("ok", "public.todos", None, None).await;
+    c.until_live("ok").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_grant_on_the_version_column_is_named() {
+    let app = todos_app(|_| {}).await;
+    let db = app.db().await;
+    db.batch_execute(
+        "create table public.profiles (id bigint primary key, owner uuid, display_name text, email text);
+         select rowcast.enable_sync('public.profiles');
+         grant select (id, owner, display_name) on public.profiles to rowcast_authenticated;",
+    )
+    .await
+    .unwrap();
+    let uid = new_uid();
+    let mut c = Client::connect(&app, Some(&token_for(&uid, Duration::from_secs(600)))).await;
+    let m = answer(
+        &mut c,
+        json!({"type": "subscribe", "id": "p", "table": "profiles", "columns": ["id", "display_name"]}),
+    )
+    .await;
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_str()),
+        (Some("error"), Some("forbidden")),
+        "{m}"
+    );
+    let text = m.to_string();
+    assert!(m["message"].as_str().unwrap().contains("`_v`"), "{m}");
+    assert!(
+        m["hint"]
+            .as_str()
+            .unwrap()
+            .contains("grant select (_v) on public.profiles to rowcast_authenticated"),
+        "{m}"
+    );
+    assert!(!text.contains("permission denied"), "{m}");
+    // Granting exactly that is enough.
+    db.batch_execute("grant select (_v) on public.profiles to rowcast_authenticated")
+        .await
+        .unwrap();
+    let addr = server_addr(&app);
+    support::eventually(Duration::from_secs(20), "subscription works after the grant", || {
+        let token = token_for(&uid, Duration::from_secs(600));
+        async move {
+            let mut c = Client::connect(&addr, Some(&token)).await;
+            let m = answer(
+                &mut c,
+                json!({"type": "subscribe", "id": "p", "table": "profiles", "columns": ["id", "display_name"]}),
+            )
+            .await;
+            m["type"] == "snapshot-end" || m["type"] == "snapshot"
+        }
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_field_errors_do_not_echo_the_value_sent() {
+    let app = todos_app(|_| {}).await;
+    let mut raw = Client::open(&app).await;
+    raw.send(Message::text(
+        r#"{"type":"hello","v":1,"token":["sekrit-token-value"]}"#,
+    ))
+    .await
+    .unwrap();
+    let mut c = Client {
+        ws: raw,
+        views: Default::default(),
+        log: Vec::new(),
+        closed: None,
+    };
+    let m = c.next().await.expect("an error frame before the close");
+    assert_eq!(m["code"], "invalid-field", "{m}");
+    assert!(!m.to_string().contains("sekrit"), "{m}");
+    assert!(m["details"].as_str().unwrap().contains("expected"), "{m}");
+
+    let mut c = Client::connect(&app, None).await;
+    let m = answer(
+        &mut c,
+        json!({"type": "subscribe", "id": "x", "table": "todos", "columns": "sekrit-column-list"}),
+    )
+    .await;
+    assert_eq!(m["code"], "invalid-field", "{m}");
+    assert!(!m.to_string().contains("sekrit"), "{m}");
+    app.shutdown().await;
+}
