@@ -427,8 +427,10 @@ pub fn usize_parser(
     }
 }
 
-/// The token secret [`Config::for_database`] uses; tests sign tokens with it.
-pub const TEST_JWT_SECRET: &str = "rowcast-test-secret-not-for-production-use";
+/// The token secret [`Config::for_database`] uses; tests sign tokens with it. It is public
+/// (it is in the source): never deploy with it.
+pub const TEST_JWT_SECRET: &str =
+    "74444ac9006be180b022a2b9d786e6c48348c2e0ad9163a697f214407df3cf8b";
 
 /// Validated settings, built once in `main` and passed explicitly from there on.
 #[derive(Debug, Clone)]
@@ -589,6 +591,17 @@ impl Config {
                     setting: "ROWCAST_JWT_SECRET",
                     expected: "at least 32 bytes of secret (e.g. `openssl rand -hex 32`)".into(),
                 })
+            }
+            // Refused wherever the server signs tokens with it (see `auth::weak_secret`).
+            Some(s) if matches!(mode, Mode::Serve | Mode::Dev) => {
+                if let Some(why) = crate::auth::weak_secret::weakness(s) {
+                    return Err(ConfigError {
+                        setting: "ROWCAST_JWT_SECRET",
+                        expected: format!(
+                            "a random secret (this one is refused: {why}); generate one with `openssl rand -hex 32`"
+                        ),
+                    });
+                }
             }
             None if mode == Mode::Serve && args.auth.jwt_algorithm == SigningAlgorithm::Hs256 => {
                 return Err(ConfigError {

@@ -184,3 +184,77 @@ async fn invalid_field_errors_do_not_echo_the_value_sent() {
     assert!(!m.to_string().contains("sekrit"), "{m}");
     app.shutdown().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_rowcast");
+
+#[test]
+fn serve_refuses_placeholder_and_weak_secrets() {
+    for secret in [
+        // What docker-compose.yml used to fall back to.
+        "insecure-placeholder-secret-change-me-0123456789",
+        "super-secret-jwt-token-with-at-least-32-characters-long",
+        "CHANGE_ME_CHANGE_ME_CHANGE_ME_CHANGE_ME",
+        "0000000000000000000000000000000000000000",
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+    ] {
+        let mut child = std::process::Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+            .env("ROWCAST_LISTEN", "127.0.0.1:0")
+            .env("ROWCAST_JWT_SECRET", secret)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that accepted the secret would keep running: stop it and fail.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                let _ = child.wait();
+                panic!("`rowcast serve` started with the secret {secret:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{secret}: {stderr}");
+        assert!(stderr.contains("ROWCAST_JWT_SECRET"), "{stderr}");
+        assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+        assert!(
+            !stderr.contains(secret),
+            "the secret is not echoed: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrate_and_sync_leave_no_secret_behind() {
+    let url = support::migrated_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["migrate"][..], &["sync", "list"][..]] {
+        let (dir_path, url) = (dir.path().to_path_buf(), url.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN)
+                .args(args)
+                .current_dir(dir_path)
+                .env_clear()
+                .env("DATABASE_URL", url)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !dir.path().join(".rowcast").exists(),
+            "`rowcast {}` wrote a dev secret",
+            args.join(" ")
+        );
+    }
+}
