@@ -32,6 +32,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{token::TokenKeys, Identity},
+    capture::LogId,
     policy::{compile::Visibility, Pred},
     protocol::ApiError,
     store::{realtime::TableCatalog, Store, StoreError},
@@ -137,6 +138,8 @@ pub struct SubPlan {
     pub identity: Arc<Identity>,
     /// The columns to send; `None` means all.
     pub columns: Option<Arc<[String]>>,
+    /// This database's change log, written into every cursor sent to the client.
+    pub log: LogId,
 }
 
 /// The realtime service of one server instance. Cheap to share (`Arc`).
@@ -153,6 +156,8 @@ pub struct Realtime {
     /// The exposed schemas (REST's, `ROWCAST_REST_SCHEMAS`), in order; the first is where
     /// an unqualified table name is looked up. Tables elsewhere cannot be subscribed to.
     pub schemas: Vec<String>,
+    /// This database's change-log id, read once (see [`Realtime::log_id`]).
+    log_id: tokio::sync::OnceCell<LogId>,
     /// Snapshots and catch-ups running at once: a storm of subscribes (every client
     /// reconnecting after a restart) queues here instead of timing out on the pool.
     pub reads: Arc<tokio::sync::Semaphore>,
@@ -217,8 +222,27 @@ impl Realtime {
             shutdown,
             catalog_cache: Mutex::new(HashMap::new()),
             schemas,
+            log_id: tokio::sync::OnceCell::new(),
             reads,
         }
+    }
+
+    /// The id of this database's change log, written into every cursor and checked on
+    /// every cursor a client resumes from. Read from the database once.
+    pub async fn log_id(&self) -> Result<LogId, StoreError> {
+        self.log_id
+            .get_or_try_init(|| async {
+                let (system, oid) = self.store.log_identity().await?;
+                if system.is_none() {
+                    tracing::warn!(
+                        "pg_control_system() is not permitted for this role; cursors identify \
+                         the database by its oid only"
+                    );
+                }
+                Ok(LogId::new(system.unwrap_or(0), oid))
+            })
+            .await
+            .copied()
     }
 
     /// Where an unqualified table name is looked up: the first exposed schema.

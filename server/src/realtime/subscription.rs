@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     auth::Identity,
+    capture::{LogId, WireCursor},
     policy::{compile::Visibility, Pred},
     protocol::{
         realtime::{ChangeItem, ChangeOp, ServerMessage},
@@ -281,7 +282,7 @@ async fn run(
         }
     }
     let start = match &req.cursor {
-        Some(c) => Some(c.parse::<Cursor>().map_err(|_| {
+        Some(c) => Some(c.parse::<WireCursor>().map_err(|_| {
             End::Error(
                 ApiError::new(
                     ErrorCode::InvalidField,
@@ -290,6 +291,11 @@ async fn run(
                 .with_hint("omit the cursor to start from a snapshot"),
             )
         })?),
+        None => None,
+    };
+    let log = rt.log_id().await.map_err(ApiError::from)?;
+    let start = match start {
+        Some(wire) => Some(place(rt, log, wire).await?),
         None => None,
     };
     let plan = Arc::new(SubPlan {
@@ -304,6 +310,7 @@ async fn run(
         visibility,
         identity: identity.clone(),
         columns,
+        log,
     });
 
     // Snapshot, if there is no cursor.
@@ -368,7 +375,7 @@ async fn run(
             })?;
             let end = ServerMessage::SnapshotEnd {
                 id: plan.id.clone(),
-                cursor: cursor.to_string(),
+                cursor: log.wire(cursor).to_string(),
             };
             if !outlet
                 .send_bulk(Bytes::from(end.to_json()), &handle.cancel)
@@ -398,7 +405,7 @@ async fn run(
         let covered = from.max(until);
         let marker = ServerMessage::Live {
             id: plan.id.clone(),
-            cursor: covered.to_string(),
+            cursor: log.wire(covered).to_string(),
         };
         match rt
             .router
@@ -412,6 +419,27 @@ async fn run(
             }
         }
     }
+}
+
+/// Where a client's cursor is in this database's log, or `resync-required` when it cannot
+/// be placed (another database's, ahead of the log, or a position the log never had).
+/// "Ahead" is judged against the database's watermark, not this instance's tail: a cursor
+/// another, faster instance issued is placed, and the router's `Live` floor holds back what
+/// it already covers until this instance's tail passes it.
+async fn place(rt: &Realtime, log: LogId, wire: WireCursor) -> Result<Cursor, End> {
+    let at = wire.at;
+    let p = rt
+        .store
+        .place_cursor(at.xid(), at.id())
+        .await
+        .map_err(|e| End::Error(e.into()))?;
+    wire.place(
+        log,
+        p.watermark_xid,
+        Cursor::new(p.floor.0, p.floor.1),
+        p.exists,
+    )
+    .map_err(|why| End::Resync(why.to_string()))
 }
 
 /// Send every change in `(from, until]` that the subscription sees.

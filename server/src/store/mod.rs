@@ -2,6 +2,7 @@
 //! runs. Nothing outside `store` writes SQL.
 
 pub mod changes;
+pub mod cursors;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_query;

@@ -258,3 +258,149 @@ async fn migrate_and_sync_leave_no_secret_behind() {
         );
     }
 }
+
+/// Subscribe to `todos` with `cursor`; the first frame that ends catch-up: `live`,
+/// `resync-required` or `error`.
+async fn resume(c: &mut Client, id: &str, cursor: &str) -> Value {
+    c.subscribe(id, "todos", None, Some(cursor.to_string()))
+        .await;
+    loop {
+        let m = c.next().await.expect("socket stays open");
+        if m["id"] == id
+            && ["live", "resync-required", "error"].contains(&m["type"].as_str().unwrap_or(""))
+        {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn cursors_the_log_cannot_place_get_resync_required() {
+    let app = todos_app(|_| {}).await;
+    let db = app.db().await;
+    let mut c = Client::connect(&app, None).await;
+    c.subscribe("t", "todos", None, None).await;
+    c.until_live("t").await;
+    db.execute("insert into todos (id) values (1)", &[])
+        .await
+        .unwrap();
+    c.until("first insert", Duration::from_secs(20), |v| {
+        v["t"].visible().len() == 1
+    })
+    .await;
+    let real = c.views["t"].cursor.clone().unwrap();
+    let parts: Vec<&str> = real.split(':').collect();
+    assert_eq!(parts.len(), 3, "cursor carries the log id: {real}");
+    let (xid, id, log) = (parts[0], parts[1], parts[2]);
+    let raised_id = format!("{xid}:{}:{log}", id.parse::<i64>().unwrap() + 1_000_000);
+    let far_xid = format!("99999999:0:{log}");
+    let other_log = format!(
+        "{xid}:{id}:{}",
+        if log.starts_with('0') { "1" } else { "0" }.to_string() + &log[1..]
+    );
+    let cases = [
+        ("99999999:0", "cursor ahead of the change log"),
+        (far_xid.as_str(), "cursor ahead of the change log"),
+        (
+            raised_id.as_str(),
+            "cursor names no position in the change log",
+        ),
+        (other_log.as_str(), "cursor from another database"),
+    ];
+    for (i, (cursor, reason)) in cases.iter().enumerate() {
+        let m = resume(&mut c, &format!("bad{i}"), cursor).await;
+        assert_eq!(m["type"], "resync-required", "{cursor}: {m}");
+        assert_eq!(m["reason"], *reason, "{cursor}: {m}");
+    }
+    // The real cursor, in the new and the old format, resumes and gets later inserts.
+    for (i, cursor) in [real.clone(), format!("{xid}:{id}")].iter().enumerate() {
+        let sub = format!("ok{i}");
+        let m = resume(&mut c, &sub, cursor).await;
+        assert_eq!(m["type"], "live", "{cursor}: {m}");
+    }
+    db.execute("insert into todos (id) values (2)", &[])
+        .await
+        .unwrap();
+    c.until(
+        "both resumed subscriptions get the insert",
+        Duration::from_secs(20),
+        |v| v["ok0"].visible().len() == 1 && v["ok1"].visible().len() == 1,
+    )
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cursor_from_another_database_gets_resync_required() {
+    // Two deployments (two databases, same schema and similar history).
+    let a = todos_app(|_| {}).await;
+    let b = todos_app(|_| {}).await;
+    let mut ca = Client::connect(&a, None).await;
+    ca.subscribe("t", "todos", None, None).await;
+    ca.until_live("t").await;
+    let from_a = ca.views["t"].cursor.clone().unwrap();
+    let mut cb = Client::connect(&b, None).await;
+    let m = resume(&mut cb, "t", &from_a).await;
+    assert_eq!(m["type"], "resync-required", "{m}");
+    assert_eq!(m["reason"], "cursor from another database", "{m}");
+    // Its own cursor works there.
+    cb.subscribe("own", "todos", None, None).await;
+    cb.until_live("own").await;
+    let own = cb.views["own"].cursor.clone().unwrap();
+    assert_eq!(resume(&mut cb, "again", &own).await["type"], "live");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cursor_from_a_faster_instance_is_placed_and_nothing_is_lost() {
+    let a = todos_app(|_| {}).await;
+    // B shares the database but its tail only moves when woken: it lags behind A.
+    let mut cfg = Config::for_database(&a.db_url);
+    cfg.capture.poll_interval = Duration::from_secs(3600);
+    let b = TestApp::spawn_with(cfg).await;
+    let db = a.db().await;
+    let mut ca = Client::connect(&a, None).await;
+    ca.subscribe("t", "todos", None, None).await;
+    ca.until_live("t").await;
+    db.execute("insert into todos (id) values (1)", &[])
+        .await
+        .unwrap();
+    ca.until("A delivers", Duration::from_secs(20), |v| {
+        v["t"].visible().len() == 1
+    })
+    .await;
+    let cursor = ca.views["t"].cursor.clone().unwrap();
+    let at: rowcast::capture::Cursor = cursor.rsplit_once(':').unwrap().0.parse().unwrap();
+    let b_position = b.capture().position().unwrap();
+    assert!(
+        b_position < at,
+        "B's tail ({b_position}) must lag A's cursor ({at})"
+    );
+
+    let mut cb = Client::connect(&b, None).await;
+    let m = resume(&mut cb, "t", &cursor).await;
+    assert_eq!(
+        m["type"], "live",
+        "a cursor the database has is placed: {m}"
+    );
+    db.execute("insert into todos (id) values (2)", &[])
+        .await
+        .unwrap();
+    b.capture().wake();
+    cb.until(
+        "B delivers what follows the cursor",
+        Duration::from_secs(20),
+        |v| !v["t"].visible().is_empty(),
+    )
+    .await;
+    // Row 1 was before the cursor: not sent again; row 2 arrived.
+    assert_eq!(
+        cb.views["t"].keys(),
+        vec![json!({"id": 2}).to_string()],
+        "{:?}",
+        cb.log
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
