@@ -178,8 +178,8 @@ pub enum CloseCode {
     Unauthorized,
     /// 4002: `hello` asked for a protocol version this server does not speak.
     UnsupportedVersion,
-    /// 4003: the first message was not `hello`, or it did not arrive within the heartbeat
-    /// timeout.
+    /// 4003: the first message was not `hello`, or it did not arrive within the hello
+    /// timeout (`ROWCAST_WS_HELLO_TIMEOUT`).
     HelloRequired,
     /// 4008: the client did not read fast enough and its outgoing queue filled; reconnect
     /// and resume every subscription from its cursor.

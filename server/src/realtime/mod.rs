@@ -20,6 +20,7 @@ mod subscription;
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -53,6 +54,12 @@ pub struct RealtimeSettings {
     pub queue_len: usize,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// A socket that has not sent `hello` within this is closed (4003).
+    pub hello_timeout: Duration,
+    /// Connections one client address may hold.
+    pub max_connections_per_address: usize,
+    /// Connections one client address may hold before their `hello`.
+    pub max_unauthenticated_per_address: usize,
 }
 
 impl Default for RealtimeSettings {
@@ -65,6 +72,9 @@ impl Default for RealtimeSettings {
             queue_len: 1024,
             heartbeat_interval: Duration::from_secs(20),
             heartbeat_timeout: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(5),
+            max_connections_per_address: 500,
+            max_unauthenticated_per_address: 16,
         }
     }
 }
@@ -158,6 +168,8 @@ pub struct Realtime {
     pub schemas: Vec<String>,
     /// This database's change-log id, read once (see [`Realtime::log_id`]).
     log_id: tokio::sync::OnceCell<LogId>,
+    /// Open connections per client address (see [`Realtime::admit`]).
+    addresses: Arc<Mutex<AddressCounts>>,
     /// Snapshots and catch-ups running at once: a storm of subscribes (every client
     /// reconnecting after a restart) queues here instead of timing out on the pool.
     pub reads: Arc<tokio::sync::Semaphore>,
@@ -178,16 +190,63 @@ impl std::fmt::Debug for Realtime {
 /// apply to new subscriptions after at most this long).
 const CATALOG_TTL: Duration = Duration::from_secs(2);
 
-/// Holds one slot of `max_connections` until dropped.
+/// Holds one slot of `max_connections` (and of its address's share) until dropped.
 #[derive(Debug)]
 pub struct ConnectionSlot {
     stats: Arc<RealtimeStats>,
+    addresses: Arc<Mutex<AddressCounts>>,
+    address: IpAddr,
+    /// Whether `hello` was accepted (the socket no longer counts as unauthenticated).
+    greeted: bool,
+}
+
+impl ConnectionSlot {
+    /// `hello` was accepted: release the address's unauthenticated slot.
+    pub fn mark_greeted(&mut self) {
+        if !self.greeted {
+            self.greeted = true;
+            let mut counts = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = counts.get_mut(&self.address) {
+                c.unauthenticated = c.unauthenticated.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.stats.connections.fetch_sub(1, Relaxed);
+        let mut counts = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = counts.get_mut(&self.address) {
+            c.connections = c.connections.saturating_sub(1);
+            if !self.greeted {
+                c.unauthenticated = c.unauthenticated.saturating_sub(1);
+            }
+            if c.connections == 0 {
+                counts.remove(&self.address);
+            }
+        }
     }
+}
+
+/// Open connections per client address: all of them, and those still before `hello`.
+#[derive(Debug, Default, Clone, Copy)]
+struct PerAddress {
+    connections: usize,
+    unauthenticated: usize,
+}
+
+type AddressCounts = HashMap<IpAddr, PerAddress>;
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` are open.
+    ServerFull,
+    /// This address holds `max_connections_per_address`.
+    AddressFull,
+    /// This address holds `max_unauthenticated_per_address` sockets that have not sent `hello`.
+    TooManyUnauthenticated,
 }
 
 impl Realtime {
@@ -223,6 +282,7 @@ impl Realtime {
             catalog_cache: Mutex::new(HashMap::new()),
             schemas,
             log_id: tokio::sync::OnceCell::new(),
+            addresses: Arc::new(Mutex::new(HashMap::new())),
             reads,
         }
     }
@@ -250,17 +310,36 @@ impl Realtime {
         self.schemas.first().map(String::as_str).unwrap_or("public")
     }
 
-    /// Take a connection slot, or `None` when `max_connections` are open.
-    pub fn admit(&self) -> Option<ConnectionSlot> {
-        let now = self.stats.connections.fetch_add(1, Relaxed);
-        if now as usize >= self.settings.max_connections {
-            self.stats.connections.fetch_sub(1, Relaxed);
+    /// Take a connection slot for a client at `address`, unless the server, the address's
+    /// share, or the address's share of sockets still waiting for `hello` is full. The
+    /// per-address shares keep one address from taking the whole capacity.
+    pub fn admit(&self, address: IpAddr) -> Result<ConnectionSlot, Refused> {
+        let mut counts = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = counts.get(&address).copied().unwrap_or_default();
+        let refused = if mine.connections >= self.settings.max_connections_per_address {
+            Some(Refused::AddressFull)
+        } else if mine.unauthenticated >= self.settings.max_unauthenticated_per_address {
+            Some(Refused::TooManyUnauthenticated)
+        } else if self.stats.connections.load(Relaxed) as usize >= self.settings.max_connections {
+            Some(Refused::ServerFull)
+        } else {
+            None
+        };
+        if let Some(r) = refused {
             self.stats.connections_refused.fetch_add(1, Relaxed);
-            return None;
+            return Err(r);
         }
+        // Counted under the address lock, so concurrent admissions cannot overshoot.
+        self.stats.connections.fetch_add(1, Relaxed);
         self.stats.connections_total.fetch_add(1, Relaxed);
-        Some(ConnectionSlot {
+        let entry = counts.entry(address).or_default();
+        entry.connections += 1;
+        entry.unauthenticated += 1;
+        Ok(ConnectionSlot {
             stats: self.stats.clone(),
+            addresses: self.addresses.clone(),
+            address,
+            greeted: false,
         })
     }
 

@@ -45,7 +45,7 @@ pub struct Session {
     /// Deliveries are stopped because the token expired; only `auth`/`ping`/`unsubscribe`.
     expired: bool,
     subs: HashMap<String, Handle>,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
 }
 
 impl std::fmt::Debug for Session {
@@ -104,7 +104,7 @@ impl Session {
                 expires_at: None,
                 expired: false,
                 subs: HashMap::new(),
-                _slot: slot,
+                slot,
             },
             rx,
             lagging,
@@ -287,6 +287,7 @@ impl Session {
             max_subscriptions: self.rt.settings.max_subscriptions,
         });
         self.identity = Some(Arc::new(identity));
+        self.slot.mark_greeted();
         Control::Continue
     }
 

@@ -404,3 +404,161 @@ async fn a_cursor_from_a_faster_instance_is_placed_and_nothing_is_lost() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_head_sent_slowly_or_never_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = todos_app(|c| c.http.header_read_timeout = Duration::from_millis(300)).await;
+    let addr = server_addr(&app);
+    // A partial head, and a connection that sends nothing at all.
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for (what, stream) in [
+        ("partial head", &mut partial),
+        ("nothing sent", &mut silent),
+    ] {
+        let mut got = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got)).await;
+        // Closed (possibly after a 408), or reset: either way the server let go.
+        assert!(
+            read.is_ok(),
+            "{what}: the server still holds the connection"
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            got.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{what}: {text}"
+        );
+    }
+    // Whole requests are unaffected.
+    assert_eq!(app.get("/health").await.status(), 200);
+    app.shutdown().await;
+}
+
+/// Open a WebSocket as if from `ip` (behind the trusted proxy); the HTTP status if refused.
+async fn open_from(app: &TestApp, ip: &str) -> Result<support::realtime::Ws, (u16, Value)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/realtime/v1/websocket", app.base.replace("http", "ws"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "x-forwarded-for",
+        format!("203.0.113.9, {ip}").parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            let body = serde_json::from_slice(r.body().as_deref().unwrap_or_default())
+                .unwrap_or(Value::Null);
+            Err((r.status().as_u16(), body))
+        }
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+fn client(ws: support::realtime::Ws) -> Client {
+    Client {
+        ws,
+        views: Default::default(),
+        log: Vec::new(),
+        closed: None,
+    }
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_websocket_slot() {
+    let app = todos_app(|c| {
+        c.http.trusted_proxy_header = Some("x-forwarded-for".into());
+        c.realtime.max_connections = 50;
+        c.realtime.max_connections_per_address = 20;
+        c.realtime.hello_timeout = Duration::from_secs(600);
+    })
+    .await;
+    // 50 idle sockets from one address: only its share of un-greeted sockets gets in.
+    let mut idle = Vec::new();
+    let mut refused = None;
+    for _ in 0..50 {
+        match open_from(&app, "10.0.0.1").await {
+            Ok(ws) => idle.push(client(ws)),
+            Err(r) => refused = Some(r),
+        }
+    }
+    let unauthenticated = app.realtime().settings.max_unauthenticated_per_address;
+    assert_eq!(idle.len(), unauthenticated);
+    let (status, body) = refused.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("limit-exceeded")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("`hello`"),
+        "{body}"
+    );
+    // Everyone else still gets in.
+    let mut other = client(open_from(&app, "10.0.0.2").await.unwrap());
+    other.send(json!({"type": "hello", "v": 1})).await;
+    assert_eq!(other.next().await.unwrap()["type"], "welcome");
+
+    // Greeted sockets no longer count as unauthenticated, but the address's total share
+    // still caps it.
+    for c in &mut idle {
+        c.send(json!({"type": "hello", "v": 1})).await;
+        assert_eq!(c.next().await.unwrap()["type"], "welcome");
+    }
+    let mut more = Vec::new();
+    let refused = loop {
+        match open_from(&app, "10.0.0.1").await {
+            Ok(ws) => more.push(ws),
+            Err(r) => break r,
+        }
+        assert!(more.len() <= 50, "never refused");
+    };
+    assert_eq!(idle.len() + more.len(), 20);
+    assert_eq!(refused.0, 429);
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("address has reached"),
+        "{}",
+        refused.1
+    );
+    // Closing frees the share.
+    drop(more);
+    drop(idle);
+    support::eventually(Duration::from_secs(20), "slots freed", || async {
+        open_from(&app, "10.0.0.1").await.is_ok()
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
+    let app = todos_app(|c| c.realtime.hello_timeout = Duration::from_millis(300)).await;
+    let mut greeted = Client::connect(&app, None).await;
+    let mut silent = client(Client::open(&app).await);
+    while silent.next().await.is_some() {}
+    assert_eq!(silent.closed, Some(4003));
+    // The greeted socket outlived the deadline and still works.
+    greeted.send(json!({"type": "ping", "ref": "after"})).await;
+    assert_eq!(greeted.next().await.unwrap()["ref"], "after");
+    support::eventually(
+        Duration::from_secs(20),
+        "the silent socket's slot is freed",
+        || async {
+            app.realtime()
+                .stats
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 1
+        },
+    )
+    .await;
+    app.shutdown().await;
+}
