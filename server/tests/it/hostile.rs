@@ -562,3 +562,55 @@ async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
     .await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_embedded_postgres_log_keeps_user_data_out() {
+    let root = tempfile::Builder::new()
+        .prefix("rowcast-log-test-")
+        .tempdir()
+        .unwrap();
+    rowcast::cluster::prepare_parent_dir(root.path()).unwrap();
+    let data = root.path().join("pg");
+    let pg = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || rowcast::cluster::EmbeddedPostgres::start(&data, None).unwrap()
+    })
+    .await
+    .unwrap();
+    let db = support::connect(&pg.url_for("postgres")).await;
+    db.batch_execute("create table people (email text unique)")
+        .await
+        .unwrap();
+    let email = "someone.private@example.org";
+    db.execute("insert into people values ($1)", &[&email])
+        .await
+        .unwrap();
+    let dup = db
+        .execute("insert into people values ($1)", &[&email])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    // A statement with the value written into it, as an admin's psql session would send.
+    let literal = db
+        .batch_execute(&format!("insert into people values ('{email}')"))
+        .await
+        .unwrap_err();
+    assert!(literal.code().is_some());
+    let log_path = data.join("rowcast-postgres.log");
+    // Postgres logs an error before it answers the client; the lines are there now.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.matches("duplicate key value violates unique constraint")
+            .count()
+            >= 2,
+        "{log}"
+    );
+    assert!(!log.contains(email), "the log holds user data:\n{log}");
+    drop(db);
+    tokio::task::spawn_blocking(move || pg.stop().unwrap())
+        .await
+        .unwrap();
+}
