@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         store.clone(),
         Arc::new(capture.clone()),
         tokens.clone(),
+        auth.clone(),
         tasks.clone(),
         shutdown.clone(),
     ));

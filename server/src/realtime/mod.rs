@@ -32,7 +32,7 @@ use futures::stream::BoxStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::{token::TokenKeys, Identity},
+    auth::{service::Auth, token::TokenKeys, Identity},
     capture::LogId,
     policy::{compile::Visibility, Pred},
     protocol::ApiError,
@@ -160,6 +160,8 @@ pub struct Realtime {
     pub store: Store,
     pub source: Arc<dyn ChangeSource>,
     pub tokens: Arc<TokenKeys>,
+    /// Provisions an external provider's user on first sight (as REST does).
+    pub auth: Arc<Auth>,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     catalog_cache: Mutex<CatalogCache>,
@@ -256,6 +258,7 @@ impl Realtime {
         store: Store,
         source: Arc<dyn ChangeSource>,
         tokens: Arc<TokenKeys>,
+        auth: Arc<Auth>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Realtime {
@@ -277,6 +280,7 @@ impl Realtime {
             store,
             source,
             tokens,
+            auth,
             tasks,
             shutdown,
             catalog_cache: Mutex::new(HashMap::new()),

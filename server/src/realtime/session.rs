@@ -200,7 +200,7 @@ impl Session {
             }
         };
         match msg {
-            ClientMessage::Hello { v, token } => self.on_hello(v, token),
+            ClientMessage::Hello { v, token } => self.on_hello(v, token).await,
             _ if !self.greeted() => {
                 self.error(
                     None,
@@ -208,7 +208,7 @@ impl Session {
                 );
                 Control::Close(CloseCode::HelloRequired)
             }
-            ClientMessage::Auth { token } => self.on_auth(&token),
+            ClientMessage::Auth { token } => self.on_auth(&token).await,
             ClientMessage::Ping { reference } => {
                 self.send(&ServerMessage::Pong { reference });
                 Control::Continue
@@ -245,7 +245,7 @@ impl Session {
         }
     }
 
-    fn on_hello(&mut self, v: u32, token: Option<String>) -> Control {
+    async fn on_hello(&mut self, v: u32, token: Option<String>) -> Control {
         if self.greeted() {
             self.error(
                 None,
@@ -277,6 +277,14 @@ impl Session {
                 }
             },
         };
+        // An external provider's user gets their `rowcast.users` row on first sight, as on
+        // REST, so app tables can reference it whichever way the user arrives.
+        // If that fails (the database is down) the socket stays un-greeted: the client may
+        // send `hello` again until the hello timeout.
+        if let Err(e) = self.rt.auth.ensure_external_user(&identity).await {
+            self.error(None, e.into());
+            return Control::Continue;
+        }
         self.expires_at = expiry_of(&identity);
         self.send(&ServerMessage::Welcome {
             v: PROTOCOL_VERSION,
@@ -291,7 +299,7 @@ impl Session {
         Control::Continue
     }
 
-    fn on_auth(&mut self, token: &str) -> Control {
+    async fn on_auth(&mut self, token: &str) -> Control {
         let Ok(identity) = self.rt.tokens.verify(token) else {
             self.error(
                 None,
@@ -300,6 +308,13 @@ impl Session {
             );
             return Control::Continue;
         };
+        if let Err(e) = self.rt.auth.ensure_external_user(&identity).await {
+            self.error(
+                None,
+                ApiError::from(e).with_hint("the previous token stays in force until it expires"),
+            );
+            return Control::Continue;
+        }
         let same = self.identity.as_ref().is_some_and(|old| {
             old.role == identity.role && stable_claims(old) == stable_claims(&identity)
         });

@@ -614,3 +614,80 @@ async fn the_embedded_postgres_log_keeps_user_data_out() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_external_providers_user_arriving_over_websocket_is_provisioned() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl genpkey failed");
+    let private_pem = std::fs::read(&key).unwrap();
+    let mut jwk = rowcast::auth::token::public_rsa_jwk(&private_pem).unwrap();
+    jwk["kid"] = json!("k1");
+    let iss = "https://securetoken.google.com/ws-only";
+    let providers = json!([{
+        "name": "firebase", "issuer": iss, "audience": "ws-only", "jwks": {"keys": [jwk]},
+    }])
+    .to_string();
+    let parsed = rowcast::config::parse_providers(&providers, "rowcast").unwrap();
+    let app = todos_app(|c| c.auth.providers = parsed).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |sub: &str| {
+        let claims = json!({
+            "iss": iss, "aud": "ws-only", "sub": sub, "iat": now, "exp": now + 600,
+            "email": format!("{sub}@example.com"),
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(&private_pem).unwrap(),
+        )
+        .unwrap()
+    };
+    let db = app.db().await;
+    let known = |sub: &'static str| {
+        let db = &db;
+        async move {
+            db.query_opt(
+                "select u.id from rowcast.identities i join rowcast.users u on u.id = i.user_id
+                 where i.issuer = $1 and i.subject = $2",
+                &[&iss, &sub],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, uuid::Uuid>(0))
+        }
+    };
+    // First sight in `hello`, and in `auth` on a live socket.
+    let mut c = Client::connect(&app, Some(&sign("ws-user-1"))).await;
+    assert_eq!(
+        known("ws-user-1").await,
+        Some(rowcast::auth::provider::external_user_id(iss, "ws-user-1"))
+    );
+    c.send(json!({"type": "auth", "token": sign("ws-user-2")}))
+        .await;
+    assert_eq!(c.next().await.unwrap()["type"], "authenticated");
+    assert_eq!(
+        known("ws-user-2").await,
+        Some(rowcast::auth::provider::external_user_id(iss, "ws-user-2"))
+    );
+    app.shutdown().await;
+}
