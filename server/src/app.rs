@@ -142,8 +142,10 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     .spawn(&tasks, shutdown.clone());
     register_capture_metrics(&metrics, &capture);
     let realtime = Arc::new(Realtime::new(
-        config.realtime.clone(),
-        config.rest.schemas.clone(),
+        crate::realtime::RealtimeSettings {
+            schemas: config.rest.schemas.clone(),
+            ..config.realtime.clone()
+        },
         store.clone(),
         Arc::new(capture.clone()),
         tokens.clone(),

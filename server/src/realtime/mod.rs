@@ -60,6 +60,10 @@ pub struct RealtimeSettings {
     pub max_connections_per_address: usize,
     /// Connections one client address may hold before their `hello`.
     pub max_unauthenticated_per_address: usize,
+    /// The exposed schemas (REST's, `ROWCAST_REST_SCHEMAS`; `app::start` copies them), in
+    /// order; the first is where an unqualified table name is looked up. Tables elsewhere
+    /// cannot be subscribed to.
+    pub schemas: Vec<String>,
 }
 
 impl Default for RealtimeSettings {
@@ -75,6 +79,7 @@ impl Default for RealtimeSettings {
             hello_timeout: Duration::from_secs(5),
             max_connections_per_address: 500,
             max_unauthenticated_per_address: 16,
+            schemas: vec!["public".to_string()],
         }
     }
 }
@@ -165,9 +170,6 @@ pub struct Realtime {
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     catalog_cache: Mutex<CatalogCache>,
-    /// The exposed schemas (REST's, `ROWCAST_REST_SCHEMAS`), in order; the first is where
-    /// an unqualified table name is looked up. Tables elsewhere cannot be subscribed to.
-    pub schemas: Vec<String>,
     /// This database's change-log id, read once (see [`Realtime::log_id`]).
     log_id: tokio::sync::OnceCell<LogId>,
     /// Open connections per client address (see [`Realtime::admit`]).
@@ -254,7 +256,6 @@ pub enum Refused {
 impl Realtime {
     pub fn new(
         settings: RealtimeSettings,
-        schemas: Vec<String>,
         store: Store,
         source: Arc<dyn ChangeSource>,
         tokens: Arc<TokenKeys>,
@@ -284,7 +285,6 @@ impl Realtime {
             tasks,
             shutdown,
             catalog_cache: Mutex::new(HashMap::new()),
-            schemas,
             log_id: tokio::sync::OnceCell::new(),
             addresses: Arc::new(Mutex::new(HashMap::new())),
             reads,
@@ -311,7 +311,11 @@ impl Realtime {
 
     /// Where an unqualified table name is looked up: the first exposed schema.
     pub fn default_schema(&self) -> &str {
-        self.schemas.first().map(String::as_str).unwrap_or("public")
+        self.settings
+            .schemas
+            .first()
+            .map(String::as_str)
+            .unwrap_or("public")
     }
 
     /// Take a connection slot for a client at `address`, unless the server, the address's

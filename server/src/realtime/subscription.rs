@@ -195,7 +195,7 @@ async fn run(
     let shown: String = req.table.chars().take(64).collect();
     // Outside the exposed schemas every name is unknown, whether or not it exists
     // (`pg_catalog.pg_authid` answers like a made-up name): the catalog is not probed.
-    if !rt.schemas.contains(&schema) {
+    if !rt.settings.schemas.contains(&schema) {
         return Err(not_found(format!("no table `{shown}`")));
     }
     // Held through snapshot and catch-up (released before going live).
