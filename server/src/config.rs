@@ -430,7 +430,7 @@ pub struct ConnectionArgs {
     #[arg(long, env = "ROWCAST_WS_MAX_CONNECTIONS_PER_ADDRESS", default_value = "500", value_parser = usize_parser("ROWCAST_WS_MAX_CONNECTIONS_PER_ADDRESS", 1, 1_000_000))]
     pub ws_max_connections_per_address: usize,
     /// WebSocket connections one client address may hold before their `hello` (1-1000000).
-    #[arg(long, env = "ROWCAST_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", default_value = "16", value_parser = usize_parser("ROWCAST_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", 1, 1_000_000))]
+    #[arg(long, env = "ROWCAST_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", default_value = "32", value_parser = usize_parser("ROWCAST_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", 1, 1_000_000))]
     pub ws_max_unauthenticated_per_address: usize,
 }
 

@@ -106,7 +106,6 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
             biased;
             _ = &mut stopping => break Some(CloseCode::Restarting),
             _ = &mut overflowing => break Some(CloseCode::Lagging),
-            _ = &mut hello_deadline, if !session.greeted() => break Some(CloseCode::HelloRequired),
             out = queue.recv() => {
                 let Some(mut out) = out else { break None };
                 // Write what is already queued in one go (bounded), then flush once.
@@ -160,6 +159,9 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
                     break Some(code);
                 }
             }
+            // After `socket.recv()` in this biased order: a `hello` that has arrived is
+            // handled even if this task is scheduled late (a loaded machine).
+            _ = &mut hello_deadline, if !session.greeted() => break Some(CloseCode::HelloRequired),
             _ = ticker.tick() => {
                 if last_seen.elapsed() > settings.heartbeat_timeout {
                     rt.stats.heartbeat_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -78,7 +78,7 @@ impl Default for RealtimeSettings {
             heartbeat_timeout: Duration::from_secs(60),
             hello_timeout: Duration::from_secs(5),
             max_connections_per_address: 500,
-            max_unauthenticated_per_address: 16,
+            max_unauthenticated_per_address: 32,
             schemas: vec!["public".to_string()],
         }
     }
