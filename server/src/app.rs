@@ -166,10 +166,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     .spawn(&tasks, shutdown.clone());
     register_capture_metrics(&metrics, &capture);
     let realtime = Arc::new(Realtime::new(
-        config.realtime.clone(),
+        crate::realtime::RealtimeSettings {
+            schemas: config.rest.schemas.clone(),
+            ..config.realtime.clone()
+        },
         store.clone(),
         Arc::new(capture.clone()),
         tokens.clone(),
+        auth.clone(),
         tasks.clone(),
         shutdown.clone(),
     ));
@@ -197,22 +201,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         realtime: realtime.clone(),
     });
     let token = shutdown.clone();
+    let header_read_timeout = config.http.header_read_timeout;
     tasks.spawn(async move {
-        // On shutdown axum stops accepting (the listener is dropped, so new connections are
-        // refused), lets in-flight requests finish and closes idle keep-alive connections.
-        // Connect info gives handlers the client address (sign-in rate limits).
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            token.cancelled().await;
-            tracing::info!("draining: no longer accepting connections");
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        // On shutdown the server stops accepting (the listener is dropped, so new
+        // connections are refused), lets in-flight requests finish and closes idle
+        // keep-alive connections. Handlers get the client address as connect info (sign-in
+        // and WebSocket per-address limits).
+        http::serve::serve(listener, router, header_read_timeout, token).await;
     });
     tracing::info!(%local_addr, "listening");
 

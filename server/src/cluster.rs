@@ -184,8 +184,12 @@ impl EmbeddedPostgres {
 
     fn pg_ctl_start(&self) -> Result<(), ClusterError> {
         let log = self.data_dir.join("rowcast-postgres.log");
+        // The server log keeps user data out: `terse` drops DETAIL/HINT/CONTEXT (a unique
+        // violation's DETAIL quotes the key, e.g. an email), and no failing statement text
+        // is logged (`log_min_error_statement=panic`); the error itself still is.
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c fsync=on",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c fsync=on \
+             -c log_error_verbosity=terse -c log_min_error_statement=panic",
             self.port
         );
         let out = self.run(

@@ -141,6 +141,8 @@ pub enum SyncAction {
 pub struct ServerArgs {
     #[command(flatten)]
     pub realtime: RealtimeArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     /// Postgres connection string. Required for `serve`; optional for `dev` and `migrate`
     /// (without it they use the embedded Postgres in --data-dir).
@@ -418,6 +420,52 @@ impl RealtimeArgs {
             heartbeat_interval: self.ws_heartbeat_interval.max(Duration::from_millis(10)),
             // A timeout shorter than the interval would close healthy idle connections.
             heartbeat_timeout: self.ws_heartbeat_timeout.max(self.ws_heartbeat_interval),
+            ..crate::realtime::RealtimeSettings::default()
+        }
+    }
+}
+
+/// Limits on slow and idle connections, so that one client address cannot hold the
+/// server's capacity; see docs/operations.md.
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionArgs {
+    /// Longest a client may take to send a request's headers; slower connections are closed.
+    #[arg(long, env = "ROWCAST_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration_parser("ROWCAST_HTTP_HEADER_READ_TIMEOUT"))]
+    pub http_header_read_timeout: Duration,
+    /// Longest a WebSocket may stay open without sending `hello` (closed with 4003).
+    #[arg(long, env = "ROWCAST_WS_HELLO_TIMEOUT", default_value = "5s", value_parser = duration_parser("ROWCAST_WS_HELLO_TIMEOUT"))]
+    pub ws_hello_timeout: Duration,
+    /// WebSocket connections one client address may hold (1-1000000).
+    #[arg(long, env = "ROWCAST_WS_MAX_CONNECTIONS_PER_ADDRESS", default_value = "500", value_parser = usize_parser("ROWCAST_WS_MAX_CONNECTIONS_PER_ADDRESS", 1, 1_000_000))]
+    pub ws_max_connections_per_address: usize,
+    /// WebSocket connections one client address may hold before their `hello` (1-1000000).
+    #[arg(long, env = "ROWCAST_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", default_value = "32", value_parser = usize_parser("ROWCAST_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", 1, 1_000_000))]
+    pub ws_max_unauthenticated_per_address: usize,
+}
+
+impl Default for ConnectionArgs {
+    fn default() -> Self {
+        let d = crate::realtime::RealtimeSettings::default();
+        ConnectionArgs {
+            http_header_read_timeout: Duration::from_secs(10),
+            ws_hello_timeout: d.hello_timeout,
+            ws_max_connections_per_address: d.max_connections_per_address,
+            ws_max_unauthenticated_per_address: d.max_unauthenticated_per_address,
+        }
+    }
+}
+
+impl ConnectionArgs {
+    /// The realtime part of these limits, added to `settings`.
+    fn apply(
+        &self,
+        settings: crate::realtime::RealtimeSettings,
+    ) -> crate::realtime::RealtimeSettings {
+        crate::realtime::RealtimeSettings {
+            hello_timeout: self.ws_hello_timeout.max(Duration::from_millis(10)),
+            max_connections_per_address: self.ws_max_connections_per_address,
+            max_unauthenticated_per_address: self.ws_max_unauthenticated_per_address,
+            ..settings
         }
     }
 }
@@ -436,8 +484,10 @@ pub fn usize_parser(
     }
 }
 
-/// The token secret [`Config::for_database`] uses; tests sign tokens with it.
-pub const TEST_JWT_SECRET: &str = "rowcast-test-secret-not-for-production-use";
+/// The token secret [`Config::for_database`] uses; tests sign tokens with it. It is public
+/// (it is in the source): never deploy with it.
+pub const TEST_JWT_SECRET: &str =
+    "74444ac9006be180b022a2b9d786e6c48348c2e0ad9163a697f214407df3cf8b";
 
 /// Validated settings, built once in `main` and passed explicitly from there on.
 #[derive(Debug, Clone)]
@@ -485,6 +535,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Lower-cased name of the header a trusted proxy puts the client address in.
     pub trusted_proxy_header: Option<String>,
+    /// Connections that do not finish sending a request's headers within this are closed.
+    pub header_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -609,6 +661,17 @@ impl Config {
                     expected: "at least 32 bytes of secret (e.g. `openssl rand -hex 32`)".into(),
                 })
             }
+            // Refused wherever the server signs tokens with it (see `auth::weak_secret`).
+            Some(s) if matches!(mode, Mode::Serve | Mode::Dev) => {
+                if let Some(why) = crate::auth::weak_secret::weakness(s) {
+                    return Err(ConfigError {
+                        setting: "ROWCAST_JWT_SECRET",
+                        expected: format!(
+                            "a random secret (this one is refused: {why}); generate one with `openssl rand -hex 32`"
+                        ),
+                    });
+                }
+            }
             None if mode == Mode::Serve && args.auth.jwt_algorithm == SigningAlgorithm::Hs256 => {
                 return Err(ConfigError {
                     setting: "ROWCAST_JWT_SECRET",
@@ -645,7 +708,7 @@ impl Config {
         Ok(Config {
             rest,
             mode,
-            realtime: args.realtime.settings(),
+            realtime: args.connections.apply(args.realtime.settings()),
             database: DatabaseConfig {
                 url,
                 pool_size: args.pool_size,
@@ -660,6 +723,10 @@ impl Config {
                 shutdown_timeout: args.shutdown_timeout,
                 max_body_bytes: args.auth.max_body_bytes as usize,
                 trusted_proxy_header,
+                header_read_timeout: args
+                    .connections
+                    .http_header_read_timeout
+                    .max(Duration::from_millis(10)),
             },
             embedded: EmbeddedConfig {
                 data_dir: args.data_dir,
@@ -686,6 +753,7 @@ impl Config {
     pub fn for_database(database_url: &str) -> Config {
         let args = ServerArgs {
             realtime: RealtimeArgs::default(),
+            connections: ConnectionArgs::default(),
             database_url: Some(database_url.to_string()),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             pool_size: 8,

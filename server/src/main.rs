@@ -43,9 +43,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    // Only `dev` runs a server without a configured secret; `migrate`, `sync` and
+    // `reload-schema` sign nothing and must not leave a secret file behind.
     if config.auth.jwt_secret.is_none()
         && config.auth.algorithm == SigningAlgorithm::Hs256
-        && config.mode != Mode::ReloadSchema
+        && config.mode == Mode::Dev
     {
         match dev_jwt_secret(&config.embedded.data_dir) {
             Ok(secret) => config.auth.jwt_secret = Some(secret),

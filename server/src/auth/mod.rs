@@ -10,6 +10,7 @@ pub mod provider;
 pub mod refresh;
 pub mod service;
 pub mod token;
+pub mod weak_secret;
 
 use serde_json::Value;
 

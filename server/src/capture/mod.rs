@@ -53,7 +53,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use change::{Change, ChangeBatch, LiveEvent, Op, TableName};
-pub use cursor::{Cursor, CursorParseError};
+pub use cursor::{Cursor, CursorParseError, LogId, Unplaceable, WireCursor};
 pub use stats::{CaptureStats, StatsSnapshot};
 
 use crate::{

@@ -2,11 +2,15 @@
 //! client-facing [`ApiError`] onto HTTP responses. Only this layer (and the WebSocket layer)
 //! knows axum types.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     extract::State,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -20,6 +24,7 @@ pub mod observe;
 pub mod probe;
 pub mod realtime;
 pub mod rest;
+pub mod serve;
 
 use crate::{
     auth::{service::Auth, token::TokenKeys},
@@ -68,6 +73,21 @@ pub fn router(state: HttpState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes));
     // Add routes above: the layer wraps only what is already there.
     observe::layer(routes, state.metrics.clone()).with_state(state)
+}
+
+/// The client's address: the TCP peer, or, behind a trusted proxy
+/// (`ROWCAST_TRUSTED_PROXY_HEADER`), the last address in the proxy's header (the one the
+/// proxy itself added; earlier ones are client-supplied). The same rule as the sign-in
+/// limits (`http::auth`) use.
+pub fn client_address(state: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    state
+        .trusted_proxy_header
+        .as_ref()
+        .and_then(|name| headers.get_all(name).iter().next_back())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer.ip())
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -1,16 +1,19 @@
 //! The realtime WebSocket transport (`GET /realtime/v1/websocket`): admission against the
-//! connection limit, small tungstenite buffers, and one task per connection that reads
+//! connection limits (the server's and the client address's shares), the `hello` deadline, small tungstenite buffers, and one task per connection that reads
 //! frames into the session, writes its queue out, pings, and closes with the protocol's
 //! close codes (lagging, heartbeat timeout, shutdown). The protocol itself is in
 //! `realtime::session`.
 
 use std::{sync::Arc, time::Duration};
 
+use std::net::SocketAddr;
+
 use axum::{
     extract::{
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-        State,
+        ConnectInfo, State,
     },
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use futures::SinkExt;
@@ -21,7 +24,7 @@ use crate::{
     protocol::{realtime::CloseCode, ApiError, ErrorCode},
     realtime::{
         session::{Control, Session},
-        ConnectionSlot, Realtime,
+        ConnectionSlot, Realtime, Refused,
     },
 };
 
@@ -30,18 +33,31 @@ use crate::{
 /// rows of any size Postgres can store (jsonb tops out well below it).
 const MAX_WRITE_BUFFER: usize = 1 << 30;
 
-pub async fn websocket(State(state): State<HttpState>, ws: WebSocketUpgrade) -> Response {
+pub async fn websocket(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     let rt = state.realtime.clone();
-    let Some(slot) = rt.admit() else {
-        return HttpError(
-            ApiError::new(
-                ErrorCode::LimitExceeded,
-                "this server has reached its connection limit",
+    let address = super::client_address(&state, &headers, peer);
+    let slot = match rt.admit(address) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let message = match refused {
+                Refused::ServerFull => "this server has reached its connection limit",
+                Refused::AddressFull => "your address has reached its connection limit",
+                Refused::TooManyUnauthenticated => {
+                    "your address has too many connections that have not sent `hello`"
+                }
+            };
+            return HttpError(
+                ApiError::new(ErrorCode::LimitExceeded, message)
+                    .with_hint("retry later or connect to another instance")
+                    .with_retry_after(1),
             )
-            .with_hint("retry later or connect to another instance")
-            .with_retry_after(1),
-        )
-        .into_response();
+            .into_response();
+        }
     };
     // Frames a little over the limit get an error frame and the socket stays open; beyond
     // twice the limit tungstenite refuses to buffer them and the socket closes with 1009.
@@ -74,7 +90,10 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
     // registers and deregisters waiters for each frame.
     let stopping = shutdown.cancelled();
     let overflowing = lagging.cancelled();
-    tokio::pin!(stopping, overflowing);
+    // A socket that never says `hello` holds a slot of its address's small share of
+    // unauthenticated sockets; it gets only this long.
+    let hello_deadline = tokio::time::sleep(settings.hello_timeout);
+    tokio::pin!(stopping, overflowing, hello_deadline);
     let close = loop {
         let expiry = session.until_expiry();
         let expired = async {
@@ -140,6 +159,9 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
                     break Some(code);
                 }
             }
+            // After `socket.recv()` in this biased order: a `hello` that has arrived is
+            // handled even if this task is scheduled late (a loaded machine).
+            _ = &mut hello_deadline, if !session.greeted() => break Some(CloseCode::HelloRequired),
             _ = ticker.tick() => {
                 if last_seen.elapsed() > settings.heartbeat_timeout {
                     rt.stats.heartbeat_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -178,8 +178,8 @@ pub enum CloseCode {
     Unauthorized,
     /// 4002: `hello` asked for a protocol version this server does not speak.
     UnsupportedVersion,
-    /// 4003: the first message was not `hello`, or it did not arrive within the heartbeat
-    /// timeout.
+    /// 4003: the first message was not `hello`, or it did not arrive within the hello
+    /// timeout (`ROWCAST_WS_HELLO_TIMEOUT`).
     HelloRequired,
     /// 4008: the client did not read fast enough and its outgoing queue filled; reconnect
     /// and resume every subscription from its cursor.
@@ -260,13 +260,25 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseFailure> {
     }
     serde_json::from_value::<ClientMessage>(value).map_err(|e| ParseFailure {
         id,
-        // serde's message names the field and expectation; it never holds server data.
         error: ApiError::new(
             ErrorCode::InvalidField,
             "a field is missing or has the wrong type",
         )
-        .with_details(e.to_string()),
+        .with_details(field_details(&e.to_string())),
     })
+}
+
+/// What of serde's message may go back to the client. Its "invalid type/value" messages
+/// quote the value sent (a token, say), so only the expectation is kept; "missing field"
+/// and "unknown field" name a field and pass through, as for HTTP bodies.
+fn field_details(text: &str) -> String {
+    if text.starts_with("missing field") || text.starts_with("unknown field") {
+        return text.to_string();
+    }
+    match text.rsplit_once(", expected ") {
+        Some((_, expected)) => format!("expected {expected}"),
+        None => "a field has the wrong type".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -391,6 +403,31 @@ mod tests {
         );
         let f = parse_client_message(r#"{"type":"subscribe","id":"x","table":5}"#).unwrap_err();
         assert_eq!(f.id.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn invalid_field_details_never_echo_the_value_sent() {
+        let frames = [
+            r#"{"type":"hello","v":"sekrit-value-1"}"#,
+            r#"{"type":"auth","token":12345678987}"#,
+            r#"{"type":"hello","v":1,"token":["sekrit-value-1"]}"#,
+            r#"{"type":"subscribe","id":"x","table":"t","columns":"sekrit-value-1"}"#,
+            r#"{"type":"ping","ref":{"sekrit-value-1":1}}"#,
+            r#"{"type":"hello","v":-12345678987}"#,
+        ];
+        for frame in frames {
+            let f = parse_client_message(frame).unwrap_err();
+            assert_eq!(f.error.code, ErrorCode::InvalidField, "{frame}");
+            let body = serde_json::to_string(&f.error).unwrap();
+            assert!(!body.contains("sekrit"), "{frame} → {body}");
+            assert!(!body.contains("12345678987"), "{frame} → {body}");
+            assert!(body.contains("expected"), "{frame} → {body}");
+        }
+        // Naming a field is fine (and useful).
+        let f = parse_client_message(r#"{"type":"subscribe","id":"x"}"#).unwrap_err();
+        assert!(serde_json::to_string(&f.error)
+            .unwrap()
+            .contains("missing field `table`"));
     }
 
     proptest::proptest! {

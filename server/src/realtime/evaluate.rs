@@ -173,11 +173,14 @@ pub fn evaluate(
     if items.is_empty() {
         return Outcome::Nothing;
     }
-    Outcome::Frame(changes_frame(&plan.id_json, cursor, &items), items.len())
+    Outcome::Frame(
+        changes_frame(&plan.id_json, plan.log.wire(cursor), &items),
+        items.len(),
+    )
 }
 
 /// `{"type":"changes","id":…,"cursor":…,"changes":[…]}` from pre-serialized items.
-pub fn changes_frame(id_json: &str, cursor: Cursor, items: &[Arc<str>]) -> Bytes {
+pub fn changes_frame(id_json: &str, cursor: impl std::fmt::Display, items: &[Arc<str>]) -> Bytes {
     let len: usize = items.iter().map(|i| i.len() + 1).sum::<usize>() + id_json.len() + 80;
     let mut s = String::with_capacity(len);
     let _ = write!(

@@ -20,6 +20,7 @@ mod subscription;
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -31,7 +32,8 @@ use futures::stream::BoxStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::{token::TokenKeys, Identity},
+    auth::{service::Auth, token::TokenKeys, Identity},
+    capture::LogId,
     policy::{compile::Visibility, Pred},
     protocol::ApiError,
     store::{realtime::TableCatalog, Store, StoreError},
@@ -52,6 +54,16 @@ pub struct RealtimeSettings {
     pub queue_len: usize,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// A socket that has not sent `hello` within this is closed (4003).
+    pub hello_timeout: Duration,
+    /// Connections one client address may hold.
+    pub max_connections_per_address: usize,
+    /// Connections one client address may hold before their `hello`.
+    pub max_unauthenticated_per_address: usize,
+    /// The exposed schemas (REST's, `ROWCAST_REST_SCHEMAS`; `app::start` copies them), in
+    /// order; the first is where an unqualified table name is looked up. Tables elsewhere
+    /// cannot be subscribed to.
+    pub schemas: Vec<String>,
 }
 
 impl Default for RealtimeSettings {
@@ -64,6 +76,10 @@ impl Default for RealtimeSettings {
             queue_len: 1024,
             heartbeat_interval: Duration::from_secs(20),
             heartbeat_timeout: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(5),
+            max_connections_per_address: 500,
+            max_unauthenticated_per_address: 32,
+            schemas: vec!["public".to_string()],
         }
     }
 }
@@ -137,6 +153,8 @@ pub struct SubPlan {
     pub identity: Arc<Identity>,
     /// The columns to send; `None` means all.
     pub columns: Option<Arc<[String]>>,
+    /// This database's change log, written into every cursor sent to the client.
+    pub log: LogId,
 }
 
 /// The realtime service of one server instance. Cheap to share (`Arc`).
@@ -147,9 +165,15 @@ pub struct Realtime {
     pub store: Store,
     pub source: Arc<dyn ChangeSource>,
     pub tokens: Arc<TokenKeys>,
+    /// Provisions an external provider's user on first sight (as REST does).
+    pub auth: Arc<Auth>,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     catalog_cache: Mutex<CatalogCache>,
+    /// This database's change-log id, read once (see [`Realtime::log_id`]).
+    log_id: tokio::sync::OnceCell<LogId>,
+    /// Open connections per client address (see [`Realtime::admit`]).
+    addresses: Arc<Mutex<AddressCounts>>,
     /// Snapshots and catch-ups running at once: a storm of subscribes (every client
     /// reconnecting after a restart) queues here instead of timing out on the pool.
     pub reads: Arc<tokio::sync::Semaphore>,
@@ -170,16 +194,63 @@ impl std::fmt::Debug for Realtime {
 /// apply to new subscriptions after at most this long).
 const CATALOG_TTL: Duration = Duration::from_secs(2);
 
-/// Holds one slot of `max_connections` until dropped.
+/// Holds one slot of `max_connections` (and of its address's share) until dropped.
 #[derive(Debug)]
 pub struct ConnectionSlot {
     stats: Arc<RealtimeStats>,
+    addresses: Arc<Mutex<AddressCounts>>,
+    address: IpAddr,
+    /// Whether `hello` was accepted (the socket no longer counts as unauthenticated).
+    greeted: bool,
+}
+
+impl ConnectionSlot {
+    /// `hello` was accepted: release the address's unauthenticated slot.
+    pub fn mark_greeted(&mut self) {
+        if !self.greeted {
+            self.greeted = true;
+            let mut counts = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = counts.get_mut(&self.address) {
+                c.unauthenticated = c.unauthenticated.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.stats.connections.fetch_sub(1, Relaxed);
+        let mut counts = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = counts.get_mut(&self.address) {
+            c.connections = c.connections.saturating_sub(1);
+            if !self.greeted {
+                c.unauthenticated = c.unauthenticated.saturating_sub(1);
+            }
+            if c.connections == 0 {
+                counts.remove(&self.address);
+            }
+        }
     }
+}
+
+/// Open connections per client address: all of them, and those still before `hello`.
+#[derive(Debug, Default, Clone, Copy)]
+struct PerAddress {
+    connections: usize,
+    unauthenticated: usize,
+}
+
+type AddressCounts = HashMap<IpAddr, PerAddress>;
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` are open.
+    ServerFull,
+    /// This address holds `max_connections_per_address`.
+    AddressFull,
+    /// This address holds `max_unauthenticated_per_address` sockets that have not sent `hello`.
+    TooManyUnauthenticated,
 }
 
 impl Realtime {
@@ -188,6 +259,7 @@ impl Realtime {
         store: Store,
         source: Arc<dyn ChangeSource>,
         tokens: Arc<TokenKeys>,
+        auth: Arc<Auth>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Realtime {
@@ -209,24 +281,73 @@ impl Realtime {
             store,
             source,
             tokens,
+            auth,
             tasks,
             shutdown,
             catalog_cache: Mutex::new(HashMap::new()),
+            log_id: tokio::sync::OnceCell::new(),
+            addresses: Arc::new(Mutex::new(HashMap::new())),
             reads,
         }
     }
 
-    /// Take a connection slot, or `None` when `max_connections` are open.
-    pub fn admit(&self) -> Option<ConnectionSlot> {
-        let now = self.stats.connections.fetch_add(1, Relaxed);
-        if now as usize >= self.settings.max_connections {
-            self.stats.connections.fetch_sub(1, Relaxed);
+    /// The id of this database's change log, written into every cursor and checked on
+    /// every cursor a client resumes from. Read from the database once.
+    pub async fn log_id(&self) -> Result<LogId, StoreError> {
+        self.log_id
+            .get_or_try_init(|| async {
+                let (system, oid) = self.store.log_identity().await?;
+                if system.is_none() {
+                    tracing::warn!(
+                        "pg_control_system() is not permitted for this role; cursors identify \
+                         the database by its oid only"
+                    );
+                }
+                Ok(LogId::new(system.unwrap_or(0), oid))
+            })
+            .await
+            .copied()
+    }
+
+    /// Where an unqualified table name is looked up: the first exposed schema.
+    pub fn default_schema(&self) -> &str {
+        self.settings
+            .schemas
+            .first()
+            .map(String::as_str)
+            .unwrap_or("public")
+    }
+
+    /// Take a connection slot for a client at `address`, unless the server, the address's
+    /// share, or the address's share of sockets still waiting for `hello` is full. The
+    /// per-address shares keep one address from taking the whole capacity.
+    pub fn admit(&self, address: IpAddr) -> Result<ConnectionSlot, Refused> {
+        let mut counts = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = counts.get(&address).copied().unwrap_or_default();
+        let refused = if mine.connections >= self.settings.max_connections_per_address {
+            Some(Refused::AddressFull)
+        } else if mine.unauthenticated >= self.settings.max_unauthenticated_per_address {
+            Some(Refused::TooManyUnauthenticated)
+        } else if self.stats.connections.load(Relaxed) as usize >= self.settings.max_connections {
+            Some(Refused::ServerFull)
+        } else {
+            None
+        };
+        if let Some(r) = refused {
             self.stats.connections_refused.fetch_add(1, Relaxed);
-            return None;
+            return Err(r);
         }
+        // Counted under the address lock, so concurrent admissions cannot overshoot.
+        self.stats.connections.fetch_add(1, Relaxed);
         self.stats.connections_total.fetch_add(1, Relaxed);
-        Some(ConnectionSlot {
+        let entry = counts.entry(address).or_default();
+        entry.connections += 1;
+        entry.unauthenticated += 1;
+        Ok(ConnectionSlot {
             stats: self.stats.clone(),
+            addresses: self.addresses.clone(),
+            address,
+            greeted: false,
         })
     }
 

@@ -45,7 +45,7 @@ pub struct Session {
     /// Deliveries are stopped because the token expired; only `auth`/`ping`/`unsubscribe`.
     expired: bool,
     subs: HashMap<String, Handle>,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
 }
 
 impl std::fmt::Debug for Session {
@@ -104,7 +104,7 @@ impl Session {
                 expires_at: None,
                 expired: false,
                 subs: HashMap::new(),
-                _slot: slot,
+                slot,
             },
             rx,
             lagging,
@@ -200,7 +200,7 @@ impl Session {
             }
         };
         match msg {
-            ClientMessage::Hello { v, token } => self.on_hello(v, token),
+            ClientMessage::Hello { v, token } => self.on_hello(v, token).await,
             _ if !self.greeted() => {
                 self.error(
                     None,
@@ -208,7 +208,7 @@ impl Session {
                 );
                 Control::Close(CloseCode::HelloRequired)
             }
-            ClientMessage::Auth { token } => self.on_auth(&token),
+            ClientMessage::Auth { token } => self.on_auth(&token).await,
             ClientMessage::Ping { reference } => {
                 self.send(&ServerMessage::Pong { reference });
                 Control::Continue
@@ -245,7 +245,7 @@ impl Session {
         }
     }
 
-    fn on_hello(&mut self, v: u32, token: Option<String>) -> Control {
+    async fn on_hello(&mut self, v: u32, token: Option<String>) -> Control {
         if self.greeted() {
             self.error(
                 None,
@@ -277,6 +277,14 @@ impl Session {
                 }
             },
         };
+        // An external provider's user gets their `rowcast.users` row on first sight, as on
+        // REST, so app tables can reference it whichever way the user arrives.
+        // If that fails (the database is down) the socket stays un-greeted: the client may
+        // send `hello` again until the hello timeout.
+        if let Err(e) = self.rt.auth.ensure_external_user(&identity).await {
+            self.error(None, e.into());
+            return Control::Continue;
+        }
         self.expires_at = expiry_of(&identity);
         self.send(&ServerMessage::Welcome {
             v: PROTOCOL_VERSION,
@@ -287,10 +295,11 @@ impl Session {
             max_subscriptions: self.rt.settings.max_subscriptions,
         });
         self.identity = Some(Arc::new(identity));
+        self.slot.mark_greeted();
         Control::Continue
     }
 
-    fn on_auth(&mut self, token: &str) -> Control {
+    async fn on_auth(&mut self, token: &str) -> Control {
         let Ok(identity) = self.rt.tokens.verify(token) else {
             self.error(
                 None,
@@ -299,6 +308,13 @@ impl Session {
             );
             return Control::Continue;
         };
+        if let Err(e) = self.rt.auth.ensure_external_user(&identity).await {
+            self.error(
+                None,
+                ApiError::from(e).with_hint("the previous token stays in force until it expires"),
+            );
+            return Control::Continue;
+        }
         let same = self.identity.as_ref().is_some_and(|old| {
             old.role == identity.role && stable_claims(old) == stable_claims(&identity)
         });

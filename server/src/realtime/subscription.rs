@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     auth::Identity,
+    capture::{LogId, WireCursor},
     policy::{compile::Visibility, Pred},
     protocol::{
         realtime::{ChangeItem, ChangeOp, ServerMessage},
@@ -186,12 +187,17 @@ async fn run(
     // Resolve and validate everything before touching data.
     let (schema, name) = match req.table.split_once('.') {
         Some((s, n)) => (s.to_string(), n.to_string()),
-        None => ("public".to_string(), req.table.clone()),
+        None => (rt.default_schema().to_string(), req.table.clone()),
     };
     if schema.is_empty() || name.is_empty() || req.table.len() > 128 {
         return Err(not_found("no such table".into()));
     }
     let shown: String = req.table.chars().take(64).collect();
+    // Outside the exposed schemas every name is unknown, whether or not it exists
+    // (`pg_catalog.pg_authid` answers like a made-up name): the catalog is not probed.
+    if !rt.settings.schemas.contains(&schema) {
+        return Err(not_found(format!("no table `{shown}`")));
+    }
     // Held through snapshot and catch-up (released before going live).
     let _reading = rt
         .reads
@@ -213,6 +219,24 @@ async fn run(
         return Err(End::Error(
             ApiError::new(ErrorCode::BadRequest, format!("`{shown}` is not synced"))
                 .with_hint("an admin enables it with: select rowcast.enable_sync('schema.table')"),
+        ));
+    }
+    // Every snapshot row carries its version; without SELECT on it Postgres would only say
+    // "permission denied", so say what is missing and how to grant it.
+    if catalog.column(VERSION_COLUMN).is_some() && !catalog.can_select(role, VERSION_COLUMN) {
+        return Err(End::Error(
+            ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the {} role may not read column `{VERSION_COLUMN}` of `{shown}`, which realtime needs (the row version)",
+                    role.claim()
+                ),
+            )
+            .with_hint(format!(
+                "an admin grants it with: grant select ({VERSION_COLUMN}) on {} to {}",
+                catalog.qualified(),
+                role.pg_role()
+            )),
         ));
     }
     let filter = compile_filter(req.filter.as_ref(), &catalog)?;
@@ -258,7 +282,7 @@ async fn run(
         }
     }
     let start = match &req.cursor {
-        Some(c) => Some(c.parse::<Cursor>().map_err(|_| {
+        Some(c) => Some(c.parse::<WireCursor>().map_err(|_| {
             End::Error(
                 ApiError::new(
                     ErrorCode::InvalidField,
@@ -267,6 +291,11 @@ async fn run(
                 .with_hint("omit the cursor to start from a snapshot"),
             )
         })?),
+        None => None,
+    };
+    let log = rt.log_id().await.map_err(ApiError::from)?;
+    let start = match start {
+        Some(wire) => Some(place(rt, log, wire).await?),
         None => None,
     };
     let plan = Arc::new(SubPlan {
@@ -281,6 +310,7 @@ async fn run(
         visibility,
         identity: identity.clone(),
         columns,
+        log,
     });
 
     // Snapshot, if there is no cursor.
@@ -345,7 +375,7 @@ async fn run(
             })?;
             let end = ServerMessage::SnapshotEnd {
                 id: plan.id.clone(),
-                cursor: cursor.to_string(),
+                cursor: log.wire(cursor).to_string(),
             };
             if !outlet
                 .send_bulk(Bytes::from(end.to_json()), &handle.cancel)
@@ -375,7 +405,7 @@ async fn run(
         let covered = from.max(until);
         let marker = ServerMessage::Live {
             id: plan.id.clone(),
-            cursor: covered.to_string(),
+            cursor: log.wire(covered).to_string(),
         };
         match rt
             .router
@@ -389,6 +419,27 @@ async fn run(
             }
         }
     }
+}
+
+/// Where a client's cursor is in this database's log, or `resync-required` when it cannot
+/// be placed (another database's, ahead of the log, or a position the log never had).
+/// "Ahead" is judged against the database's watermark, not this instance's tail: a cursor
+/// another, faster instance issued is placed, and the router's `Live` floor holds back what
+/// it already covers until this instance's tail passes it.
+async fn place(rt: &Realtime, log: LogId, wire: WireCursor) -> Result<Cursor, End> {
+    let at = wire.at;
+    let p = rt
+        .store
+        .place_cursor(at.xid(), at.id())
+        .await
+        .map_err(|e| End::Error(e.into()))?;
+    wire.place(
+        log,
+        p.watermark_xid,
+        Cursor::new(p.floor.0, p.floor.1),
+        p.exists,
+    )
+    .map_err(|why| End::Resync(why.to_string()))
 }
 
 /// Send every change in `(from, until]` that the subscription sees.

@@ -5,6 +5,7 @@ pub mod auth_limits;
 pub mod changes;
 pub mod connect;
 pub mod email_tokens;
+pub mod cursors;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_query;

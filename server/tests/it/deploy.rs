@@ -131,16 +131,19 @@ fn compose_file_describes_a_working_stack() {
     assert_eq!(url.get_password(), Some(password.as_bytes()));
     assert_eq!(url.get_dbname(), Some(db.as_str()));
 
-    // The secret comes from the environment; the fallback is long enough for `serve`
-    // (32+ bytes) and says plainly that it must be changed.
+    // The secret comes from the environment and has no default: without it compose stops
+    // with a message that says how to make one (a published default is a forgeable key).
     let secret = &env["ROWCAST_JWT_SECRET"];
-    let fallback = secret
-        .strip_prefix("${ROWCAST_JWT_SECRET:-")
+    let message = secret
+        .strip_prefix("${ROWCAST_JWT_SECRET:?")
         .and_then(|s| s.strip_suffix('}'))
-        .unwrap_or_else(|| panic!("ROWCAST_JWT_SECRET should come from the environment: {secret}"));
+        .unwrap_or_else(|| {
+            panic!("ROWCAST_JWT_SECRET must be required from the environment: {secret}")
+        });
+    assert!(message.contains("openssl rand"), "{message}");
     assert!(
-        fallback.len() >= 32 && fallback.contains("change-me"),
-        "{fallback}"
+        !message.contains('$'),
+        "compose would interpolate it: {message}"
     );
 
     // Migrations run on start (the default; stated explicitly here).

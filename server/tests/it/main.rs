@@ -14,6 +14,7 @@ mod deploy;
 mod drain;
 mod embedded;
 mod foundation;
+mod hostile;
 mod instances;
 mod observability;
 mod realtime;

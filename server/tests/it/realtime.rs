@@ -510,7 +510,7 @@ async fn bad_input_gets_error_frames_and_the_socket_stays_open() {
         ),
         (
             Message::text(r#"{"type":"subscribe","id":"s8","table":"pg_catalog.pg_authid"}"#),
-            "forbidden",
+            "not-found",
             Some("s8"),
         ),
         (Message::binary(vec![1u8, 2, 3]), "bad-request", None),
