@@ -54,6 +54,9 @@ pub struct GenTypesArgs {
     pub pg_bindir: Option<PathBuf>,
     #[arg(long, env = "ROWCAST_APP_MIGRATIONS")]
     pub app_migrations: Option<PathBuf>,
+    /// Trusted CAs for TLS to Postgres, as for `serve`.
+    #[arg(long, env = "ROWCAST_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +140,7 @@ async fn generate_at(
         connect_timeout: Duration::from_secs(10),
         app_migrations: args.app_migrations.clone(),
         migrate_on_start: false,
+        ca_file: args.database_ca_file.clone(),
     };
     let store = Store::new(url, &settings)?;
     // The dev database is brought up to date like `rowcast dev` would; a DATABASE_URL is

@@ -4,8 +4,8 @@
 pub mod auth_limits;
 pub mod changes;
 pub mod connect;
-pub mod email_tokens;
 pub mod cursors;
+pub mod email_tokens;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_query;
