@@ -69,6 +69,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// A configured limit was reached (connections, subscriptions, snapshot rows).
     LimitExceeded,
+    /// The requested offset is past the last row (with `Prefer: count`), as PostgREST's 416.
+    RangeNotSatisfiable,
 }
 
 impl ErrorCode {
@@ -102,6 +104,7 @@ impl ErrorCode {
         ErrorCode::InvalidCredentials,
         ErrorCode::TokenExpired,
         ErrorCode::LimitExceeded,
+        ErrorCode::RangeNotSatisfiable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +137,7 @@ impl ErrorCode {
             ErrorCode::InvalidCredentials => "invalid-credentials",
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::LimitExceeded => "limit-exceeded",
+            ErrorCode::RangeNotSatisfiable => "range-not-satisfiable",
         }
     }
 
@@ -153,16 +157,18 @@ impl ErrorCode {
             ErrorCode::Timeout => 504,
             ErrorCode::NotAcceptable => 406,
             ErrorCode::UnknownTable => 404,
-            ErrorCode::UnknownColumn => 404,
+            // PostgREST's statuses, which postgrest-js and apps branch on.
+            ErrorCode::UnknownColumn => 400,
             ErrorCode::UnknownFunction => 404,
             ErrorCode::UnknownRelationship => 400,
-            ErrorCode::AmbiguousRelationship => 400,
+            ErrorCode::AmbiguousRelationship => 300,
             ErrorCode::InvalidValue => 400,
             ErrorCode::ConstraintViolation => 400,
             ErrorCode::FilterRequired => 400,
             ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ResyncRequired => 410,
+            ErrorCode::RangeNotSatisfiable => 416,
         }
     }
 }

@@ -130,9 +130,17 @@ async fn read(
     let result = rest_query::read(&state.store, &identity, &read_plan)
         .await
         .map_err(|e| HttpError(rest::api_error_from_store(e)))?;
-    Ok(into_response(
-        rest::response::for_read(&read_plan, result).map_err(err)?,
-    ))
+    match rest::response::for_read(&read_plan, result) {
+        Ok(r) => Ok(into_response(r)),
+        Err(e @ RestError::RangeNotSatisfiable(_, total)) => {
+            let mut response = err(e).into_response();
+            if let Ok(v) = HeaderValue::try_from(format!("*/{total}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            Ok(response)
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// The body, refused with 413 past `ROWCAST_MAX_BODY_BYTES`.

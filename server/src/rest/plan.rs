@@ -40,9 +40,30 @@ pub enum Field {
     Column {
         key: String,
         column: Ident,
+        /// `meta->tags->>0`: JSON steps after the column (empty for the column itself).
+        path: Vec<JsonStep>,
         cast: Option<Cast>,
     },
     Embed(Box<Embed>),
+}
+
+/// One `->key` / `->>key` step into a JSON column. The key is bound as a parameter (a
+/// digit string as an array index, as PostgREST does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonStep {
+    pub key: String,
+    pub index: Option<i64>,
+    /// `->>`: the value as text.
+    pub as_text: bool,
+}
+
+/// A column, or a path into a JSON column.
+#[derive(Debug, Clone)]
+pub struct ColRef {
+    pub column: Ident,
+    pub path: Vec<JsonStep>,
+    /// The column is a `tsvector` (full-text search uses it as is, else `to_tsvector`).
+    pub tsvector: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +86,7 @@ pub struct Join {
 #[derive(Debug, Clone)]
 pub enum Cond {
     Pred {
-        column: Ident,
+        column: ColRef,
         negated: bool,
         op: Operator,
         operand: Operand,
@@ -82,7 +103,7 @@ pub enum Cond {
 
 #[derive(Debug, Clone)]
 pub enum OrderKey {
-    Column(Ident),
+    Column(ColRef),
     /// A column of a to-one related table.
     Related {
         table: Arc<Table>,
@@ -235,16 +256,52 @@ fn column(table: &Table, name: &str) -> Result<Ident, RestError> {
     })
 }
 
+/// Split `meta->a->>b` into the column and its JSON steps, resolving the column.
+fn column_ref(table: &Table, raw: &str) -> Result<ColRef, RestError> {
+    let mut parts = raw.split("->");
+    let name = parts.next().unwrap_or_default();
+    let col = table.column(name).ok_or_else(|| {
+        RestError::UnknownColumn(format!("no column `{name}` on `{}`", table.name.as_str()))
+    })?;
+    let mut path = Vec::new();
+    for part in parts {
+        let (as_text, key) = match part.strip_prefix('>') {
+            Some(k) => (true, k),
+            None => (false, part),
+        };
+        if key.is_empty() {
+            return Err(RestError::Syntax(format!("empty JSON key in `{raw}`")));
+        }
+        path.push(JsonStep {
+            key: key.to_string(),
+            index: key.parse::<i64>().ok(),
+            as_text,
+        });
+    }
+    Ok(ColRef {
+        column: col.name.clone(),
+        tsvector: path.is_empty() && col.type_name == "tsvector",
+        path,
+    })
+}
+
 /// Most filter values one request may carry. Each is a bound parameter, and Postgres takes
 /// at most 65,535 per statement; a request past this is refused as too large instead.
 pub const MAX_FILTER_VALUES: usize = 5000;
 
 fn values_in(c: &Cond) -> usize {
     match c {
-        Cond::Pred { operand, .. } => match operand {
-            Operand::List(l) => l.len(),
-            _ => 1,
-        },
+        Cond::Pred {
+            operand, column, ..
+        } => {
+            column.path.len()
+                + match operand {
+                    Operand::List(l) => l.len(),
+                    Operand::Quantified { values, .. } => values.len(),
+                    Operand::Search { .. } => 2,
+                    _ => 1,
+                }
+        }
         Cond::And { items, .. } | Cond::Or { items, .. } => items.iter().map(values_in).sum(),
     }
 }
@@ -256,7 +313,7 @@ fn values_in_node(n: &Node) -> usize {
             .map(|f| match f {
                 // An `!inner` embedding's filters are bound twice.
                 Field::Embed(e) => values_in_node(&e.node) * if e.inner { 2 } else { 1 } + 1,
-                Field::Column { .. } => 1,
+                Field::Column { path, .. } => 1 + path.len(),
             })
             .sum::<usize>()
 }
@@ -319,15 +376,23 @@ fn build_node(
                     fields.push(Field::Column {
                         key: c.name.as_str().to_string(),
                         column: c.name.clone(),
+                        path: Vec::new(),
                         cast: None,
                     });
                 }
             }
             SelectItem::Column { alias, name, cast } => {
-                let column = column(table, name)?;
+                let r = column_ref(table, name)?;
+                // As PostgREST: a JSON path's key is its last step unless aliased.
+                let key = match (alias, r.path.last()) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(step)) => step.key.clone(),
+                    (None, None) => name.clone(),
+                };
                 fields.push(Field::Column {
-                    key: alias.clone().unwrap_or_else(|| name.clone()),
-                    column,
+                    key,
+                    column: r.column,
+                    path: r.path,
                     cast: *cast,
                 });
             }
@@ -453,10 +518,38 @@ fn relationship(
         }
         _ => {
             let names: Vec<&str> = candidates.iter().map(|c| c.3.name.as_str()).collect();
+            // As PostgREST's `details`: one entry per candidate relationship, as JSON.
+            let details: Vec<Value> = candidates
+                .iter()
+                .map(|(t, _, one, fk)| {
+                    let cols =
+                        |c: &[Ident]| c.iter().map(Ident::as_str).collect::<Vec<_>>().join(", ");
+                    let cardinality = if same(&fk.table, parent) {
+                        "many-to-one"
+                    } else if *one {
+                        "one-to-one"
+                    } else {
+                        "one-to-many"
+                    };
+                    serde_json::json!({
+                        "cardinality": cardinality,
+                        "embedding": format!("{} with {}", parent.name.as_str(), t.name.as_str()),
+                        "relationship": format!(
+                            "{} using {}({}) and {}({})",
+                            fk.name.as_str(),
+                            fk.table.1.as_str(),
+                            cols(&fk.columns),
+                            fk.ref_table.1.as_str(),
+                            cols(&fk.ref_columns)
+                        ),
+                    })
+                })
+                .collect();
             Err(RestError::AmbiguousRelationship(format!(
                 "more than one foreign key relates `{}` and `{target}`",
                 parent.name.as_str()
             ))
+            .details(Value::Array(details).to_string())
             .hint(format!(
                 "name one as `{target}!<foreign key or column>(...)`; candidates: {}",
                 names.join(", ")
@@ -498,7 +591,7 @@ fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(
         let node = node_at(root, &o.path)?;
         for term in &o.item {
             let key = match &term.target {
-                OrderTarget::Column(name) => OrderKey::Column(column(&node.table, name)?),
+                OrderTarget::Column(name) => OrderKey::Column(column_ref(&node.table, name)?),
                 OrderTarget::Related {
                     relation,
                     column: col,
@@ -552,7 +645,7 @@ fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError>
                 ));
             }
             Cond::Pred {
-                column: column(table, &p.column)?,
+                column: column_ref(table, &p.column)?,
                 negated: p.negated,
                 op: p.op,
                 operand: p.operand.clone(),

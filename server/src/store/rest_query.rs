@@ -17,8 +17,8 @@ use crate::{
     protocol::ApiError,
     rest::{
         plan::{
-            Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Node, OrderKey, ReadPlan,
-            Returning, RpcPlan, UpdatePlan, WritePlan,
+            ColRef, Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, JsonStep, Node, OrderKey,
+            ReadPlan, Returning, RpcPlan, UpdatePlan, WritePlan,
         },
         query::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution},
         response::{IdempotencyKey, ReadResult, RestResponse, WriteResult},
@@ -114,14 +114,37 @@ fn cast_sql(c: Cast) -> &'static str {
     }
 }
 
+/// `alias.column` followed by its JSON steps; every key is a bound parameter, typed so that
+/// Postgres picks the object-key or the array-index operator.
+fn path_sql(sql: &mut Sql, alias: &str, column: &Ident, path: &[JsonStep]) -> String {
+    let mut v = format!("{alias}.{}", ident(column));
+    for step in path {
+        let op = if step.as_text { "->>" } else { "->" };
+        v = match step.index {
+            Some(i) => format!("({v} {op} {}::int4)", sql.bind(Some(i.to_string()))),
+            None => format!("({v} {op} {}::text)", sql.bind(Some(step.key.clone()))),
+        };
+    }
+    v
+}
+
+fn colref_sql(sql: &mut Sql, alias: &str, c: &ColRef) -> String {
+    path_sql(sql, alias, &c.column, &c.path)
+}
+
 /// The JSON object of one row of `node`, whose table is aliased `alias`.
 fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
     let mut pairs = Vec::with_capacity(node.fields.len());
     for f in &node.fields {
         match f {
-            Field::Column { key, column, cast } => {
+            Field::Column {
+                key,
+                column,
+                path,
+                cast,
+            } => {
                 let k = sql.bind(Some(key.clone()));
-                let v = format!("{alias}.{}", ident(column));
+                let v = path_sql(sql, alias, column, path);
                 let v = match cast {
                     Some(c) => format!("({v})::{}", cast_sql(*c)),
                     None => v,
@@ -214,8 +237,47 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
             op,
             operand,
         } => {
-            let col = format!("{alias}.{}", ident(column));
+            let col = colref_sql(sql, alias, column);
             let expr = match (op, operand) {
+                (_, Operand::Search { language, query }) => {
+                    let lang = language.clone().map(|l| sql.bind(Some(l)));
+                    let q = sql.bind(Some(query.clone()));
+                    let func = match op {
+                        Operator::Plfts => "plainto_tsquery",
+                        Operator::Phfts => "phraseto_tsquery",
+                        Operator::Wfts => "websearch_to_tsquery",
+                        _ => "to_tsquery",
+                    };
+                    let (tsquery, vector) = match &lang {
+                        Some(l) => (
+                            format!("{func}({l}::regconfig, {q}::text)"),
+                            format!("to_tsvector({l}::regconfig, {col}::text)"),
+                        ),
+                        None => (
+                            format!("{func}({q}::text)"),
+                            format!("to_tsvector({col}::text)"),
+                        ),
+                    };
+                    let vector = if column.tsvector { col.clone() } else { vector };
+                    format!("{vector} @@ {tsquery}")
+                }
+                (op, Operand::Quantified { all, values }) => {
+                    if values.is_empty() {
+                        // `any` of nothing is false, `all` of nothing is true.
+                        if *all { "true" } else { "false" }.to_string()
+                    } else {
+                        // One comparison per value (each parameter typed by the column),
+                        // rather than an array whose element type Postgres cannot infer.
+                        let parts: Vec<String> = values
+                            .iter()
+                            .map(|v| {
+                                let p = sql.bind(Some(v.clone()));
+                                compare(*op, &col, &p)
+                            })
+                            .collect();
+                        parts.join(if *all { " and " } else { " or " })
+                    }
+                }
                 (Operator::Is, Operand::Is(v)) => match v {
                     IsValue::Null => format!("{col} is null"),
                     IsValue::NotNull => format!("{col} is not null"),
@@ -234,23 +296,7 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
                 }
                 (op, Operand::Value(v)) => {
                     let p = sql.bind(Some(v.clone()));
-                    match op {
-                        Operator::Eq => format!("{col} = {p}"),
-                        Operator::Neq => format!("{col} <> {p}"),
-                        Operator::Gt => format!("{col} > {p}"),
-                        Operator::Gte => format!("{col} >= {p}"),
-                        Operator::Lt => format!("{col} < {p}"),
-                        Operator::Lte => format!("{col} <= {p}"),
-                        Operator::Like => format!("{col}::text like {p}"),
-                        Operator::Ilike => format!("{col}::text ilike {p}"),
-                        Operator::Match => format!("{col}::text ~ {p}"),
-                        Operator::Imatch => format!("{col}::text ~* {p}"),
-                        Operator::Contains => format!("{col} @> {p}"),
-                        Operator::ContainedIn => format!("{col} <@ {p}"),
-                        Operator::Overlaps => format!("{col} && {p}"),
-                        // The parser pairs `in` with a list and `is` with a keyword.
-                        Operator::In | Operator::Is => "false".to_string(),
-                    }
+                    compare(*op, &col, &p)
                 }
                 _ => "false".to_string(),
             };
@@ -277,6 +323,34 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
     }
 }
 
+/// `col op param` for the operators that take one value.
+fn compare(op: Operator, col: &str, p: &str) -> String {
+    match op {
+        Operator::Eq => format!("{col} = {p}"),
+        Operator::Neq => format!("{col} <> {p}"),
+        Operator::Gt => format!("{col} > {p}"),
+        Operator::Gte => format!("{col} >= {p}"),
+        Operator::Lt => format!("{col} < {p}"),
+        Operator::Lte => format!("{col} <= {p}"),
+        Operator::Like => format!("{col}::text like {p}"),
+        Operator::Ilike => format!("{col}::text ilike {p}"),
+        Operator::Match => format!("{col}::text ~ {p}"),
+        Operator::Imatch => format!("{col}::text ~* {p}"),
+        Operator::Contains => format!("{col} @> {p}"),
+        Operator::ContainedIn => format!("{col} <@ {p}"),
+        Operator::Overlaps => format!("{col} && {p}"),
+        Operator::IsDistinct => format!("{col} is distinct from {p}"),
+        // The parser pairs `in` with a list, `is` with a keyword and the full-text
+        // operators with a search.
+        Operator::In
+        | Operator::Is
+        | Operator::Fts
+        | Operator::Plfts
+        | Operator::Phfts
+        | Operator::Wfts => "false".to_string(),
+    }
+}
+
 fn order_sql(sql: &mut Sql, node: &Node, alias: &str) -> String {
     if node.order.is_empty() {
         return String::new();
@@ -286,7 +360,7 @@ fn order_sql(sql: &mut Sql, node: &Node, alias: &str) -> String {
         .iter()
         .map(|o| {
             let key = match &o.key {
-                OrderKey::Column(c) => format!("{alias}.{}", ident(c)),
+                OrderKey::Column(c) => colref_sql(sql, alias, c),
                 OrderKey::Related {
                     table,
                     join,
@@ -521,8 +595,44 @@ fn insert_sql(sql: &mut Sql, plan: &InsertPlan) -> String {
             s.push_str(&format!(" on conflict ({on}) do update set {set}"));
         }
     }
-    s.push_str(" returning t0.*");
+    s.push_str(&returning_list(&plan.returning));
     s
+}
+
+/// The `returning` clause of a write: only the columns the response needs. A role with
+/// column-level grants may lack SELECT on other columns, and `returning *` would then refuse
+/// the whole write (the row count comes from `returning 1`).
+fn returning_list(returning: &Returning) -> String {
+    let mut cols: Vec<&Ident> = Vec::new();
+    match returning {
+        Returning::Minimal => {}
+        Returning::Keys(keys) => cols.extend(keys.iter()),
+        Returning::Rows(node) => node_columns(node, &mut cols),
+    }
+    if cols.is_empty() {
+        return " returning 1".to_string();
+    }
+    let list: Vec<String> = cols.iter().map(|c| format!("t0.{}", ident(c))).collect();
+    format!(" returning {}", list.join(", "))
+}
+
+/// The columns of `node`'s own table that its fields and embeddings refer to.
+fn node_columns<'a>(node: &'a Node, out: &mut Vec<&'a Ident>) {
+    let add = |c: &'a Ident, out: &mut Vec<&'a Ident>| {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    for f in &node.fields {
+        match f {
+            Field::Column { column, .. } => add(column, out),
+            Field::Embed(e) => {
+                for (parent, _) in &e.join.pairs {
+                    add(parent, out);
+                }
+            }
+        }
+    }
 }
 
 fn update_sql(sql: &mut Sql, plan: &UpdatePlan) -> String {
@@ -536,15 +646,17 @@ fn update_sql(sql: &mut Sql, plan: &UpdatePlan) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "update {table} as t0 set {set} from json_populate_record(null::{table}, {values}::json) as v where {where_} returning t0.*"
+        "update {table} as t0 set {set} from json_populate_record(null::{table}, {values}::json) as v where {where_}{}",
+        returning_list(&plan.returning)
     )
 }
 
 fn delete_sql(sql: &mut Sql, plan: &DeletePlan) -> String {
     let where_ = conds(sql, &plan.condition);
     format!(
-        "delete from {} as t0 where {where_} returning t0.*",
-        qualified(&plan.table)
+        "delete from {} as t0 where {where_}{}",
+        qualified(&plan.table),
+        returning_list(&plan.returning)
     )
 }
 

@@ -16,3 +16,4 @@ mod instances;
 mod observability;
 mod realtime;
 mod rest;
+mod rest_grammar;

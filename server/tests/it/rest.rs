@@ -249,7 +249,7 @@ async fn rest_reads_select_embed_filter_order_and_page() {
     let r = t
         .get("/rest/v1/messages?select=body,users(name)", svc)
         .await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 300, "{}", r.text);
     assert_eq!(r.body["code"], "ambiguous-relationship");
     let r = t
         .get("/rest/v1/messages?select=body,from:users!sender(name),to:users!messages_recipient_fkey(name)", svc)
@@ -964,21 +964,21 @@ async fn rest_errors_have_codes_statuses_and_no_database_text() {
             Method::GET,
             "/rest/v1/posts?select=nope",
             None,
-            404,
+            400,
             "unknown-column",
         ),
         (
             Method::GET,
             "/rest/v1/posts?nope=eq.1",
             None,
-            404,
+            400,
             "unknown-column",
         ),
         (
             Method::GET,
             "/rest/v1/posts?order=nope",
             None,
-            404,
+            400,
             "unknown-column",
         ),
         (
@@ -1062,7 +1062,7 @@ async fn rest_errors_have_codes_statuses_and_no_database_text() {
             Method::POST,
             "/rest/v1/posts",
             Some(r#"{"nope":1}"#),
-            404,
+            400,
             "unknown-column",
         ),
         (
@@ -1462,7 +1462,7 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
         .await
         .unwrap();
     support::eventually(Duration::from_secs(10), "dropped column gone", || async {
-        t.get("/rest/v1/posts?select=subtitle", svc).await.status == 404
+        t.get("/rest/v1/posts?select=subtitle", svc).await.status == 400
     })
     .await;
 
