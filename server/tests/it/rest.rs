@@ -1497,7 +1497,7 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(t.get("/rest/v1/posts?select=quiet", svc).await.status, 404);
+    assert_eq!(t.get("/rest/v1/posts?select=quiet", svc).await.status, 400);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rowcast"))
         .args(["reload-schema", "--database-url", &t.app.db_url])
         .output()
