@@ -15,6 +15,7 @@ use serde_json::json;
 
 pub mod auth;
 pub mod body;
+pub mod cors;
 pub mod identity;
 pub mod observe;
 pub mod probe;
@@ -66,8 +67,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/realtime/v1/websocket", get(realtime::websocket))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes));
-    // Add routes above: the layer wraps only what is already there.
-    observe::layer(routes, state.metrics.clone()).with_state(state)
+    // Add routes above: the layers wrap only what is already there.
+    let routes = cors::layer(routes, &state.rest.config.cors);
+    if state.rest.config.observe {
+        observe::layer(routes, state.metrics.clone()).with_state(state)
+    } else {
+        routes.with_state(state)
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -8,6 +8,7 @@ mod support;
 
 mod auth;
 mod capture;
+mod cors;
 mod deploy;
 mod drain;
 mod embedded;
