@@ -1136,6 +1136,12 @@ async fn rest_errors_have_codes_statuses_and_no_database_text() {
 async fn rest_injection_corpus_in_every_position_only_gives_4xx_and_changes_nothing() {
     let t = Rest::start().await;
     let db = t.db().await;
+    // A JSON column, so that JSON path keys reach SQL (as bound values) rather than
+    // stopping at a type error.
+    db.batch_execute("alter table posts add column meta jsonb")
+        .await
+        .unwrap();
+    t.reload().await;
     let state = || async {
         let canary: String = db
             .query_one("select v from canary where id = 1", &[])
@@ -1198,6 +1204,48 @@ async fn rest_injection_corpus_in_every_position_only_gives_4xx_and_changes_noth
             (Method::GET, format!("/rest/v1/posts?order={e}"), None),
             (Method::GET, format!("/rest/v1/posts?order=id.{e}"), None),
             (Method::GET, format!("/rest/v1/posts?limit={e}"), None),
+            // JSON path keys, quantified lists, full-text languages, embedding hints.
+            (Method::GET, format!("/rest/v1/posts?meta->>{e}=eq.1"), None),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,m:meta->{e}->>{e}&id=eq.0"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?order=meta->>{e}.desc&id=eq.0"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?or=(meta->>{e}.eq.1)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?title=like(any).{{{e},x}}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?title=fts({e}).x"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?title=wfts(english).{e}&id=eq.0"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,users!{e}(name)"),
+                None,
+            ),
+            (
+                Method::PATCH,
+                format!("/rest/v1/posts?meta->>{e}=eq.1"),
+                Some(json!({"title": p}).to_string()),
+            ),
             (
                 Method::POST,
                 format!("/rest/v1/posts?on_conflict={e}"),
@@ -1250,7 +1298,7 @@ async fn rest_injection_corpus_in_every_position_only_gives_4xx_and_changes_noth
                         .is_some_and(|o| o.contains_key(&format!("{p}x")));
                 let ok = (400..500).contains(&r.status)
                     || (r.status == 200 && r.body == json!([]))
-                    || (r.status == 204 && method == Method::DELETE)
+                    || (r.status == 204 && [Method::DELETE, Method::PATCH].contains(&method))
                     || alias_echoed;
                 assert!(ok, "{method} {path} ({p}) gave {}: {}", r.status, r.text);
             }
