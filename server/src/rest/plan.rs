@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{
     query::{
-        Accept, Cast, Condition, CountPref, Nulls, Operand, Operator, OrderTarget, Prefer, Query,
-        Resolution, ReturnPref, SelectItem,
+        Accept, Cast, Condition, CountPref, IsValue, Nulls, Operand, Operator, OrderTarget, Prefer,
+        Query, Resolution, ReturnPref, SelectItem,
     },
     schema::{ForeignKey, Function, Ident, SchemaCache, Table},
     RestError,
@@ -74,13 +74,36 @@ pub struct Embed {
     pub join: Join,
     pub to_one: bool,
     pub inner: bool,
+    /// `...rel(...)`: the fields go into the parent's object (to-one only).
+    pub spread: bool,
     pub node: Node,
 }
 
-/// Equalities `parent.col = child.col` along one foreign key.
+/// Equalities `parent.col = child.col` along one foreign key, or (many-to-many) the
+/// junction table that links the two.
 #[derive(Debug, Clone)]
 pub struct Join {
     pub pairs: Vec<(Ident, Ident)>,
+    pub via: Option<Via>,
+}
+
+/// A junction table: `parent.col = junction.col` pairs and `child.col = junction.col` pairs.
+#[derive(Debug, Clone)]
+pub struct Via {
+    pub junction: Arc<Table>,
+    pub parent: Vec<(Ident, Ident)>,
+    pub child: Vec<(Ident, Ident)>,
+}
+
+impl Join {
+    /// The parent's columns the join reads.
+    pub fn parent_columns(&self) -> impl Iterator<Item = &Ident> {
+        self.pairs.iter().map(|(p, _)| p).chain(
+            self.via
+                .iter()
+                .flat_map(|v| v.parent.iter().map(|(p, _)| p)),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +121,12 @@ pub enum Cond {
     Or {
         negated: bool,
         items: Vec<Cond>,
+    },
+    /// `rel=not.is.null` / `rel=is.null`: whether the embedding `key` of this node has a
+    /// row (with its own filters); the anti-join when `present` is false.
+    Exists {
+        key: String,
+        present: bool,
     },
 }
 
@@ -303,6 +332,7 @@ fn values_in(c: &Cond) -> usize {
                 }
         }
         Cond::And { items, .. } | Cond::Or { items, .. } => items.iter().map(values_in).sum(),
+        Cond::Exists { .. } => 0,
     }
 }
 
@@ -401,6 +431,7 @@ fn build_node(
                 target,
                 hint,
                 inner,
+                spread,
                 items,
             } => {
                 if depth > limits.max_embed_depth {
@@ -411,6 +442,12 @@ fn build_node(
                     .hint("raise ROWCAST_REST_MAX_EMBED_DEPTH or split the request"));
                 }
                 let (child, join, to_one) = relationship(cache, table, target, hint.as_deref())?;
+                if *spread && !to_one {
+                    return Err(RestError::Syntax(format!(
+                        "`...{target}` spreads a to-one relation only; `{target}` is to-many"
+                    ))
+                    .hint(format!("embed it as `{target}(...)` instead")));
+                }
                 let node = build_node(cache, &child, Some(items), depth + 1, limits)?;
                 fields.push(Field::Embed(Box::new(Embed {
                     key: alias.clone().unwrap_or_else(|| target.clone()),
@@ -418,6 +455,7 @@ fn build_node(
                     join,
                     to_one,
                     inner: *inner,
+                    spread: *spread,
                     node,
                 })));
             }
@@ -437,7 +475,71 @@ fn same(a: &(Ident, Ident), t: &Table) -> bool {
     a.0 == t.schema && a.1 == t.name
 }
 
-/// Find the foreign key that relates `parent` and the table (or FK column) `target`.
+/// One way `parent` and a target can be related.
+struct Candidate {
+    table: Arc<Table>,
+    join: Join,
+    to_one: bool,
+    /// For `details` of an ambiguity: PostgREST's cardinality and relationship text.
+    cardinality: &'static str,
+    relationship: String,
+}
+
+fn fk_text(fk: &ForeignKey) -> String {
+    let cols = |c: &[Ident]| c.iter().map(Ident::as_str).collect::<Vec<_>>().join(", ");
+    format!(
+        "{} using {}({}) and {}({})",
+        fk.name.as_str(),
+        fk.table.1.as_str(),
+        cols(&fk.columns),
+        fk.ref_table.1.as_str(),
+        cols(&fk.ref_columns)
+    )
+}
+
+fn direct(fk: &ForeignKey, child: &Arc<Table>, forward: bool) -> Candidate {
+    if forward {
+        Candidate {
+            table: child.clone(),
+            join: Join {
+                pairs: fk
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(fk.ref_columns.iter().cloned())
+                    .collect(),
+                via: None,
+            },
+            to_one: true,
+            cardinality: "many-to-one",
+            relationship: fk_text(fk),
+        }
+    } else {
+        let one_to_one = !child.primary_key.is_empty() && fk.columns == child.primary_key;
+        Candidate {
+            table: child.clone(),
+            join: Join {
+                pairs: fk
+                    .ref_columns
+                    .iter()
+                    .cloned()
+                    .zip(fk.columns.iter().cloned())
+                    .collect(),
+                via: None,
+            },
+            to_one: one_to_one,
+            cardinality: if one_to_one {
+                "one-to-one"
+            } else {
+                "one-to-many"
+            },
+            relationship: fk_text(fk),
+        }
+    }
+}
+
+/// Find the foreign key (or junction table) that relates `parent` and the table (or FK
+/// column) `target`.
 fn relationship(
     cache: &SchemaCache,
     parent: &Arc<Table>,
@@ -452,7 +554,7 @@ fn relationship(
         .table(parent.schema.as_str(), target)
         .or_else(|| cache.schemas.iter().find_map(|s| cache.table(s, target)))
         .cloned();
-    let mut candidates: Vec<(Arc<Table>, Join, bool, &ForeignKey)> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
     match &child {
         Some(child) => {
             for fk in &cache.foreign_keys {
@@ -460,26 +562,13 @@ fn relationship(
                     continue;
                 }
                 if same(&fk.table, parent) && same(&fk.ref_table, child) {
-                    let pairs = fk
-                        .columns
-                        .iter()
-                        .cloned()
-                        .zip(fk.ref_columns.iter().cloned())
-                        .collect();
-                    candidates.push((child.clone(), Join { pairs }, true, fk));
+                    candidates.push(direct(fk, child, true));
                 }
                 if same(&fk.table, child) && same(&fk.ref_table, parent) {
-                    let pairs = fk
-                        .ref_columns
-                        .iter()
-                        .cloned()
-                        .zip(fk.columns.iter().cloned())
-                        .collect();
-                    let one_to_one =
-                        !child.primary_key.is_empty() && fk.columns == child.primary_key;
-                    candidates.push((child.clone(), Join { pairs }, one_to_one, fk));
+                    candidates.push(direct(fk, child, false));
                 }
             }
+            candidates.extend(many_to_many(cache, parent, child, hint));
         }
         None => {
             // `author_id(name)`: embed along the foreign key on that column.
@@ -490,13 +579,7 @@ fn relationship(
                     && matches_hint(fk)
                 {
                     if let Some(t) = cache.table(fk.ref_table.0.as_str(), fk.ref_table.1.as_str()) {
-                        let pairs = fk
-                            .columns
-                            .iter()
-                            .cloned()
-                            .zip(fk.ref_columns.iter().cloned())
-                            .collect();
-                        candidates.push((t.clone(), Join { pairs }, true, fk));
+                        candidates.push(direct(fk, t, true));
                     }
                 }
             }
@@ -513,49 +596,125 @@ fn relationship(
             parent.name.as_str()
         ))),
         1 => {
-            let (t, j, one, _) = candidates.remove(0);
-            Ok((t, j, one))
+            let c = candidates.remove(0);
+            Ok((c.table, c.join, c.to_one))
         }
         _ => {
-            let names: Vec<&str> = candidates.iter().map(|c| c.3.name.as_str()).collect();
+            let names: Vec<String> = candidates
+                .iter()
+                .map(|c| {
+                    c.relationship
+                        .split(' ')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
             // As PostgREST's `details`: one entry per candidate relationship, as JSON.
             let details: Vec<Value> = candidates
                 .iter()
-                .map(|(t, _, one, fk)| {
-                    let cols =
-                        |c: &[Ident]| c.iter().map(Ident::as_str).collect::<Vec<_>>().join(", ");
-                    let cardinality = if same(&fk.table, parent) {
-                        "many-to-one"
-                    } else if *one {
-                        "one-to-one"
-                    } else {
-                        "one-to-many"
-                    };
+                .map(|c| {
                     serde_json::json!({
-                        "cardinality": cardinality,
-                        "embedding": format!("{} with {}", parent.name.as_str(), t.name.as_str()),
-                        "relationship": format!(
-                            "{} using {}({}) and {}({})",
-                            fk.name.as_str(),
-                            fk.table.1.as_str(),
-                            cols(&fk.columns),
-                            fk.ref_table.1.as_str(),
-                            cols(&fk.ref_columns)
-                        ),
+                        "cardinality": c.cardinality,
+                        "embedding": format!("{} with {}", parent.name.as_str(), c.table.name.as_str()),
+                        "relationship": c.relationship,
                     })
                 })
                 .collect();
             Err(RestError::AmbiguousRelationship(format!(
-                "more than one foreign key relates `{}` and `{target}`",
+                "more than one relationship links `{}` and `{target}`",
                 parent.name.as_str()
             ))
             .details(Value::Array(details).to_string())
             .hint(format!(
-                "name one as `{target}!<foreign key or column>(...)`; candidates: {}",
+                "name one as `{target}!<foreign key, column or junction table>(...)`; candidates: {}",
                 names.join(", ")
             )))
         }
     }
+}
+
+/// Many-to-many through a junction table, as PostgREST detects it: a table with one foreign
+/// key to `parent` and one to `child`, both within its primary key. The hint, if any, names
+/// the junction table or one of its two foreign keys.
+fn many_to_many(
+    cache: &SchemaCache,
+    parent: &Arc<Table>,
+    child: &Arc<Table>,
+    hint: Option<&str>,
+) -> Vec<Candidate> {
+    let in_pk = |j: &Table, fk: &ForeignKey| {
+        !j.primary_key.is_empty() && fk.columns.iter().all(|c| j.primary_key.contains(c))
+    };
+    let mut out = Vec::new();
+    for to_parent in &cache.foreign_keys {
+        if !same(&to_parent.ref_table, parent) {
+            continue;
+        }
+        let Some(junction) = cache.table(to_parent.table.0.as_str(), to_parent.table.1.as_str())
+        else {
+            continue;
+        };
+        if Arc::ptr_eq(junction, parent)
+            || Arc::ptr_eq(junction, child)
+            || !in_pk(junction, to_parent)
+        {
+            continue;
+        }
+        for to_child in &cache.foreign_keys {
+            if std::ptr::eq(to_child, to_parent)
+                || !same(&to_child.table, junction)
+                || !same(&to_child.ref_table, child)
+                || !in_pk(junction, to_child)
+            {
+                continue;
+            }
+            let hinted = match hint {
+                None => true,
+                Some(h) => {
+                    junction.name.as_str() == h
+                        || to_parent.name.as_str() == h
+                        || to_child.name.as_str() == h
+                }
+            };
+            if !hinted {
+                continue;
+            }
+            let cols = |c: &[Ident]| c.iter().map(Ident::as_str).collect::<Vec<_>>().join(", ");
+            out.push(Candidate {
+                table: child.clone(),
+                join: Join {
+                    pairs: Vec::new(),
+                    via: Some(Via {
+                        junction: junction.clone(),
+                        parent: to_parent
+                            .ref_columns
+                            .iter()
+                            .cloned()
+                            .zip(to_parent.columns.iter().cloned())
+                            .collect(),
+                        child: to_child
+                            .ref_columns
+                            .iter()
+                            .cloned()
+                            .zip(to_child.columns.iter().cloned())
+                            .collect(),
+                    }),
+                },
+                to_one: false,
+                cardinality: "many-to-many",
+                relationship: format!(
+                    "{} using {}({}) and {}({})",
+                    junction.name.as_str(),
+                    to_parent.name.as_str(),
+                    cols(&to_parent.columns),
+                    to_child.name.as_str(),
+                    cols(&to_child.columns)
+                ),
+            });
+        }
+    }
+    out
 }
 
 fn node_at<'a>(node: &'a mut Node, path: &[String]) -> Result<&'a mut Node, RestError> {
@@ -584,7 +743,10 @@ fn node_at<'a>(node: &'a mut Node, path: &[String]) -> Result<&'a mut Node, Rest
 fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(), RestError> {
     for c in &query.conditions {
         let node = node_at(root, &c.path)?;
-        let cond = resolve_condition(&node.table, &c.item)?;
+        let cond = match embed_presence(node, &c.item) {
+            Some(cond) => cond,
+            None => resolve_condition(&node.table, &c.item)?,
+        };
         node.condition.push(cond);
     }
     for o in &query.order {
@@ -634,6 +796,28 @@ fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(
         node_at(root, &o.path)?.offset = o.item;
     }
     Ok(())
+}
+
+/// `rel=is.null` / `rel=not.is.null` where `rel` is an embedding of `node` (and not one
+/// of its columns): a filter on whether related rows exist.
+fn embed_presence(node: &Node, cond: &Condition) -> Option<Cond> {
+    let Condition::Pred(p) = cond else {
+        return None;
+    };
+    let Operand::Is(v @ (IsValue::Null | IsValue::NotNull)) = p.operand else {
+        return None;
+    };
+    if node.table.column(&p.column).is_some() {
+        return None;
+    }
+    let key = node.fields.iter().find_map(|f| match f {
+        Field::Embed(e) if e.key == p.column || e.target == p.column => Some(e.key.clone()),
+        _ => None,
+    })?;
+    Some(Cond::Exists {
+        key,
+        present: (v == IsValue::NotNull) != p.negated,
+    })
 }
 
 fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError> {

@@ -59,12 +59,15 @@ pub enum SelectItem {
         name: String,
         cast: Option<Cast>,
     },
-    /// `alias:target!hint!inner(items)`: a related table along a foreign key.
+    /// `alias:target!hint!inner(items)`: a related table along a foreign key (or through a
+    /// junction table). `...target(items)` spreads a to-one relation's fields into the
+    /// parent; `target()` selects nothing (an embedding used only to filter).
     Embed {
         alias: Option<String>,
         target: String,
         hint: Option<String>,
         inner: bool,
+        spread: bool,
         items: Vec<SelectItem>,
     },
 }
@@ -679,6 +682,10 @@ fn parse_select_item(item: &str, depth: usize) -> Result<SelectItem, RestError> 
     if item.is_empty() {
         return Err(bad("empty item in `select`"));
     }
+    let (spread, item) = match item.strip_prefix("...") {
+        Some(rest) => (true, rest.trim()),
+        None => (false, item),
+    };
     // The alias is before the first single colon (a `::` is a cast).
     let (alias, rest) = match find_single_colon(item) {
         Some(i) => (Some(item[..i].trim()), item[i + 1..].trim()),
@@ -709,13 +716,27 @@ fn parse_select_item(item: &str, depth: usize) -> Result<SelectItem, RestError> 
                 _ => return Err(bad("malformed `!hint` in `select`")),
             }
         }
+        if spread && alias.is_some() {
+            return Err(bad("a spread embedding `...rel(...)` takes no alias")
+                .hint("alias the fields inside it instead, e.g. `...lists(list_name:name)`"));
+        }
+        // `rel()` selects nothing: the embedding only filters (`rel=not.is.null`).
+        let items = if inner.trim().is_empty() {
+            Vec::new()
+        } else {
+            parse_select_at(inner, depth + 1)?
+        };
         return Ok(SelectItem::Embed {
             alias,
             target: target.to_string(),
             hint,
             inner: inner_join,
-            items: parse_select_at(inner, depth + 1)?,
+            spread,
+            items,
         });
+    }
+    if spread {
+        return Err(bad("`...` spreads an embedding: `...rel(columns)`"));
     }
     let (name, cast) = match rest.split_once("::") {
         Some((n, c)) => (

@@ -17,8 +17,8 @@ use crate::{
     protocol::ApiError,
     rest::{
         plan::{
-            ColRef, Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, JsonStep, Node, OrderKey,
-            ReadPlan, Returning, RpcPlan, UpdatePlan, WritePlan,
+            ColRef, Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Join, JsonStep, Node,
+            OrderKey, ReadPlan, Returning, RpcPlan, UpdatePlan, WritePlan,
         },
         query::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution},
         response::{IdempotencyKey, ReadResult, RestResponse, WriteResult},
@@ -151,6 +151,9 @@ fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
                 };
                 pairs.push(format!("{k}::text, {v}"));
             }
+            // `rel()`: only a filter, nothing in the output.
+            Field::Embed(e) if e.node.fields.is_empty() => {}
+            Field::Embed(e) if e.spread => spread(sql, e, alias, &mut pairs),
             Field::Embed(e) => {
                 let k = sql.bind(Some(e.key.clone()));
                 let v = embed(sql, e, alias);
@@ -170,18 +173,88 @@ fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
     }
 }
 
-fn join_sql(e: &Embed, parent: &str, child: &str) -> String {
-    e.join
-        .pairs
-        .iter()
-        .map(|(p, c)| format!("{child}.{} = {parent}.{}", ident(c), ident(p)))
-        .collect::<Vec<_>>()
-        .join(" and ")
+/// `...rel(a, b)`: each field of the to-one relation as a key of the parent's object, each
+/// its own `limit 1` subquery (null when there is no related row, as PostgREST gives).
+fn spread(sql: &mut Sql, e: &Embed, parent: &str, pairs: &mut Vec<String>) {
+    let table = qualified(&e.node.table);
+    for f in &e.node.fields {
+        let a = sql.alias();
+        let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
+        if let Some(w) = where_sql(sql, &e.node, &a) {
+            conds.push(w);
+        }
+        let where_ = conds.join(" and ");
+        let (key, value) = match f {
+            Field::Column {
+                key,
+                column,
+                path,
+                cast,
+            } => {
+                let v = path_sql(sql, &a, column, path);
+                let v = match cast {
+                    Some(c) => format!("({v})::{}", cast_sql(*c)),
+                    None => v,
+                };
+                (key, v)
+            }
+            Field::Embed(inner) if inner.node.fields.is_empty() => continue,
+            Field::Embed(inner) => (&inner.key, embed(sql, inner, &a)),
+        };
+        let k = sql.bind(Some(key.clone()));
+        pairs.push(format!(
+            "{k}::text, (select {value} from {table} {a} where {where_} limit 1)"
+        ));
+    }
+}
+
+/// The condition relating a `child` row to its `parent` row: the foreign key's equalities,
+/// or (many-to-many) a matching row of the junction table.
+fn join_sql(sql: &mut Sql, join: &Join, parent: &str, child: &str) -> String {
+    let eq = |pairs: &[(Ident, Ident)], left: &str, right: &str| {
+        pairs
+            .iter()
+            .map(|(l, r)| format!("{left}.{} = {right}.{}", ident(l), ident(r)))
+            .collect::<Vec<_>>()
+    };
+    match &join.via {
+        None => join
+            .pairs
+            .iter()
+            .map(|(p, c)| format!("{child}.{} = {parent}.{}", ident(c), ident(p)))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        Some(via) => {
+            let j = sql.alias();
+            let mut on = eq(&via.parent, parent, &j);
+            on.extend(eq(&via.child, child, &j));
+            format!(
+                "exists (select 1 from {} {j} where {})",
+                qualified(&via.junction),
+                on.join(" and ")
+            )
+        }
+    }
+}
+
+/// `exists (...)` for a row of the embedding `e` related to the parent row `parent`,
+/// within the embedding's own filters.
+fn related_exists(sql: &mut Sql, e: &Embed, parent: &str) -> String {
+    let a = sql.alias();
+    let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
+    if let Some(w) = where_sql(sql, &e.node, &a) {
+        conds.push(w);
+    }
+    format!(
+        "exists (select 1 from {} {a} where {})",
+        qualified(&e.node.table),
+        conds.join(" and ")
+    )
 }
 
 fn embed(sql: &mut Sql, e: &Embed, parent: &str) -> String {
     let a = sql.alias();
-    let mut conds = vec![join_sql(e, parent, &a)];
+    let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
     if let Some(w) = where_sql(sql, &e.node, &a) {
         conds.push(w);
     }
@@ -204,21 +277,12 @@ fn where_sql(sql: &mut Sql, node: &Node, alias: &str) -> Option<String> {
     let mut parts: Vec<String> = node
         .condition
         .iter()
-        .map(|c| cond_sql(sql, c, alias))
+        .map(|c| cond_sql(sql, c, alias, Some(node)))
         .collect();
     for f in &node.fields {
         if let Field::Embed(e) = f {
             if e.inner {
-                let a = sql.alias();
-                let mut conds = vec![join_sql(e, alias, &a)];
-                if let Some(w) = where_sql(sql, &e.node, &a) {
-                    conds.push(w);
-                }
-                parts.push(format!(
-                    "exists (select 1 from {} {a} where {})",
-                    qualified(&e.node.table),
-                    conds.join(" and ")
-                ));
+                parts.push(related_exists(sql, e, alias));
             }
         }
     }
@@ -229,8 +293,29 @@ fn where_sql(sql: &mut Sql, node: &Node, alias: &str) -> Option<String> {
     }
 }
 
-fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
+/// `node` is the read node the condition belongs to (for `rel=is.null`); writes have none.
+fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str, node: Option<&Node>) -> String {
     match cond {
+        Cond::Exists { key, present } => {
+            let embed = node.and_then(|n| {
+                n.fields.iter().find_map(|f| match f {
+                    Field::Embed(e) if &e.key == key => Some(e),
+                    _ => None,
+                })
+            });
+            match embed {
+                Some(e) => {
+                    let exists = related_exists(sql, e, alias);
+                    if *present {
+                        format!("({exists})")
+                    } else {
+                        format!("not ({exists})")
+                    }
+                }
+                // The plan only makes these for embeddings of the node.
+                None => "false".to_string(),
+            }
+        }
         Cond::Pred {
             column,
             negated,
@@ -312,7 +397,10 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
             } else {
                 " or "
             };
-            let inner: Vec<String> = items.iter().map(|c| cond_sql(sql, c, alias)).collect();
+            let inner: Vec<String> = items
+                .iter()
+                .map(|c| cond_sql(sql, c, alias, node))
+                .collect();
             let expr = format!("({})", inner.join(glue));
             if *negated {
                 format!("not {expr}")
@@ -627,7 +715,7 @@ fn node_columns<'a>(node: &'a Node, out: &mut Vec<&'a Ident>) {
         match f {
             Field::Column { column, .. } => add(column, out),
             Field::Embed(e) => {
-                for (parent, _) in &e.join.pairs {
+                for parent in e.join.parent_columns() {
                     add(parent, out);
                 }
             }
@@ -665,7 +753,7 @@ fn conds(sql: &mut Sql, c: &[Cond]) -> String {
         return "true".into();
     }
     c.iter()
-        .map(|c| cond_sql(sql, c, "t0"))
+        .map(|c| cond_sql(sql, c, "t0", None))
         .collect::<Vec<_>>()
         .join(" and ")
 }

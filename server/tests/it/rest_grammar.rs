@@ -27,7 +27,21 @@ insert into gadgets (id, maker_id, name, meta, labels, notes) values
    'Fat cats eat rats'),
   (3, 2, 'green fan', '{"color":"green","size":7}', '["work"]', 'The fox runs; the dog sleeps'),
   (4, 2, 'Plain', '{}', '[]', null);
-grant select, insert, update, delete on makers, gadgets to rowcast_authenticated, rowcast_service;
+create table tags (id int primary key, name text not null);
+create table gadget_tags (
+  gadget_id int references gadgets(id), tag_id int references tags(id),
+  primary key (gadget_id, tag_id)
+);
+-- A second junction between the same tables, so that `tags(...)` alone is ambiguous.
+create table gadget_favs (
+  gadget_id int references gadgets(id), tag_id int references tags(id),
+  primary key (gadget_id, tag_id)
+);
+insert into tags values (1, 'kitchen'), (2, 'light'), (3, 'cheap');
+insert into gadget_tags values (1, 1), (1, 3), (2, 2), (3, 3);
+insert into gadget_favs values (2, 1);
+grant select, insert, update, delete on makers, gadgets, tags, gadget_tags, gadget_favs
+  to rowcast_authenticated, rowcast_service;
 "#;
 
 pub async fn start() -> Rest {
@@ -360,5 +374,109 @@ async fn rest_writes_on_a_table_with_column_grants_return_only_readable_columns(
             {"id": 5, "name": "five", "secret": null}
         ])
     );
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rest_many_to_many_spread_and_empty_embeds_match_sql() {
+    let t = start().await;
+    let tags_of = |g: &str, junction: &str, filter: &str| {
+        format!(
+            "coalesce((select json_agg(json_build_object('name', t.name) order by t.id) from tags t \
+             where exists (select 1 from {junction} j where j.gadget_id = {g}.id and j.tag_id = t.id){filter}), '[]')"
+        )
+    };
+    // Through the junction named by its table.
+    same(
+        &t,
+        "/rest/v1/gadgets?select=id,tags!gadget_tags(name)&tags.order=id&order=id",
+        &format!(
+            "select json_build_object('id', g.id, 'tags', {}) from gadgets g order by g.id",
+            tags_of("g", "gadget_tags", "")
+        ),
+    )
+    .await;
+    // Without a hint: both junctions link gadgets and tags, so the bare name is ambiguous
+    // (300, with both candidates) ...
+    let r = t
+        .get("/rest/v1/gadgets?select=id,tags(name)", Some(&t.service))
+        .await;
+    assert_eq!(r.status, 300, "{}", r.text);
+    let details: Value = serde_json::from_str(r.body["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details.as_array().unwrap().len(), 2);
+    assert!(details
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["cardinality"] == "many-to-many"));
+    // ... and with one junction gone, the bare name resolves.
+    t.db()
+        .await
+        .batch_execute("drop table gadget_favs")
+        .await
+        .unwrap();
+    t.reload().await;
+    same(
+        &t,
+        "/rest/v1/tags?select=name,gadgets(id)&gadgets.order=id&order=id",
+        "select json_build_object('name', t.name, 'gadgets', coalesce((select json_agg(json_build_object('id', g.id) order by g.id) from gadgets g where exists (select 1 from gadget_tags j where j.tag_id = t.id and j.gadget_id = g.id)), '[]')) from tags t order by t.id",
+    )
+    .await;
+    // Three levels: makers → gadgets → tags (many-to-many inside a one-to-many).
+    same(
+        &t,
+        "/rest/v1/makers?select=name,gadgets(id,tags(name))&gadgets.order=id&gadgets.tags.order=id&order=id",
+        &format!(
+            "select json_build_object('name', m.name, 'gadgets', coalesce((select json_agg(json_build_object('id', g.id, 'tags', {}) order by g.id) from gadgets g where g.maker_id = m.id), '[]')) from makers m order by m.id",
+            tags_of("g", "gadget_tags", "")
+        ),
+    )
+    .await;
+    // `!inner` with a filter on the far table: only gadgets tagged `cheap`.
+    same(
+        &t,
+        "/rest/v1/gadgets?select=id,tags!inner(name)&tags.name=eq.cheap&order=id",
+        &format!(
+            "select json_build_object('id', g.id, 'tags', {}) from gadgets g \
+             where exists (select 1 from tags t join gadget_tags j on j.tag_id = t.id where j.gadget_id = g.id and t.name = 'cheap') order by g.id",
+            tags_of("g", "gadget_tags", " and t.name = 'cheap'")
+        ),
+    )
+    .await;
+
+    // Spread: the to-one relation's fields in the parent's object.
+    same(
+        &t,
+        "/rest/v1/gadgets?select=id,...makers(maker:name,mid:id)&order=id",
+        "select json_build_object('id', g.id, 'maker', m.name, 'mid', m.id) from gadgets g left join makers m on m.id = g.maker_id order by g.id",
+    )
+    .await;
+    let r = t
+        .get(
+            "/rest/v1/makers?select=id,...gadgets(name)",
+            Some(&t.service),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // Empty embeddings as filters: makers with a red gadget, and the anti-join.
+    same(
+        &t,
+        "/rest/v1/makers?select=id,gadgets()&gadgets.meta->>color=eq.red&gadgets=not.is.null",
+        "select json_build_object('id', m.id) from makers m where exists (select 1 from gadgets g where g.maker_id = m.id and g.meta->>'color' = 'red')",
+    )
+    .await;
+    same(
+        &t,
+        "/rest/v1/makers?select=id,gadgets()&gadgets.meta->>color=eq.red&gadgets=is.null",
+        "select json_build_object('id', m.id) from makers m where not exists (select 1 from gadgets g where g.maker_id = m.id and g.meta->>'color' = 'red')",
+    )
+    .await;
+    same(
+        &t,
+        "/rest/v1/tags?select=name,gadgets()&gadgets.name=like.*lamp&gadgets=not.is.null",
+        "select json_build_object('name', t.name) from tags t where exists (select 1 from gadgets g join gadget_tags j on j.gadget_id = g.id where j.tag_id = t.id and g.name like '%lamp')",
+    )
+    .await;
     t.app.shutdown().await;
 }
