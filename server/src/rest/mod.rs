@@ -54,6 +54,8 @@ pub enum RestError {
     Forbidden(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0} ({1})")]
     WithHint(Box<RestError>, String),
     /// `details` for the client, e.g. the candidate relationships of an ambiguous embedding.
@@ -106,6 +108,7 @@ impl From<RestError> for ApiError {
             }
             RestError::Forbidden(m) => (ErrorCode::Forbidden, m),
             RestError::IdempotencyKeyReused(m) => (ErrorCode::IdempotencyKeyReused, m),
+            RestError::MethodNotAllowed(m) => (ErrorCode::MethodNotAllowed, m),
         };
         ApiError::new(code, message)
     }

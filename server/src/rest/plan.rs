@@ -11,7 +11,7 @@ use super::{
         Accept, Cast, Condition, CountPref, IsValue, Nulls, Operand, Operator, OrderTarget, Prefer,
         Query, Resolution, ReturnPref, SelectItem,
     },
-    schema::{ForeignKey, Function, Ident, SchemaCache, Table},
+    schema::{ForeignKey, Function, Ident, JsonArg, SchemaCache, Table},
     RestError,
 };
 
@@ -182,6 +182,12 @@ pub struct InsertPlan {
     pub conflict: Option<Conflict>,
     pub returning: Returning,
     pub single: bool,
+    /// `Prefer: missing=default`: the rows split by the columns each one gives (one insert
+    /// per group, so that the columns a row leaves out take their defaults). Empty: one
+    /// insert of `columns` and `rows`.
+    pub groups: Vec<(Vec<Ident>, String)>,
+    /// A PUT: answers 200/204 (the row may have existed), not 201.
+    pub put: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +214,8 @@ pub struct RpcPlan {
     pub function: Arc<Function>,
     /// Named arguments with their values as text (`None` = SQL null).
     pub args: Vec<(Ident, Option<String>)>,
+    /// A function with one unnamed `json`/`jsonb` argument gets the whole body.
+    pub body_arg: Option<(JsonArg, String)>,
     pub single: bool,
 }
 
@@ -933,6 +941,11 @@ pub fn insert(
         .iter()
         .map(|n| column(table, n))
         .collect::<Result<Vec<_>, _>>()?;
+    let groups = if prefer.missing_default {
+        group_by_keys(&rows, &names, &columns)
+    } else {
+        Vec::new()
+    };
     let conflict = match prefer.resolution {
         None => None,
         Some(resolution) => {
@@ -962,9 +975,137 @@ pub fn insert(
             column(table, n)?;
         }
     }
-    insert_with(
+    let mut plan = insert_with(
         cache, table, query, prefer, accept, rows, columns, conflict, limits,
-    )
+    )?;
+    plan.groups = groups;
+    Ok(plan)
+}
+
+/// Rows grouped by which of `names` they carry (first-seen order), as JSON array texts.
+fn group_by_keys(rows: &[Value], names: &[String], columns: &[Ident]) -> Vec<(Vec<Ident>, String)> {
+    let mut groups: Vec<(Vec<bool>, Vec<Value>)> = Vec::new();
+    for row in rows {
+        let present: Vec<bool> = names
+            .iter()
+            .map(|n| row.as_object().is_some_and(|m| m.contains_key(n)))
+            .collect();
+        match groups.iter_mut().find(|(p, _)| *p == present) {
+            Some((_, g)) => g.push(row.clone()),
+            None => groups.push((present, vec![row.clone()])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(present, rows)| {
+            let cols = columns
+                .iter()
+                .zip(&present)
+                .filter(|(_, p)| **p)
+                .map(|(c, _)| c.clone())
+                .collect();
+            (cols, Value::Array(rows).to_string())
+        })
+        .collect()
+}
+
+/// Plan a PUT: upsert of exactly one row, addressed by `eq` filters on every primary key
+/// column, which the body must repeat (as PostgREST requires).
+pub fn put(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    accept: Accept,
+    body: &[u8],
+    limits: Limits,
+) -> Result<InsertPlan, RestError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| RestError::InvalidJson("the body is not valid JSON".into()))?;
+    let row = match value {
+        Value::Array(mut rows) if rows.len() == 1 => rows.remove(0),
+        obj @ Value::Object(_) => obj,
+        _ => {
+            return Err(RestError::InvalidBody(
+                "the body of a PUT must be one JSON object".into(),
+            ))
+        }
+    };
+    let Value::Object(map) = &row else {
+        return Err(RestError::InvalidBody(
+            "the body of a PUT must be one JSON object".into(),
+        ));
+    };
+    if table.primary_key.is_empty() {
+        return Err(RestError::MethodNotAllowed(format!(
+            "PUT needs a primary key, and `{}` has none",
+            table.name.as_str()
+        )));
+    }
+    let mut filters: Vec<(&str, &str)> = Vec::new();
+    for c in &query.conditions {
+        match &c.item {
+            Condition::Pred(p) if c.path.is_empty() && p.op == Operator::Eq && !p.negated => {
+                if let Operand::Value(v) = &p.operand {
+                    filters.push((p.column.as_str(), v.as_str()));
+                    continue;
+                }
+                return Err(put_filters());
+            }
+            _ => return Err(put_filters()),
+        }
+    }
+    let keyed = table.primary_key.len() == filters.len()
+        && table
+            .primary_key
+            .iter()
+            .all(|k| filters.iter().any(|(c, _)| *c == k.as_str()));
+    if !keyed {
+        return Err(put_filters());
+    }
+    for (c, v) in &filters {
+        let body_value = match map.get(*c) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        if body_value.as_deref() != Some(*v) {
+            return Err(RestError::InvalidBody(format!(
+                "the body's `{c}` must repeat the filter's value"
+            )));
+        }
+    }
+    let columns = map
+        .keys()
+        .map(|n| column(table, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let conflict = Conflict {
+        columns: table.primary_key.clone(),
+        resolution: Resolution::MergeDuplicates,
+        update: columns.clone(),
+    };
+    let query = Query {
+        conditions: Vec::new(),
+        ..query.clone()
+    };
+    let mut plan = insert_with(
+        cache,
+        table,
+        &query,
+        prefer,
+        accept,
+        vec![row],
+        columns,
+        Some(conflict),
+        limits,
+    )?;
+    plan.put = true;
+    Ok(plan)
+}
+
+fn put_filters() -> RestError {
+    RestError::Syntax("PUT takes `eq` filters on every primary key column, and nothing else".into())
+        .hint("e.g. PUT /rest/v1/items?id=eq.7 with the whole row, id included, as the body")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -999,6 +1140,8 @@ fn insert_with(
         conflict,
         returning: returning(cache, table, query, prefer, limits)?,
         single: accept == Accept::SingleObject,
+        groups: Vec::new(),
+        put: false,
     })
 }
 
@@ -1067,11 +1210,65 @@ pub fn rpc(
         serde_json::from_slice(body)
             .map_err(|_| RestError::InvalidJson("the body is not valid JSON".into()))?
     };
+    // As PostgREST: a function whose only argument is an unnamed json/jsonb gets the body.
+    let json_fns: Vec<&Arc<Function>> = cache
+        .functions(schema, name)
+        .iter()
+        .filter(|f| f.json_arg.is_some())
+        .collect();
+    if let [f] = json_fns.as_slice() {
+        let kind = f.json_arg.unwrap_or(JsonArg::Json);
+        return Ok(RpcPlan {
+            function: (*f).clone(),
+            args: Vec::new(),
+            body_arg: Some((kind, value.to_string())),
+            single: accept == Accept::SingleObject,
+        });
+    }
     let Value::Object(map) = value else {
         return Err(RestError::InvalidBody(
             "the body of an rpc call must be a JSON object of named arguments".into(),
         ));
     };
+    rpc_named(cache, schema, name, accept, map)
+}
+
+/// Plan `GET /rpc/{function}?arg=value`: only stable and immutable functions, with named
+/// arguments from the query string (as text; Postgres converts them to the argument types).
+pub fn rpc_get(
+    cache: &SchemaCache,
+    schema: &str,
+    name: &str,
+    accept: Accept,
+    raw_query: &str,
+) -> Result<RpcPlan, RestError> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        if map
+            .insert(k.to_string(), Value::String(v.to_string()))
+            .is_some()
+        {
+            return Err(RestError::Syntax(format!(
+                "argument `{k}` given more than once"
+            )));
+        }
+    }
+    let plan = rpc_named(cache, schema, name, accept, map)?;
+    if !plan.function.read_only {
+        return Err(RestError::MethodNotAllowed(format!(
+            "`{name}` is volatile (it may write); call it with POST"
+        )));
+    }
+    Ok(plan)
+}
+
+fn rpc_named(
+    cache: &SchemaCache,
+    schema: &str,
+    name: &str,
+    accept: Accept,
+    map: serde_json::Map<String, Value>,
+) -> Result<RpcPlan, RestError> {
     let unknown = || {
         RestError::UnknownFunction(format!(
             "no function `{name}` with arguments ({})",
@@ -1116,6 +1313,7 @@ pub fn rpc(
     Ok(RpcPlan {
         function,
         args,
+        body_arg: None,
         single: accept == Accept::SingleObject,
     })
 }

@@ -805,6 +805,8 @@ pub struct Prefer {
     pub return_: Option<ReturnPref>,
     pub count: Option<CountPref>,
     pub resolution: Option<Resolution>,
+    /// `missing=default`: keys a row leaves out get the column default, not null.
+    pub missing_default: bool,
 }
 
 pub fn parse_prefer<'a>(values: impl Iterator<Item = &'a str>) -> Prefer {
@@ -821,6 +823,8 @@ pub fn parse_prefer<'a>(values: impl Iterator<Item = &'a str>) -> Prefer {
                 "count=estimated" => p.count = Some(CountPref::Estimated),
                 "resolution=merge-duplicates" => p.resolution = Some(Resolution::MergeDuplicates),
                 "resolution=ignore-duplicates" => p.resolution = Some(Resolution::IgnoreDuplicates),
+                "missing=default" => p.missing_default = true,
+                "missing=null" => p.missing_default = false,
                 _ => {}
             }
         }

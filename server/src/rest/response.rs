@@ -110,7 +110,7 @@ pub fn for_write(
     base: &str,
     result: WriteResult,
 ) -> Result<RestResponse, RestError> {
-    let created = matches!(plan, WritePlan::Insert(_));
+    let created = matches!(plan, WritePlan::Insert(p) if !p.put);
     if plan.single() && result.rows != 1 {
         return Err(RestError::NotAcceptable(format!(
             "a single object was requested but the write touched {} rows",

@@ -22,7 +22,7 @@ use crate::{
         },
         query::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution},
         response::{IdempotencyKey, ReadResult, RestResponse, WriteResult},
-        schema::{Ident, Table},
+        schema::{Ident, JsonArg, Table},
     },
 };
 
@@ -649,29 +649,60 @@ fn returning_select(sql: &mut Sql, returning: &Returning) -> String {
     }
 }
 
+/// The common table expressions of an insert, ending in `w` (the inserted rows).
 fn insert_sql(sql: &mut Sql, plan: &InsertPlan) -> String {
+    if plan.groups.is_empty() {
+        let s = insert_one(
+            sql,
+            plan,
+            &plan.columns,
+            &plan.rows,
+            plan.columns.is_empty() && plan.row_count <= 1,
+        );
+        return format!("w as ({s})");
+    }
+    // `missing=default`: one insert per set of given columns, so each leaves the others to
+    // their defaults.
+    let mut ctes = Vec::new();
+    let mut names = Vec::new();
+    for (i, (columns, rows)) in plan.groups.iter().enumerate() {
+        let s = insert_one(sql, plan, columns, rows, false);
+        ctes.push(format!("w{i} as ({s})"));
+        names.push(format!("select * from w{i}"));
+    }
+    format!("{}, w as ({})", ctes.join(", "), names.join(" union all "))
+}
+
+fn insert_one(
+    sql: &mut Sql,
+    plan: &InsertPlan,
+    columns: &[Ident],
+    rows: &str,
+    default_values: bool,
+) -> String {
     let table = qualified(&plan.table);
-    let mut s = if plan.columns.is_empty() {
+    let mut s = if default_values {
         format!("insert into {table} as t0 default values")
+    } else if columns.is_empty() {
+        // Rows that give no column: one row of defaults each.
+        let rows = sql.bind(Some(rows.to_string()));
+        format!("insert into {table} as t0 select from json_array_elements({rows}::json)")
     } else {
-        let cols = plan
-            .columns
-            .iter()
-            .map(ident)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = sql.bind(Some(plan.rows.clone()));
+        let cols = columns.iter().map(ident).collect::<Vec<_>>().join(", ");
+        let rows = sql.bind(Some(rows.to_string()));
         format!(
             "insert into {table} as t0 ({cols}) select {cols} from json_populate_recordset(null::{table}, {rows}::json)"
         )
     };
     if let Some(Conflict {
-        columns,
+        columns: on,
         resolution,
         update,
     }) = &plan.conflict
     {
-        let on = columns.iter().map(ident).collect::<Vec<_>>().join(", ");
+        let on = on.iter().map(ident).collect::<Vec<_>>().join(", ");
+        // With groups, each insert updates only the columns its rows give.
+        let update: Vec<&Ident> = update.iter().filter(|c| columns.contains(c)).collect();
         if *resolution == Resolution::IgnoreDuplicates || update.is_empty() {
             s.push_str(&format!(" on conflict ({on}) do nothing"));
         } else {
@@ -760,11 +791,18 @@ fn conds(sql: &mut Sql, c: &[Cond]) -> String {
 
 fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
     let f = &plan.function;
-    let args: Vec<String> = plan
+    let mut args: Vec<String> = plan
         .args
         .iter()
         .map(|(name, value)| format!("{} => {}", ident(name), sql.bind(value.clone())))
         .collect();
+    if let Some((kind, body)) = &plan.body_arg {
+        let ty = match kind {
+            JsonArg::Json => "json",
+            JsonArg::Jsonb => "jsonb",
+        };
+        args.push(format!("{}::{ty}", sql.bind(Some(body.clone()))));
+    }
     let call = format!(
         "{}.{}({})",
         ident(&f.schema),
@@ -811,9 +849,9 @@ pub async fn write(
     let mut sql = Sql::default();
     let text = match plan {
         WritePlan::Insert(p) => {
-            let s = insert_sql(&mut sql, p);
+            let ctes = insert_sql(&mut sql, p);
             let r = returning_select(&mut sql, &p.returning);
-            format!("with w as ({s}) {r}")
+            format!("with {ctes} {r}")
         }
         WritePlan::Update(p) if p.columns.is_empty() => {
             // Nothing to set: nothing changes, as in PostgREST.

@@ -480,3 +480,144 @@ async fn rest_many_to_many_spread_and_empty_embeds_match_sql() {
     .await;
     t.app.shutdown().await;
 }
+
+/// Functions and a table with defaults for the write and rpc shapes.
+const EXTRAS: &str = r#"
+create table notes (id int primary key, body text not null default 'empty', prio int default 3, tag text);
+grant select, insert, update, delete on notes to rowcast_authenticated, rowcast_service;
+create function gadget_count(min_size int default 0) returns int language sql stable
+  as $$ select count(*)::int from gadgets where coalesce((meta->>'size')::int, 0) >= min_size $$;
+create function bump() returns int language sql volatile as 'select 1';
+create function echo_json(json) returns json language sql immutable as 'select $1';
+create function sum_items(jsonb) returns int language sql immutable
+  as $$ select sum((e->>'n')::int)::int from jsonb_array_elements($1) e $$;
+"#;
+
+#[tokio::test]
+async fn rest_missing_default_put_get_rpc_and_json_argument_functions() {
+    let t = start().await;
+    t.db().await.batch_execute(EXTRAS).await.unwrap();
+    t.reload().await;
+    let svc = Some(t.service.as_str());
+    let notes = || {
+        by_sql(
+            &t,
+            "select json_build_object('id', id, 'body', body, 'prio', prio, 'tag', tag) from notes order by id",
+        )
+    };
+
+    // `missing=default` with `columns=`: left-out keys take the column default; keys
+    // outside `columns` are ignored.
+    let r = t
+        .call(
+            Method::POST,
+            "/rest/v1/notes?columns=id,body,prio",
+            svc,
+            &[("prefer", "missing=default, return=minimal")],
+            Some(
+                r#"[{"id":1,"body":"a"},{"id":2,"prio":9},{"id":3,"body":"c","prio":1,"tag":"x"}]"#,
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("content-range"), Some("0-2/*"));
+    // Without it, a left-out key is null (PostgREST's default).
+    let r = t
+        .call(
+            Method::POST,
+            "/rest/v1/notes",
+            svc,
+            &[],
+            Some(r#"[{"id":4,"body":"d"},{"id":5,"body":"e","prio":1}]"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        notes().await,
+        json!([
+            {"id": 1, "body": "a", "prio": 3, "tag": null},
+            {"id": 2, "body": "empty", "prio": 9, "tag": null},
+            {"id": 3, "body": "c", "prio": 1, "tag": null},
+            {"id": 4, "body": "d", "prio": null, "tag": null},
+            {"id": 5, "body": "e", "prio": 1, "tag": null}
+        ])
+    );
+
+    // PUT: a single-row upsert addressed by the primary key.
+    let r = t
+        .call(
+            Method::PUT,
+            "/rest/v1/notes?id=eq.7",
+            svc,
+            &[],
+            Some(r#"{"id":7,"body":"seven"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = t
+        .call(
+            Method::PUT,
+            "/rest/v1/notes?id=eq.7",
+            svc,
+            &[("prefer", "return=representation")],
+            Some(r#"{"id":7,"body":"seven again","prio":2}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!([{"id": 7, "body": "seven again", "prio": 2, "tag": null}])
+    );
+    let seven = by_sql(
+        &t,
+        "select json_build_object('body', body, 'prio', prio) from notes where id = 7",
+    )
+    .await;
+    assert_eq!(seven, json!([{"body": "seven again", "prio": 2}]));
+    for (path, body) in [
+        ("/rest/v1/notes?id=eq.8", r#"{"id":9,"body":"x"}"#),
+        ("/rest/v1/notes?body=eq.x", r#"{"id":8,"body":"x"}"#),
+        ("/rest/v1/notes?id=gt.8", r#"{"id":8,"body":"x"}"#),
+        ("/rest/v1/notes?id=eq.8", r#"[{"id":8},{"id":8}]"#),
+    ] {
+        let r = t.call(Method::PUT, path, svc, &[], Some(body)).await;
+        assert_eq!(r.status, 400, "PUT {path} {body}: {}", r.text);
+    }
+
+    // GET on rpc: stable and immutable functions, arguments from the query string.
+    let r = t.get("/rest/v1/rpc/gadget_count?min_size=5", svc).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let want = by_sql(&t, "select gadget_count(5)").await;
+    assert_eq!(json!([r.body]), want);
+    let r = t.get("/rest/v1/rpc/add_numbers?a=1", svc).await;
+    assert_eq!((r.status, r.body.clone()), (200, json!(11)), "{}", r.text);
+    let r = t.get("/rest/v1/rpc/bump", svc).await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    assert_eq!(r.body["code"], "method-not-allowed");
+    let r = t.get("/rest/v1/rpc/add_numbers?nope=1", svc).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // A single unnamed json/jsonb argument takes the whole body.
+    let r = t
+        .call(
+            Method::POST,
+            "/rest/v1/rpc/echo_json",
+            svc,
+            &[],
+            Some(r#"{"a":[1,2],"b":"c"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body, json!({"a": [1, 2], "b": "c"}));
+    let r = t
+        .call(
+            Method::POST,
+            "/rest/v1/rpc/sum_items",
+            svc,
+            &[],
+            Some(r#"[{"n":1},{"n":2},{"n":39}]"#),
+        )
+        .await;
+    assert_eq!((r.status, r.body.clone()), (200, json!(42)), "{}", r.text);
+    t.app.shutdown().await;
+}
