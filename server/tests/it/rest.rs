@@ -1828,12 +1828,10 @@ async fn rest_writes_to_a_synced_table_are_captured_in_order() {
     t.app.shutdown().await;
 }
 
-/// The same requests through `@supabase/postgrest-js` (compat/postgrest-js), against this
-/// server: the Node suite asserts the results the HTTP-level tests above assert.
-#[tokio::test]
-async fn rest_postgrest_js_client_gets_the_same_results() {
+/// Run one file of the postgrest-js suite (compat/postgrest-js/test) against `t`; returns
+/// node's output. `env` adds variables (e.g. expected results computed by SQL).
+pub async fn run_postgrest_js(t: &Rest, file: &str, env: &[(&str, String)]) -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compat/postgrest-js");
-    let t = Rest::start().await;
     let install = tokio::process::Command::new("npm")
         .args([
             "ci",
@@ -1851,24 +1849,33 @@ async fn rest_postgrest_js_client_gets_the_same_results() {
         "npm ci failed: {}",
         String::from_utf8_lossy(&install.stderr)
     );
-    let run = tokio::process::Command::new("node")
-        .arg("--test")
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.args(["--test", file])
         .current_dir(&dir)
         .env("ROWCAST_REST_URL", t.app.url("/rest/v1"))
         .env("ROWCAST_ALICE_TOKEN", &t.alice)
         .env("ROWCAST_BOB_TOKEN", &t.bob)
         .env("ROWCAST_SERVICE_TOKEN", &t.service)
-        .env("ROWCAST_BOB_ID", &t.bob_id)
-        .output()
-        .await
-        .expect("run node --test");
+        .env("ROWCAST_BOB_ID", &t.bob_id);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = cmd.output().await.expect("run node --test");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
     assert!(
         run.status.success(),
-        "postgrest-js suite failed:\n{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
+        "postgrest-js suite {file} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    stdout
+}
+
+/// The same requests through `@supabase/postgrest-js` (compat/postgrest-js), against this
+/// server: the Node suite asserts the results the HTTP-level tests above assert.
+#[tokio::test]
+async fn rest_postgrest_js_client_gets_the_same_results() {
+    let t = Rest::start().await;
+    let stdout = run_postgrest_js(&t, "test/rest.test.mjs", &[]).await;
     assert!(
         stdout.contains("# pass 7") && stdout.contains("# fail 0"),
         "the postgrest-js suite did not run all its tests:\n{stdout}"

@@ -621,3 +621,73 @@ async fn rest_missing_default_put_get_rpc_and_json_argument_functions() {
     assert_eq!((r.status, r.body.clone()), (200, json!(42)), "{}", r.text);
     t.app.shutdown().await;
 }
+
+/// The same features through `@supabase/postgrest-js` (compat/postgrest-js/test/
+/// grammar.test.mjs); the expected results come from SQL written by hand, run here.
+#[tokio::test]
+async fn rest_grammar_through_postgrest_js_matches_sql() {
+    let t = start().await;
+    let db = t.db().await;
+    db.batch_execute(EXTRAS).await.unwrap();
+    // One junction only, so that `tags(...)` and `gadgets(...)` need no hint.
+    db.batch_execute("drop table gadget_favs").await.unwrap();
+    t.reload().await;
+    let tags = |g: &str, filter: &str| {
+        format!(
+            "coalesce((select json_agg(json_build_object('name', t.name) order by t.id) from tags t \
+             where exists (select 1 from gadget_tags j where j.gadget_id = {g}.id and j.tag_id = t.id){filter}), '[]')"
+        )
+    };
+    let ids = |cond: &str| format!("select id from gadgets where {cond} order by id");
+    let cases: Vec<(&str, String)> = vec![
+        ("json_select", "select json_build_object('id', id, 'color', meta->>'color', 'size', meta->'size') from gadgets order by id".into()),
+        ("json_filter", "select json_build_object('id', id, 'sz', (meta->>'size')::int) from gadgets where meta->'nested'->>'depth' = '2'".into()),
+        ("json_order", "select json_build_object('id', id) from gadgets order by meta->>'color' desc nulls last".into()),
+        ("json_embed", "select json_build_object('name', m.name, 'gadgets', coalesce((select json_agg(json_build_object('id', g.id, 'color', g.meta->>'color') order by g.meta->>'color') from gadgets g where g.maker_id = m.id and g.meta->>'size' >= '5'), '[]')) from makers m order by m.id".into()),
+        ("m2m", "select json_build_object('name', t.name, 'gadgets', coalesce((select json_agg(json_build_object('id', g.id) order by g.id) from gadgets g where exists (select 1 from gadget_tags j where j.tag_id = t.id and j.gadget_id = g.id)), '[]')) from tags t order by t.id".into()),
+        ("m2m_nested", format!("select json_build_object('name', m.name, 'gadgets', coalesce((select json_agg(json_build_object('id', g.id, 'tags', {}) order by g.id) from gadgets g where g.maker_id = m.id), '[]')) from makers m order by m.id", tags("g", ""))),
+        ("m2m_inner", format!("select json_build_object('id', g.id, 'tags', {}) from gadgets g where exists (select 1 from tags t join gadget_tags j on j.tag_id = t.id where j.gadget_id = g.id and t.name = 'cheap') order by g.id", tags("g", " and t.name = 'cheap'"))),
+        ("spread", "select json_build_object('id', g.id, 'maker', m.name, 'mid', m.id) from gadgets g left join makers m on m.id = g.maker_id order by g.id".into()),
+        ("with_red", "select json_build_object('id', m.id) from makers m where exists (select 1 from gadgets g where g.maker_id = m.id and g.meta->>'color' = 'red')".into()),
+        ("without_red", "select json_build_object('id', m.id) from makers m where not exists (select 1 from gadgets g where g.maker_id = m.id and g.meta->>'color' = 'red')".into()),
+        ("like_any", ids("name like any(array['red%','%lamp'])")),
+        ("ilike_all", ids("name ilike all(array['%e%','%n%'])")),
+        ("isdistinct", ids("notes is distinct from 'Fat cats eat rats'")),
+        ("fts", ids("doc @@ to_tsquery('english', 'jumping')")),
+        ("plfts", ids("doc @@ plainto_tsquery('english', 'lazy dog')")),
+        ("phfts", ids("doc @@ phraseto_tsquery('english', 'lazy dogs')")),
+        ("wfts", ids("doc @@ websearch_to_tsquery('english', 'fox -quick')")),
+        ("not_wfts", ids("not (doc @@ websearch_to_tsquery('english', 'fox'))")),
+    ];
+    let mut expect = serde_json::Map::new();
+    for (name, sql) in &cases {
+        let v = by_sql(&t, sql).await;
+        assert!(
+            v.as_array().is_some_and(|a| !a.is_empty()),
+            "{name}: the hand-written query matched nothing"
+        );
+        expect.insert(name.to_string(), v);
+    }
+    let count = db
+        .query_one("select gadget_count(5)", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0);
+    expect.insert("gadget_count".into(), json!(count));
+    // What `missing=default` must leave: the defaults of `body` and `prio`.
+    expect.insert(
+        "notes".into(),
+        json!([{"id": 1, "body": "a", "prio": 3}, {"id": 2, "body": "empty", "prio": 9}]),
+    );
+    let stdout = crate::rest::run_postgrest_js(
+        &t,
+        "test/grammar.test.mjs",
+        &[("ROWCAST_EXPECT", Value::Object(expect).to_string())],
+    )
+    .await;
+    assert!(
+        stdout.contains("# pass 5") && stdout.contains("# fail 0"),
+        "the postgrest-js grammar suite did not run all its tests:\n{stdout}"
+    );
+    t.app.shutdown().await;
+}
