@@ -1097,12 +1097,26 @@ async fn rest_errors_have_codes_statuses_and_no_database_text() {
             Method::PUT,
             "/rest/v1/posts?id=eq.1",
             Some("{}"),
+            400,
+            "invalid-field",
+        ),
+        (
+            Method::GET,
+            "/rest/v1/rpc/fail_loudly",
+            None,
             405,
             "method-not-allowed",
         ),
         (
             Method::GET,
             "/rest/v1/rpc/add_numbers",
+            None,
+            404,
+            "unknown-function",
+        ),
+        (
+            Method::OPTIONS,
+            "/rest/v1/posts",
             None,
             405,
             "method-not-allowed",
@@ -1239,6 +1253,22 @@ async fn rest_injection_corpus_in_every_position_only_gives_4xx_and_changes_noth
             (
                 Method::GET,
                 format!("/rest/v1/posts?select=id,users!{e}(name)"),
+                None,
+            ),
+            // Spread names and their fields, and empty embeddings used as filters.
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,...{e}(name)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/comments?select=id,...posts({e})"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,comments()&{e}=not.is.null"),
                 None,
             ),
             (
