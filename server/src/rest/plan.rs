@@ -457,6 +457,16 @@ fn build_node(
                     .hint(format!("embed it as `{target}(...)` instead")));
                 }
                 let node = build_node(cache, &child, Some(items), depth + 1, limits)?;
+                if *spread
+                    && node
+                        .fields
+                        .iter()
+                        .any(|f| matches!(f, Field::Embed(e) if e.spread))
+                {
+                    return Err(RestError::Syntax(
+                        "a spread inside a spread is not supported".into(),
+                    ));
+                }
                 fields.push(Field::Embed(Box::new(Embed {
                     key: alias.clone().unwrap_or_else(|| target.clone()),
                     target: target.clone(),
