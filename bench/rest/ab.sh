@@ -2,8 +2,9 @@
 # `make bench-rest` (second part): the cost of the HTTP observability layer (request ids,
 # access log, request metrics) on a primary-key read, as an alternated A/B in one run.
 # Two servers from the same release binary, each with its own embedded Postgres:
-#   A: as in production: observability on, access logs at `info` (JSON, to a file);
-#   B: `--http-observe false` (no request ids, logs or HTTP metrics).
+#   A: observability on (log level BENCH_LOG: `warn` by default, as run.sh and the earlier
+#      measurement; `info` adds one JSON access-log line per request, written to a file);
+#   B: ROWCAST_HTTP_OBSERVE=false (no request ids, access logs or HTTP metrics).
 # wrk alternates between them (A B A B ...), so background load hits both alike; the
 # script prints each round and the median ratio B/A.
 set -eu
@@ -36,6 +37,7 @@ start() { # name port args...
     if curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then break; fi
     sleep 0.2
   done
+  [ -s "$data/jwt-secret" ] || { echo "server $name did not start:" >&2; tail -5 "$data/log" >&2; exit 1; }
   last_data=$data
 }
 
@@ -54,8 +56,9 @@ PY
 
 port_a=${BENCH_PORT_A:-18081}
 port_b=${BENCH_PORT_B:-18082}
-start A "$port_a" --log info; data_a=$last_data
-start B "$port_b" --log info --http-observe false; data_b=$last_data
+log=${BENCH_LOG:-warn}
+start A "$port_a" --log "$log"; data_a=$last_data
+ROWCAST_HTTP_OBSERVE=false start B "$port_b" --log "$log"; data_b=$last_data
 token_a=$(token_for "$data_a")
 token_b=$(token_for "$data_b")
 url_a="http://127.0.0.1:$port_a/rest/v1/items?id=eq.4242"
@@ -86,4 +89,4 @@ for r in $(seq 1 "$rounds"); do
 done
 python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; m=statistics.median(r); print(f'median on/off {m:.3f}: the layer costs {100*(1-m):.1f}% of a primary-key read')" $ratios
 lines=$(wc -l < "$data_a/log")
-echo "server A wrote $lines log lines (access log on)"
+echo "server A wrote $lines log lines (log level $log)"

@@ -263,7 +263,7 @@ pub struct RestArgs {
     pub cors_allowed_origins: Option<String>,
 
     /// Benchmarks only: `false` turns off the request-id/log/metrics layer, for A/B runs.
-    #[arg(long = "http-observe", env = "ROWCAST_HTTP_OBSERVE", default_value = "true", value_parser = bool_parser("ROWCAST_HTTP_OBSERVE"))]
+    #[arg(long = "http-observe", env = "ROWCAST_HTTP_OBSERVE", default_value = "true", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_HTTP_OBSERVE"))]
     pub http_observe: bool,
 }
 
@@ -512,6 +512,21 @@ mod cors_tests {
                 "https://a.example.com".into(),
                 "http://localhost:5173".into()
             ])
+        );
+        let dev = |args: &[&str]| {
+            let mut all = vec!["rowcast", "dev"];
+            all.extend_from_slice(args);
+            use clap::Parser;
+            Config::from_cli(Cli::try_parse_from(all).expect("parses")).expect("valid")
+        };
+        assert_eq!(dev(&[]).rest.cors, CorsOrigins::Any);
+        assert!(dev(&[]).rest.observe);
+        assert!(!dev(&["--http-observe", "false"]).rest.observe);
+        assert_eq!(
+            dev(&["--cors-allowed-origins", "http://localhost:5173"])
+                .rest
+                .cors,
+            CorsOrigins::List(vec!["http://localhost:5173".into()])
         );
         assert!(CorsOrigins::parse(Some("example.com"), Mode::Serve).is_err());
         assert!(CorsOrigins::parse(Some("https://a.test/path"), Mode::Serve).is_err());
