@@ -130,6 +130,7 @@ clean:
 bench-rest:
 	$(CARGO) build --release --bin rowcast
 	sh bench/rest/run.sh
+	sh bench/rest/ab.sh
 
 ## Realtime benchmark: latency, throughput, loss, memory and CPU per message over WebSockets
 ## (10k connections; raises the open-file limit to the hard limit). Not part of `make test`; results go in

@@ -262,6 +262,16 @@ pub struct RestArgs {
     /// How long the response to a write with an `Idempotency-Key` is kept for retries.
     #[arg(long = "rest-idempotency-ttl", env = "ROWCAST_REST_IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration_parser("ROWCAST_REST_IDEMPOTENCY_TTL"))]
     pub rest_idempotency_ttl: Duration,
+
+    /// Origins browsers may call the API from (REST, auth, WebSocket): `*`, or a
+    /// comma-separated list such as `https://app.example.com,http://localhost:5173`.
+    /// Default: `*` in `dev`, none in `serve`.
+    #[arg(long = "cors-allowed-origins", env = "ROWCAST_CORS_ALLOWED_ORIGINS")]
+    pub cors_allowed_origins: Option<String>,
+
+    /// Benchmarks only: `false` turns off the request-id/log/metrics layer, for A/B runs.
+    #[arg(long = "http-observe", env = "ROWCAST_HTTP_OBSERVE", default_value = "true", action = clap::ArgAction::Set, value_parser = bool_parser("ROWCAST_HTTP_OBSERVE"))]
+    pub http_observe: bool,
 }
 
 /// Auth settings beyond the token secret: key pairs, lifetimes, password rules, sign-in
@@ -512,6 +522,114 @@ pub struct RestConfig {
     pub max_embed_depth: usize,
     pub allow_unfiltered_writes: bool,
     pub idempotency_ttl: Duration,
+    /// Which browser origins get CORS headers (`ROWCAST_CORS_ALLOWED_ORIGINS`).
+    pub cors: CorsOrigins,
+    /// Whether the request-id/log/metrics layer runs (`ROWCAST_HTTP_OBSERVE`, benches only).
+    pub observe: bool,
+}
+
+/// The origins allowed to call the API from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers: browsers on other origins cannot call the API.
+    None,
+    /// `*`: any origin, without credentials (browsers refuse `*` with credentials).
+    Any,
+    /// Exactly these origins (`scheme://host[:port]`), echoed back, with credentials.
+    List(Vec<String>),
+}
+
+#[cfg(test)]
+mod cors_tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_default_by_mode_and_validate() {
+        assert_eq!(
+            CorsOrigins::parse(None, Mode::Dev).unwrap(),
+            CorsOrigins::Any
+        );
+        assert_eq!(
+            CorsOrigins::parse(None, Mode::Serve).unwrap(),
+            CorsOrigins::None
+        );
+        assert_eq!(
+            CorsOrigins::parse(Some(""), Mode::Dev).unwrap(),
+            CorsOrigins::None
+        );
+        assert_eq!(
+            CorsOrigins::parse(Some("*"), Mode::Serve).unwrap(),
+            CorsOrigins::Any
+        );
+        assert_eq!(
+            CorsOrigins::parse(
+                Some("https://A.example.com, http://localhost:5173"),
+                Mode::Serve
+            )
+            .unwrap(),
+            CorsOrigins::List(vec![
+                "https://a.example.com".into(),
+                "http://localhost:5173".into()
+            ])
+        );
+        let dev = |args: &[&str]| {
+            let mut all = vec!["rowcast", "dev"];
+            all.extend_from_slice(args);
+            use clap::Parser;
+            Config::from_cli(Cli::try_parse_from(all).expect("parses")).expect("valid")
+        };
+        assert_eq!(dev(&[]).rest.cors, CorsOrigins::Any);
+        assert!(dev(&[]).rest.observe);
+        assert!(!dev(&["--http-observe", "false"]).rest.observe);
+        assert_eq!(
+            dev(&["--cors-allowed-origins", "http://localhost:5173"])
+                .rest
+                .cors,
+            CorsOrigins::List(vec!["http://localhost:5173".into()])
+        );
+        assert!(CorsOrigins::parse(Some("example.com"), Mode::Serve).is_err());
+        assert!(CorsOrigins::parse(Some("https://a.test/path"), Mode::Serve).is_err());
+    }
+}
+
+impl CorsOrigins {
+    fn parse(value: Option<&str>, mode: Mode) -> Result<CorsOrigins, ConfigError> {
+        let Some(value) = value.map(str::trim) else {
+            return Ok(if mode == Mode::Dev {
+                CorsOrigins::Any
+            } else {
+                CorsOrigins::None
+            });
+        };
+        if value.is_empty() {
+            return Ok(CorsOrigins::None);
+        }
+        if value == "*" {
+            return Ok(CorsOrigins::Any);
+        }
+        let bad = || {
+            ConfigError {
+            setting: "ROWCAST_CORS_ALLOWED_ORIGINS",
+            expected: "`*` or comma-separated origins such as https://app.example.com,http://localhost:5173".into(),
+        }
+        };
+        let mut origins = Vec::new();
+        for o in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .ok_or_else(bad)?;
+            if rest.is_empty()
+                || !rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+            {
+                return Err(bad());
+            }
+            origins.push(o.to_ascii_lowercase());
+        }
+        Ok(CorsOrigins::List(origins))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -682,7 +800,7 @@ impl Config {
             }
             _ => {}
         }
-        let rest = RestConfig::from_args(&args.rest)?;
+        let rest = RestConfig::from_args(&args.rest, mode)?;
         let trusted_proxy_header = match args.auth.trusted_proxy_header.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(h) => Some(
@@ -776,6 +894,8 @@ impl Config {
                 rest_max_embed_depth: 4,
                 rest_allow_unfiltered_writes: false,
                 rest_idempotency_ttl: Duration::from_secs(24 * 3600),
+                cors_allowed_origins: None,
+                http_observe: true,
             },
             poll_interval: Duration::from_millis(50),
             notify: true,
@@ -791,7 +911,7 @@ impl Config {
 }
 
 impl RestConfig {
-    fn from_args(args: &RestArgs) -> Result<RestConfig, ConfigError> {
+    fn from_args(args: &RestArgs, mode: Mode) -> Result<RestConfig, ConfigError> {
         let schemas: Vec<String> = args
             .rest_schemas
             .split(',')
@@ -815,6 +935,8 @@ impl RestConfig {
                 .map_err(|_| too_big("ROWCAST_REST_MAX_EMBED_DEPTH"))?,
             allow_unfiltered_writes: args.rest_allow_unfiltered_writes,
             idempotency_ttl: args.rest_idempotency_ttl,
+            cors: CorsOrigins::parse(args.cors_allowed_origins.as_deref(), mode)?,
+            observe: args.http_observe,
         })
     }
 }

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    let _log = init_logging(&config);
     // Only `dev` runs a server without a configured secret; `migrate`, `sync` and
     // `reload-schema` sign nothing and must not leave a secret file behind.
     if config.auth.jwt_secret.is_none()
@@ -223,16 +223,20 @@ async fn sync(config: &Config, action: SyncAction) -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Logs go through a non-blocking writer (`log_writer`), so a slow stderr never stalls a
+/// request; the returned guard flushes it when `main` returns.
+fn init_logging(config: &Config) -> rowcast::log_writer::Guard {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = rowcast::log_writer::spawn(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
     }
+    guard
 }
 
 /// `dev`'s token secret: generated once and kept in the data directory, so tokens survive

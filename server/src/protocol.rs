@@ -75,6 +75,8 @@ pub enum ErrorCode {
     VerificationFailed,
     /// This way of signing up (email, or anonymous) is turned off on the server.
     SignupDisabled,
+    /// The requested offset is past the last row (with `Prefer: count`), as PostgREST's 416.
+    RangeNotSatisfiable,
 }
 
 impl ErrorCode {
@@ -111,6 +113,7 @@ impl ErrorCode {
         ErrorCode::EmailNotConfirmed,
         ErrorCode::VerificationFailed,
         ErrorCode::SignupDisabled,
+        ErrorCode::RangeNotSatisfiable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -146,6 +149,7 @@ impl ErrorCode {
             ErrorCode::EmailNotConfirmed => "email-not-confirmed",
             ErrorCode::VerificationFailed => "verification-failed",
             ErrorCode::SignupDisabled => "signup-disabled",
+            ErrorCode::RangeNotSatisfiable => "range-not-satisfiable",
         }
     }
 
@@ -165,10 +169,11 @@ impl ErrorCode {
             ErrorCode::Timeout => 504,
             ErrorCode::NotAcceptable => 406,
             ErrorCode::UnknownTable => 404,
-            ErrorCode::UnknownColumn => 404,
+            // PostgREST's statuses, which postgrest-js and apps branch on.
+            ErrorCode::UnknownColumn => 400,
             ErrorCode::UnknownFunction => 404,
             ErrorCode::UnknownRelationship => 400,
-            ErrorCode::AmbiguousRelationship => 400,
+            ErrorCode::AmbiguousRelationship => 300,
             ErrorCode::InvalidValue => 400,
             ErrorCode::ConstraintViolation => 400,
             ErrorCode::FilterRequired => 400,
@@ -178,6 +183,7 @@ impl ErrorCode {
             ErrorCode::EmailNotConfirmed => 400,
             ErrorCode::VerificationFailed => 403,
             ErrorCode::SignupDisabled => 403,
+            ErrorCode::RangeNotSatisfiable => 416,
         }
     }
 }

@@ -165,7 +165,7 @@ test('errors come back as {code, message} with the HTTP status', async () => {
   assert.equal(unknownTable.status, 404);
   assert.equal(unknownTable.error.code, 'unknown-table');
   const unknownColumn = await db.from('posts').select('nope');
-  assert.equal(unknownColumn.status, 404);
+  assert.equal(unknownColumn.status, 400);
   assert.equal(unknownColumn.error.code, 'unknown-column');
   const badValue = await db.from('posts').select().eq('id', 'abc');
   assert.equal(badValue.status, 400);

@@ -19,6 +19,7 @@ use serde_json::json;
 
 pub mod auth;
 pub mod body;
+pub mod cors;
 pub mod identity;
 pub mod observe;
 pub mod probe;
@@ -71,8 +72,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/realtime/v1/websocket", get(realtime::websocket))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes));
-    // Add routes above: the layer wraps only what is already there.
-    observe::layer(routes, state.metrics.clone()).with_state(state)
+    // Add routes above: the layers wrap only what is already there.
+    let routes = cors::layer(routes, &state.rest.config.cors);
+    if state.rest.config.observe {
+        observe::layer(routes, state.metrics.clone()).with_state(state)
+    } else {
+        routes.with_state(state)
+    }
 }
 
 /// The client's address: the TCP peer, or, behind a trusted proxy

@@ -2,25 +2,28 @@
 //! is sane, else a new UUID; echoed in the response and recorded in the request's log span),
 //! one log line per response, and the request metrics (by route template, never raw path,
 //! so the number of series stays bounded).
+//!
+//! One middleware does all of it, and keeps the hot path cheap: the in-flight gauge and each
+//! (route, method, status) series are resolved once and cached (no label strings are built
+//! per request), request ids come from the thread's RNG rather than a system call, and a
+//! span that the log filter disables costs next to nothing.
 
-use std::time::Instant;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Instant,
+};
 
 use axum::{
-    body::Body,
     extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue},
     middleware::Next,
     response::Response,
     Router,
 };
-use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::{DefaultOnResponse, TraceLayer},
-    LatencyUnit,
-};
+use tracing::Instrument;
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Counter, Histogram, Metrics};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -32,53 +35,143 @@ pub fn layer<S>(router: Router<S>, metrics: Metrics) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let stack = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(drop_unusable_request_id))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<Body>| {
-                    let route = req
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map(MatchedPath::as_str)
-                        .unwrap_or(UNMATCHED);
-                    let request_id = req
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    // The path only: query strings can carry tokens.
-                    tracing::info_span!(
-                        "request",
-                        request_id,
-                        method = %req.method(),
-                        route,
-                        path = req.uri().path(),
-                    )
-                })
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(tracing::Level::INFO)
-                        .latency_unit(LatencyUnit::Millis),
-                ),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn_with_state(metrics, record));
-    router.layer(stack)
+    router.layer(axum::middleware::from_fn_with_state(
+        Observe::new(metrics),
+        observe,
+    ))
 }
 
-/// An incoming id we would not want in logs (too long, odd characters) is replaced by ours.
-async fn drop_unusable_request_id(mut req: Request, next: Next) -> Response {
-    let usable = req
-        .headers()
-        .get(&REQUEST_ID)
-        .map(usable_request_id)
-        .unwrap_or(true);
-    if !usable {
-        req.headers_mut().remove(&REQUEST_ID);
+/// The request metrics with their handles cached.
+#[derive(Clone)]
+struct Observe(Arc<Inner>);
+
+struct Inner {
+    metrics: Metrics,
+    in_flight: metrics::Gauge,
+    /// Route template → its (method, status) series. Routes are templates (bounded), and
+    /// methods and statuses are few, so a short scan per route is enough.
+    series: RwLock<HashMap<String, Vec<Series>>>,
+}
+
+struct Series {
+    method: &'static str,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl Observe {
+    fn new(metrics: Metrics) -> Observe {
+        Observe(Arc::new(Inner {
+            in_flight: metrics.gauge_of(metrics::HTTP_IN_FLIGHT),
+            metrics,
+            series: RwLock::new(HashMap::new()),
+        }))
     }
-    next.run(req).await
+
+    fn record(&self, route: &str, method: &'static str, status: u16, elapsed: f64) {
+        let hit = |map: &HashMap<String, Vec<Series>>| {
+            map.get(route).and_then(|v| {
+                v.iter()
+                    .find(|s| s.method == method && s.status == status)
+                    .map(|s| {
+                        s.requests.inc();
+                        s.duration.observe(elapsed);
+                    })
+            })
+        };
+        if let Ok(map) = self.0.series.read() {
+            if hit(&map).is_some() {
+                return;
+            }
+        }
+        // First request of this kind: register the series (allocating its labels once).
+        let status_text = status.to_string();
+        let labels = [
+            ("route", route),
+            ("method", method),
+            ("status", status_text.as_str()),
+        ];
+        let m = &self.0.metrics;
+        let series = Series {
+            method,
+            status,
+            requests: m.counter_with(
+                metrics::HTTP_REQUESTS.name,
+                metrics::HTTP_REQUESTS.help,
+                &labels,
+            ),
+            duration: m.histogram_with(
+                metrics::HTTP_DURATION.name,
+                metrics::HTTP_DURATION.help,
+                metrics::HTTP_LATENCY_BUCKETS,
+                &labels,
+            ),
+        };
+        series.requests.inc();
+        series.duration.observe(elapsed);
+        if let Ok(mut map) = self.0.series.write() {
+            let list = map.entry(route.to_string()).or_default();
+            if !list
+                .iter()
+                .any(|s| s.method == method && s.status == status)
+            {
+                list.push(series);
+            }
+        }
+    }
+}
+
+/// A new request id: a random (v4) UUID from the thread's RNG.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+async fn observe(State(o): State<Observe>, mut req: Request, next: Next) -> Response {
+    // The caller's id if it is fit for logs, else ours.
+    let id = match req.headers().get(&REQUEST_ID) {
+        Some(v) if usable_request_id(v) => v.clone(),
+        _ => {
+            let v = new_request_id();
+            req.headers_mut().insert(REQUEST_ID, v.clone());
+            v
+        }
+    };
+    // `MatchedPath` is a shared string: cloning it does not copy the route.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route_label = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let method = method_label(req.method());
+    // The path only: query strings can carry tokens.
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or(""),
+        method,
+        route = route_label,
+        path = req.uri().path(),
+    );
+    o.0.in_flight.inc();
+    let in_flight = InFlight(o.0.in_flight.clone());
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    drop(in_flight);
+    let status = response.status().as_u16();
+    o.record(route_label, method, status, elapsed.as_secs_f64());
+    span.in_scope(|| {
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::error!(status, latency_ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms, "finished processing request");
+        }
+    });
+    if !response.headers().contains_key(&REQUEST_ID) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
 }
 
 fn usable_request_id(v: &HeaderValue) -> bool {
@@ -87,42 +180,6 @@ fn usable_request_id(v: &HeaderValue) -> bool {
         && b.len() <= 128
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
-}
-
-async fn record(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| UNMATCHED.to_string());
-    let method = method_label(req.method());
-    let in_flight = InFlight::enter(metrics.gauge_of(metrics::HTTP_IN_FLIGHT));
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let elapsed = started.elapsed();
-    drop(in_flight);
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("route", route.as_str()),
-        ("method", method),
-        ("status", status.as_str()),
-    ];
-    metrics
-        .counter_with(
-            metrics::HTTP_REQUESTS.name,
-            metrics::HTTP_REQUESTS.help,
-            &labels,
-        )
-        .inc();
-    metrics
-        .histogram_with(
-            metrics::HTTP_DURATION.name,
-            metrics::HTTP_DURATION.help,
-            metrics::HTTP_LATENCY_BUCKETS,
-            &labels,
-        )
-        .observe_duration(elapsed);
-    response
 }
 
 /// The method as a label: clients can send any token as a method, so anything unusual is
@@ -144,13 +201,6 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 /// Counts a request as in flight until dropped, also when the client goes away mid-request
 /// and the handler future is dropped.
 struct InFlight(metrics::Gauge);
-
-impl InFlight {
-    fn enter(gauge: metrics::Gauge) -> InFlight {
-        gauge.inc();
-        InFlight(gauge)
-    }
-}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

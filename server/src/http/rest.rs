@@ -39,12 +39,13 @@ pub fn routes() -> Router<HttpState> {
         )
         .route(
             "/rest/v1/rpc/{function}",
-            post(rpc).fallback(method_not_allowed),
+            post(rpc).get(rpc_get).fallback(method_not_allowed),
         )
         .route(
             "/rest/v1/{table}",
             axum::routing::get(read)
                 .post(insert)
+                .put(put)
                 .patch(update)
                 .delete(delete)
                 .fallback(method_not_allowed),
@@ -130,9 +131,17 @@ async fn read(
     let result = rest_query::read(&state.store, &identity, &read_plan)
         .await
         .map_err(|e| HttpError(rest::api_error_from_store(e)))?;
-    Ok(into_response(
-        rest::response::for_read(&read_plan, result).map_err(err)?,
-    ))
+    match rest::response::for_read(&read_plan, result) {
+        Ok(r) => Ok(into_response(r)),
+        Err(e @ RestError::RangeNotSatisfiable(_, total)) => {
+            let mut response = err(e).into_response();
+            if let Ok(v) = HeaderValue::try_from(format!("*/{total}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            Ok(response)
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// The body, refused with 413 past `ROWCAST_MAX_BODY_BYTES`.
@@ -196,6 +205,7 @@ fn idempotency_key(
         method: match *method {
             Method::POST => "POST",
             Method::PATCH => "PATCH",
+            Method::PUT => "PUT",
             Method::DELETE => "DELETE",
             _ => "OTHER",
         },
@@ -247,6 +257,7 @@ async fn run_write(
 #[derive(Clone, Copy)]
 enum Kind {
     Insert,
+    Put,
     Update,
     Delete,
 }
@@ -274,6 +285,9 @@ async fn write(
         Kind::Insert => WritePlan::Insert(
             plan::insert(&cache, table_ref, &query, &prefer, accept, &body, limits).map_err(err)?,
         ),
+        Kind::Put => WritePlan::Insert(
+            plan::put(&cache, table_ref, &query, &prefer, accept, &body, limits).map_err(err)?,
+        ),
         Kind::Update => WritePlan::Update(
             plan::update(&cache, table_ref, &query, &prefer, accept, &body, limits).map_err(err)?,
         ),
@@ -296,6 +310,28 @@ async fn insert(
 ) -> Result<Response, HttpError> {
     write(
         Kind::Insert,
+        state,
+        identity,
+        table,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn put(
+    State(state): State<HttpState>,
+    Caller(identity): Caller,
+    Path(table): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    write(
+        Kind::Put,
         state,
         identity,
         table,
@@ -371,6 +407,29 @@ async fn rpc(
         &identity,
         WritePlan::Rpc(rpc_plan),
         key,
+        uri.path().to_string(),
+    )
+    .await
+}
+
+/// `GET /rest/v1/rpc/{function}?arg=value`: stable and immutable functions only.
+async fn rpc_get(
+    State(state): State<HttpState>,
+    Caller(identity): Caller,
+    Path(function): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let cache = cache(&state)?;
+    let schema = plan::schema_for(&cache, header_str(&headers, "accept-profile")).map_err(err)?;
+    let accept = accept(&headers)?;
+    let rpc_plan =
+        plan::rpc_get(&cache, schema, &function, accept, uri.query().unwrap_or("")).map_err(err)?;
+    run_write(
+        &state,
+        &identity,
+        WritePlan::Rpc(rpc_plan),
+        None,
         uri.path().to_string(),
     )
     .await

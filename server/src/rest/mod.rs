@@ -54,14 +54,27 @@ pub enum RestError {
     Forbidden(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0} ({1})")]
     WithHint(Box<RestError>, String),
+    /// `details` for the client, e.g. the candidate relationships of an ambiguous embedding.
+    #[error("{0}")]
+    WithDetails(Box<RestError>, String),
+    /// An offset past the last row of a counted read (PostgREST's 416).
+    #[error("{0}")]
+    RangeNotSatisfiable(String, u64),
 }
 
 impl RestError {
     /// Attach a hint telling the developer how to fix the request.
     pub fn hint(self, hint: impl Into<String>) -> RestError {
         RestError::WithHint(Box::new(self), hint.into())
+    }
+
+    /// Attach details (which the client may parse, e.g. the candidates of an ambiguity).
+    pub fn details(self, details: impl Into<String>) -> RestError {
+        RestError::WithDetails(Box::new(self), details.into())
     }
 }
 
@@ -71,6 +84,10 @@ impl From<RestError> for ApiError {
             RestError::WithHint(inner, hint) => {
                 return ApiError::from(*inner).with_hint(hint);
             }
+            RestError::WithDetails(inner, details) => {
+                return ApiError::from(*inner).with_details(details);
+            }
+            RestError::RangeNotSatisfiable(m, _) => (ErrorCode::RangeNotSatisfiable, m),
             RestError::Syntax(m) => (ErrorCode::BadRequest, m),
             RestError::NotAcceptable(m) => (ErrorCode::NotAcceptable, m),
             RestError::UnknownTable(m) => (ErrorCode::UnknownTable, m),
@@ -91,6 +108,7 @@ impl From<RestError> for ApiError {
             }
             RestError::Forbidden(m) => (ErrorCode::Forbidden, m),
             RestError::IdempotencyKeyReused(m) => (ErrorCode::IdempotencyKeyReused, m),
+            RestError::MethodNotAllowed(m) => (ErrorCode::MethodNotAllowed, m),
         };
         ApiError::new(code, message)
     }
@@ -134,6 +152,11 @@ pub fn api_error_from_store(e: crate::store::StoreError) -> ApiError {
             "a generated column cannot be written",
         ),
         "42P01" => api(ErrorCode::UnknownTable, "the table no longer exists"),
+        // An unknown text search configuration (`fts(klingon)`), bound as a `regconfig`.
+        "42704" | "42602" => api(
+            ErrorCode::InvalidValue,
+            "no such text search configuration (language) or type",
+        ),
         "42703" => api(ErrorCode::UnknownColumn, "the column no longer exists"),
         "0A000" | "55000" => api(
             ErrorCode::BadRequest,

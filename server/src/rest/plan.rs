@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::{
     query::{
-        Accept, Cast, Condition, CountPref, Nulls, Operand, Operator, OrderTarget, Prefer, Query,
-        Resolution, ReturnPref, SelectItem,
+        Accept, Cast, Condition, CountPref, IsValue, Nulls, Operand, Operator, OrderTarget, Prefer,
+        Query, Resolution, ReturnPref, SelectItem,
     },
-    schema::{ForeignKey, Function, Ident, SchemaCache, Table},
+    schema::{ForeignKey, Function, Ident, JsonArg, SchemaCache, Table},
     RestError,
 };
 
@@ -40,9 +40,30 @@ pub enum Field {
     Column {
         key: String,
         column: Ident,
+        /// `meta->tags->>0`: JSON steps after the column (empty for the column itself).
+        path: Vec<JsonStep>,
         cast: Option<Cast>,
     },
     Embed(Box<Embed>),
+}
+
+/// One `->key` / `->>key` step into a JSON column. The key is bound as a parameter (a
+/// digit string as an array index, as PostgREST does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonStep {
+    pub key: String,
+    pub index: Option<i64>,
+    /// `->>`: the value as text.
+    pub as_text: bool,
+}
+
+/// A column, or a path into a JSON column.
+#[derive(Debug, Clone)]
+pub struct ColRef {
+    pub column: Ident,
+    pub path: Vec<JsonStep>,
+    /// The column is a `tsvector` (full-text search uses it as is, else `to_tsvector`).
+    pub tsvector: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,19 +74,42 @@ pub struct Embed {
     pub join: Join,
     pub to_one: bool,
     pub inner: bool,
+    /// `...rel(...)`: the fields go into the parent's object (to-one only).
+    pub spread: bool,
     pub node: Node,
 }
 
-/// Equalities `parent.col = child.col` along one foreign key.
+/// Equalities `parent.col = child.col` along one foreign key, or (many-to-many) the
+/// junction table that links the two.
 #[derive(Debug, Clone)]
 pub struct Join {
     pub pairs: Vec<(Ident, Ident)>,
+    pub via: Option<Via>,
+}
+
+/// A junction table: `parent.col = junction.col` pairs and `child.col = junction.col` pairs.
+#[derive(Debug, Clone)]
+pub struct Via {
+    pub junction: Arc<Table>,
+    pub parent: Vec<(Ident, Ident)>,
+    pub child: Vec<(Ident, Ident)>,
+}
+
+impl Join {
+    /// The parent's columns the join reads.
+    pub fn parent_columns(&self) -> impl Iterator<Item = &Ident> {
+        self.pairs.iter().map(|(p, _)| p).chain(
+            self.via
+                .iter()
+                .flat_map(|v| v.parent.iter().map(|(p, _)| p)),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
 pub enum Cond {
     Pred {
-        column: Ident,
+        column: ColRef,
         negated: bool,
         op: Operator,
         operand: Operand,
@@ -78,11 +122,17 @@ pub enum Cond {
         negated: bool,
         items: Vec<Cond>,
     },
+    /// `rel=not.is.null` / `rel=is.null`: whether the embedding `key` of this node has a
+    /// row (with its own filters); the anti-join when `present` is false.
+    Exists {
+        key: String,
+        present: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub enum OrderKey {
-    Column(Ident),
+    Column(ColRef),
     /// A column of a to-one related table.
     Related {
         table: Arc<Table>,
@@ -132,6 +182,12 @@ pub struct InsertPlan {
     pub conflict: Option<Conflict>,
     pub returning: Returning,
     pub single: bool,
+    /// `Prefer: missing=default`: the rows split by the columns each one gives (one insert
+    /// per group, so that the columns a row leaves out take their defaults). Empty: one
+    /// insert of `columns` and `rows`.
+    pub groups: Vec<(Vec<Ident>, String)>,
+    /// A PUT: answers 200/204 (the row may have existed), not 201.
+    pub put: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +214,8 @@ pub struct RpcPlan {
     pub function: Arc<Function>,
     /// Named arguments with their values as text (`None` = SQL null).
     pub args: Vec<(Ident, Option<String>)>,
+    /// A function with one unnamed `json`/`jsonb` argument gets the whole body.
+    pub body_arg: Option<(JsonArg, String)>,
     pub single: bool,
 }
 
@@ -235,17 +293,54 @@ fn column(table: &Table, name: &str) -> Result<Ident, RestError> {
     })
 }
 
+/// Split `meta->a->>b` into the column and its JSON steps, resolving the column.
+fn column_ref(table: &Table, raw: &str) -> Result<ColRef, RestError> {
+    let mut parts = raw.split("->");
+    let name = parts.next().unwrap_or_default();
+    let col = table.column(name).ok_or_else(|| {
+        RestError::UnknownColumn(format!("no column `{name}` on `{}`", table.name.as_str()))
+    })?;
+    let mut path = Vec::new();
+    for part in parts {
+        let (as_text, key) = match part.strip_prefix('>') {
+            Some(k) => (true, k),
+            None => (false, part),
+        };
+        if key.is_empty() {
+            return Err(RestError::Syntax(format!("empty JSON key in `{raw}`")));
+        }
+        path.push(JsonStep {
+            key: key.to_string(),
+            index: key.parse::<i64>().ok(),
+            as_text,
+        });
+    }
+    Ok(ColRef {
+        column: col.name.clone(),
+        tsvector: path.is_empty() && col.type_name == "tsvector",
+        path,
+    })
+}
+
 /// Most filter values one request may carry. Each is a bound parameter, and Postgres takes
 /// at most 65,535 per statement; a request past this is refused as too large instead.
 pub const MAX_FILTER_VALUES: usize = 5000;
 
 fn values_in(c: &Cond) -> usize {
     match c {
-        Cond::Pred { operand, .. } => match operand {
-            Operand::List(l) => l.len(),
-            _ => 1,
-        },
+        Cond::Pred {
+            operand, column, ..
+        } => {
+            column.path.len()
+                + match operand {
+                    Operand::List(l) => l.len(),
+                    Operand::Quantified { values, .. } => values.len(),
+                    Operand::Search { .. } => 2,
+                    _ => 1,
+                }
+        }
         Cond::And { items, .. } | Cond::Or { items, .. } => items.iter().map(values_in).sum(),
+        Cond::Exists { .. } => 0,
     }
 }
 
@@ -256,7 +351,7 @@ fn values_in_node(n: &Node) -> usize {
             .map(|f| match f {
                 // An `!inner` embedding's filters are bound twice.
                 Field::Embed(e) => values_in_node(&e.node) * if e.inner { 2 } else { 1 } + 1,
-                Field::Column { .. } => 1,
+                Field::Column { path, .. } => 1 + path.len(),
             })
             .sum::<usize>()
 }
@@ -319,15 +414,23 @@ fn build_node(
                     fields.push(Field::Column {
                         key: c.name.as_str().to_string(),
                         column: c.name.clone(),
+                        path: Vec::new(),
                         cast: None,
                     });
                 }
             }
             SelectItem::Column { alias, name, cast } => {
-                let column = column(table, name)?;
+                let r = column_ref(table, name)?;
+                // As PostgREST: a JSON path's key is its last step unless aliased.
+                let key = match (alias, r.path.last()) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(step)) => step.key.clone(),
+                    (None, None) => name.clone(),
+                };
                 fields.push(Field::Column {
-                    key: alias.clone().unwrap_or_else(|| name.clone()),
-                    column,
+                    key,
+                    column: r.column,
+                    path: r.path,
                     cast: *cast,
                 });
             }
@@ -336,6 +439,7 @@ fn build_node(
                 target,
                 hint,
                 inner,
+                spread,
                 items,
             } => {
                 if depth > limits.max_embed_depth {
@@ -346,13 +450,30 @@ fn build_node(
                     .hint("raise ROWCAST_REST_MAX_EMBED_DEPTH or split the request"));
                 }
                 let (child, join, to_one) = relationship(cache, table, target, hint.as_deref())?;
+                if *spread && !to_one {
+                    return Err(RestError::Syntax(format!(
+                        "`...{target}` spreads a to-one relation only; `{target}` is to-many"
+                    ))
+                    .hint(format!("embed it as `{target}(...)` instead")));
+                }
                 let node = build_node(cache, &child, Some(items), depth + 1, limits)?;
+                if *spread
+                    && node
+                        .fields
+                        .iter()
+                        .any(|f| matches!(f, Field::Embed(e) if e.spread))
+                {
+                    return Err(RestError::Syntax(
+                        "a spread inside a spread is not supported".into(),
+                    ));
+                }
                 fields.push(Field::Embed(Box::new(Embed {
                     key: alias.clone().unwrap_or_else(|| target.clone()),
                     target: target.clone(),
                     join,
                     to_one,
                     inner: *inner,
+                    spread: *spread,
                     node,
                 })));
             }
@@ -372,7 +493,71 @@ fn same(a: &(Ident, Ident), t: &Table) -> bool {
     a.0 == t.schema && a.1 == t.name
 }
 
-/// Find the foreign key that relates `parent` and the table (or FK column) `target`.
+/// One way `parent` and a target can be related.
+struct Candidate {
+    table: Arc<Table>,
+    join: Join,
+    to_one: bool,
+    /// For `details` of an ambiguity: PostgREST's cardinality and relationship text.
+    cardinality: &'static str,
+    relationship: String,
+}
+
+fn fk_text(fk: &ForeignKey) -> String {
+    let cols = |c: &[Ident]| c.iter().map(Ident::as_str).collect::<Vec<_>>().join(", ");
+    format!(
+        "{} using {}({}) and {}({})",
+        fk.name.as_str(),
+        fk.table.1.as_str(),
+        cols(&fk.columns),
+        fk.ref_table.1.as_str(),
+        cols(&fk.ref_columns)
+    )
+}
+
+fn direct(fk: &ForeignKey, child: &Arc<Table>, forward: bool) -> Candidate {
+    if forward {
+        Candidate {
+            table: child.clone(),
+            join: Join {
+                pairs: fk
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(fk.ref_columns.iter().cloned())
+                    .collect(),
+                via: None,
+            },
+            to_one: true,
+            cardinality: "many-to-one",
+            relationship: fk_text(fk),
+        }
+    } else {
+        let one_to_one = !child.primary_key.is_empty() && fk.columns == child.primary_key;
+        Candidate {
+            table: child.clone(),
+            join: Join {
+                pairs: fk
+                    .ref_columns
+                    .iter()
+                    .cloned()
+                    .zip(fk.columns.iter().cloned())
+                    .collect(),
+                via: None,
+            },
+            to_one: one_to_one,
+            cardinality: if one_to_one {
+                "one-to-one"
+            } else {
+                "one-to-many"
+            },
+            relationship: fk_text(fk),
+        }
+    }
+}
+
+/// Find the foreign key (or junction table) that relates `parent` and the table (or FK
+/// column) `target`.
 fn relationship(
     cache: &SchemaCache,
     parent: &Arc<Table>,
@@ -387,7 +572,7 @@ fn relationship(
         .table(parent.schema.as_str(), target)
         .or_else(|| cache.schemas.iter().find_map(|s| cache.table(s, target)))
         .cloned();
-    let mut candidates: Vec<(Arc<Table>, Join, bool, &ForeignKey)> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
     match &child {
         Some(child) => {
             for fk in &cache.foreign_keys {
@@ -395,26 +580,13 @@ fn relationship(
                     continue;
                 }
                 if same(&fk.table, parent) && same(&fk.ref_table, child) {
-                    let pairs = fk
-                        .columns
-                        .iter()
-                        .cloned()
-                        .zip(fk.ref_columns.iter().cloned())
-                        .collect();
-                    candidates.push((child.clone(), Join { pairs }, true, fk));
+                    candidates.push(direct(fk, child, true));
                 }
                 if same(&fk.table, child) && same(&fk.ref_table, parent) {
-                    let pairs = fk
-                        .ref_columns
-                        .iter()
-                        .cloned()
-                        .zip(fk.columns.iter().cloned())
-                        .collect();
-                    let one_to_one =
-                        !child.primary_key.is_empty() && fk.columns == child.primary_key;
-                    candidates.push((child.clone(), Join { pairs }, one_to_one, fk));
+                    candidates.push(direct(fk, child, false));
                 }
             }
+            candidates.extend(many_to_many(cache, parent, child, hint));
         }
         None => {
             // `author_id(name)`: embed along the foreign key on that column.
@@ -425,13 +597,7 @@ fn relationship(
                     && matches_hint(fk)
                 {
                     if let Some(t) = cache.table(fk.ref_table.0.as_str(), fk.ref_table.1.as_str()) {
-                        let pairs = fk
-                            .columns
-                            .iter()
-                            .cloned()
-                            .zip(fk.ref_columns.iter().cloned())
-                            .collect();
-                        candidates.push((t.clone(), Join { pairs }, true, fk));
+                        candidates.push(direct(fk, t, true));
                     }
                 }
             }
@@ -448,21 +614,125 @@ fn relationship(
             parent.name.as_str()
         ))),
         1 => {
-            let (t, j, one, _) = candidates.remove(0);
-            Ok((t, j, one))
+            let c = candidates.remove(0);
+            Ok((c.table, c.join, c.to_one))
         }
         _ => {
-            let names: Vec<&str> = candidates.iter().map(|c| c.3.name.as_str()).collect();
+            let names: Vec<String> = candidates
+                .iter()
+                .map(|c| {
+                    c.relationship
+                        .split(' ')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            // As PostgREST's `details`: one entry per candidate relationship, as JSON.
+            let details: Vec<Value> = candidates
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "cardinality": c.cardinality,
+                        "embedding": format!("{} with {}", parent.name.as_str(), c.table.name.as_str()),
+                        "relationship": c.relationship,
+                    })
+                })
+                .collect();
             Err(RestError::AmbiguousRelationship(format!(
-                "more than one foreign key relates `{}` and `{target}`",
+                "more than one relationship links `{}` and `{target}`",
                 parent.name.as_str()
             ))
+            .details(Value::Array(details).to_string())
             .hint(format!(
-                "name one as `{target}!<foreign key or column>(...)`; candidates: {}",
+                "name one as `{target}!<foreign key, column or junction table>(...)`; candidates: {}",
                 names.join(", ")
             )))
         }
     }
+}
+
+/// Many-to-many through a junction table, as PostgREST detects it: a table with one foreign
+/// key to `parent` and one to `child`, both within its primary key. The hint, if any, names
+/// the junction table or one of its two foreign keys.
+fn many_to_many(
+    cache: &SchemaCache,
+    parent: &Arc<Table>,
+    child: &Arc<Table>,
+    hint: Option<&str>,
+) -> Vec<Candidate> {
+    let in_pk = |j: &Table, fk: &ForeignKey| {
+        !j.primary_key.is_empty() && fk.columns.iter().all(|c| j.primary_key.contains(c))
+    };
+    let mut out = Vec::new();
+    for to_parent in &cache.foreign_keys {
+        if !same(&to_parent.ref_table, parent) {
+            continue;
+        }
+        let Some(junction) = cache.table(to_parent.table.0.as_str(), to_parent.table.1.as_str())
+        else {
+            continue;
+        };
+        if Arc::ptr_eq(junction, parent)
+            || Arc::ptr_eq(junction, child)
+            || !in_pk(junction, to_parent)
+        {
+            continue;
+        }
+        for to_child in &cache.foreign_keys {
+            if std::ptr::eq(to_child, to_parent)
+                || !same(&to_child.table, junction)
+                || !same(&to_child.ref_table, child)
+                || !in_pk(junction, to_child)
+            {
+                continue;
+            }
+            let hinted = match hint {
+                None => true,
+                Some(h) => {
+                    junction.name.as_str() == h
+                        || to_parent.name.as_str() == h
+                        || to_child.name.as_str() == h
+                }
+            };
+            if !hinted {
+                continue;
+            }
+            let cols = |c: &[Ident]| c.iter().map(Ident::as_str).collect::<Vec<_>>().join(", ");
+            out.push(Candidate {
+                table: child.clone(),
+                join: Join {
+                    pairs: Vec::new(),
+                    via: Some(Via {
+                        junction: junction.clone(),
+                        parent: to_parent
+                            .ref_columns
+                            .iter()
+                            .cloned()
+                            .zip(to_parent.columns.iter().cloned())
+                            .collect(),
+                        child: to_child
+                            .ref_columns
+                            .iter()
+                            .cloned()
+                            .zip(to_child.columns.iter().cloned())
+                            .collect(),
+                    }),
+                },
+                to_one: false,
+                cardinality: "many-to-many",
+                relationship: format!(
+                    "{} using {}({}) and {}({})",
+                    junction.name.as_str(),
+                    to_parent.name.as_str(),
+                    cols(&to_parent.columns),
+                    to_child.name.as_str(),
+                    cols(&to_child.columns)
+                ),
+            });
+        }
+    }
+    out
 }
 
 fn node_at<'a>(node: &'a mut Node, path: &[String]) -> Result<&'a mut Node, RestError> {
@@ -491,14 +761,17 @@ fn node_at<'a>(node: &'a mut Node, path: &[String]) -> Result<&'a mut Node, Rest
 fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(), RestError> {
     for c in &query.conditions {
         let node = node_at(root, &c.path)?;
-        let cond = resolve_condition(&node.table, &c.item)?;
+        let cond = match embed_presence(node, &c.item) {
+            Some(cond) => cond,
+            None => resolve_condition(&node.table, &c.item)?,
+        };
         node.condition.push(cond);
     }
     for o in &query.order {
         let node = node_at(root, &o.path)?;
         for term in &o.item {
             let key = match &term.target {
-                OrderTarget::Column(name) => OrderKey::Column(column(&node.table, name)?),
+                OrderTarget::Column(name) => OrderKey::Column(column_ref(&node.table, name)?),
                 OrderTarget::Related {
                     relation,
                     column: col,
@@ -543,6 +816,28 @@ fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(
     Ok(())
 }
 
+/// `rel=is.null` / `rel=not.is.null` where `rel` is an embedding of `node` (and not one
+/// of its columns): a filter on whether related rows exist.
+fn embed_presence(node: &Node, cond: &Condition) -> Option<Cond> {
+    let Condition::Pred(p) = cond else {
+        return None;
+    };
+    let Operand::Is(v @ (IsValue::Null | IsValue::NotNull)) = p.operand else {
+        return None;
+    };
+    if node.table.column(&p.column).is_some() {
+        return None;
+    }
+    let key = node.fields.iter().find_map(|f| match f {
+        Field::Embed(e) if e.key == p.column || e.target == p.column => Some(e.key.clone()),
+        _ => None,
+    })?;
+    Some(Cond::Exists {
+        key,
+        present: (v == IsValue::NotNull) != p.negated,
+    })
+}
+
 fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError> {
     Ok(match cond {
         Condition::Pred(p) => {
@@ -552,7 +847,7 @@ fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError>
                 ));
             }
             Cond::Pred {
-                column: column(table, &p.column)?,
+                column: column_ref(table, &p.column)?,
                 negated: p.negated,
                 op: p.op,
                 operand: p.operand.clone(),
@@ -656,6 +951,11 @@ pub fn insert(
         .iter()
         .map(|n| column(table, n))
         .collect::<Result<Vec<_>, _>>()?;
+    let groups = if prefer.missing_default {
+        group_by_keys(&rows, &names, &columns)
+    } else {
+        Vec::new()
+    };
     let conflict = match prefer.resolution {
         None => None,
         Some(resolution) => {
@@ -685,9 +985,137 @@ pub fn insert(
             column(table, n)?;
         }
     }
-    insert_with(
+    let mut plan = insert_with(
         cache, table, query, prefer, accept, rows, columns, conflict, limits,
-    )
+    )?;
+    plan.groups = groups;
+    Ok(plan)
+}
+
+/// Rows grouped by which of `names` they carry (first-seen order), as JSON array texts.
+fn group_by_keys(rows: &[Value], names: &[String], columns: &[Ident]) -> Vec<(Vec<Ident>, String)> {
+    let mut groups: Vec<(Vec<bool>, Vec<Value>)> = Vec::new();
+    for row in rows {
+        let present: Vec<bool> = names
+            .iter()
+            .map(|n| row.as_object().is_some_and(|m| m.contains_key(n)))
+            .collect();
+        match groups.iter_mut().find(|(p, _)| *p == present) {
+            Some((_, g)) => g.push(row.clone()),
+            None => groups.push((present, vec![row.clone()])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(present, rows)| {
+            let cols = columns
+                .iter()
+                .zip(&present)
+                .filter(|(_, p)| **p)
+                .map(|(c, _)| c.clone())
+                .collect();
+            (cols, Value::Array(rows).to_string())
+        })
+        .collect()
+}
+
+/// Plan a PUT: upsert of exactly one row, addressed by `eq` filters on every primary key
+/// column, which the body must repeat (as PostgREST requires).
+pub fn put(
+    cache: &SchemaCache,
+    table: &Arc<Table>,
+    query: &Query,
+    prefer: &Prefer,
+    accept: Accept,
+    body: &[u8],
+    limits: Limits,
+) -> Result<InsertPlan, RestError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| RestError::InvalidJson("the body is not valid JSON".into()))?;
+    let row = match value {
+        Value::Array(mut rows) if rows.len() == 1 => rows.remove(0),
+        obj @ Value::Object(_) => obj,
+        _ => {
+            return Err(RestError::InvalidBody(
+                "the body of a PUT must be one JSON object".into(),
+            ))
+        }
+    };
+    let Value::Object(map) = &row else {
+        return Err(RestError::InvalidBody(
+            "the body of a PUT must be one JSON object".into(),
+        ));
+    };
+    if table.primary_key.is_empty() {
+        return Err(RestError::MethodNotAllowed(format!(
+            "PUT needs a primary key, and `{}` has none",
+            table.name.as_str()
+        )));
+    }
+    let mut filters: Vec<(&str, &str)> = Vec::new();
+    for c in &query.conditions {
+        match &c.item {
+            Condition::Pred(p) if c.path.is_empty() && p.op == Operator::Eq && !p.negated => {
+                if let Operand::Value(v) = &p.operand {
+                    filters.push((p.column.as_str(), v.as_str()));
+                    continue;
+                }
+                return Err(put_filters());
+            }
+            _ => return Err(put_filters()),
+        }
+    }
+    let keyed = table.primary_key.len() == filters.len()
+        && table
+            .primary_key
+            .iter()
+            .all(|k| filters.iter().any(|(c, _)| *c == k.as_str()));
+    if !keyed {
+        return Err(put_filters());
+    }
+    for (c, v) in &filters {
+        let body_value = match map.get(*c) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        if body_value.as_deref() != Some(*v) {
+            return Err(RestError::InvalidBody(format!(
+                "the body's `{c}` must repeat the filter's value"
+            )));
+        }
+    }
+    let columns = map
+        .keys()
+        .map(|n| column(table, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let conflict = Conflict {
+        columns: table.primary_key.clone(),
+        resolution: Resolution::MergeDuplicates,
+        update: columns.clone(),
+    };
+    let query = Query {
+        conditions: Vec::new(),
+        ..query.clone()
+    };
+    let mut plan = insert_with(
+        cache,
+        table,
+        &query,
+        prefer,
+        accept,
+        vec![row],
+        columns,
+        Some(conflict),
+        limits,
+    )?;
+    plan.put = true;
+    Ok(plan)
+}
+
+fn put_filters() -> RestError {
+    RestError::Syntax("PUT takes `eq` filters on every primary key column, and nothing else".into())
+        .hint("e.g. PUT /rest/v1/items?id=eq.7 with the whole row, id included, as the body")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -722,6 +1150,8 @@ fn insert_with(
         conflict,
         returning: returning(cache, table, query, prefer, limits)?,
         single: accept == Accept::SingleObject,
+        groups: Vec::new(),
+        put: false,
     })
 }
 
@@ -790,11 +1220,65 @@ pub fn rpc(
         serde_json::from_slice(body)
             .map_err(|_| RestError::InvalidJson("the body is not valid JSON".into()))?
     };
+    // As PostgREST: a function whose only argument is an unnamed json/jsonb gets the body.
+    let json_fns: Vec<&Arc<Function>> = cache
+        .functions(schema, name)
+        .iter()
+        .filter(|f| f.json_arg.is_some())
+        .collect();
+    if let [f] = json_fns.as_slice() {
+        let kind = f.json_arg.unwrap_or(JsonArg::Json);
+        return Ok(RpcPlan {
+            function: (*f).clone(),
+            args: Vec::new(),
+            body_arg: Some((kind, value.to_string())),
+            single: accept == Accept::SingleObject,
+        });
+    }
     let Value::Object(map) = value else {
         return Err(RestError::InvalidBody(
             "the body of an rpc call must be a JSON object of named arguments".into(),
         ));
     };
+    rpc_named(cache, schema, name, accept, map)
+}
+
+/// Plan `GET /rpc/{function}?arg=value`: only stable and immutable functions, with named
+/// arguments from the query string (as text; Postgres converts them to the argument types).
+pub fn rpc_get(
+    cache: &SchemaCache,
+    schema: &str,
+    name: &str,
+    accept: Accept,
+    raw_query: &str,
+) -> Result<RpcPlan, RestError> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        if map
+            .insert(k.to_string(), Value::String(v.to_string()))
+            .is_some()
+        {
+            return Err(RestError::Syntax(format!(
+                "argument `{k}` given more than once"
+            )));
+        }
+    }
+    let plan = rpc_named(cache, schema, name, accept, map)?;
+    if !plan.function.read_only {
+        return Err(RestError::MethodNotAllowed(format!(
+            "`{name}` is volatile (it may write); call it with POST"
+        )));
+    }
+    Ok(plan)
+}
+
+fn rpc_named(
+    cache: &SchemaCache,
+    schema: &str,
+    name: &str,
+    accept: Accept,
+    map: serde_json::Map<String, Value>,
+) -> Result<RpcPlan, RestError> {
     let unknown = || {
         RestError::UnknownFunction(format!(
             "no function `{name}` with arguments ({})",
@@ -839,6 +1323,7 @@ pub fn rpc(
     Ok(RpcPlan {
         function,
         args,
+        body_arg: None,
         single: accept == Accept::SingleObject,
     })
 }

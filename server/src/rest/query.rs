@@ -59,12 +59,15 @@ pub enum SelectItem {
         name: String,
         cast: Option<Cast>,
     },
-    /// `alias:target!hint!inner(items)`: a related table along a foreign key.
+    /// `alias:target!hint!inner(items)`: a related table along a foreign key (or through a
+    /// junction table). `...target(items)` spreads a to-one relation's fields into the
+    /// parent; `target()` selects nothing (an embedding used only to filter).
     Embed {
         alias: Option<String>,
         target: String,
         hint: Option<String>,
         inner: bool,
+        spread: bool,
         items: Vec<SelectItem>,
     },
 }
@@ -86,6 +89,14 @@ pub enum Operator {
     Contains,
     ContainedIn,
     Overlaps,
+    /// `isdistinct`: `is distinct from`, null-safe inequality.
+    IsDistinct,
+    /// Full-text search with `to_tsquery`, `plainto_tsquery`, `phraseto_tsquery`,
+    /// `websearch_to_tsquery`.
+    Fts,
+    Plfts,
+    Phfts,
+    Wfts,
 }
 
 impl Operator {
@@ -106,6 +117,11 @@ impl Operator {
             "cs" => Operator::Contains,
             "cd" => Operator::ContainedIn,
             "ov" => Operator::Overlaps,
+            "isdistinct" => Operator::IsDistinct,
+            "fts" => Operator::Fts,
+            "plfts" => Operator::Plfts,
+            "phfts" => Operator::Phfts,
+            "wfts" => Operator::Wfts,
             _ => return None,
         })
     }
@@ -129,6 +145,15 @@ pub enum Operand {
     List(Vec<String>),
     /// `is.null` and friends: keywords, not values.
     Is(IsValue),
+    /// `eq(any).{a,b}` / `like(all).{a*,b*}`: the operator against every value, joined by
+    /// `any` or `all`.
+    Quantified { all: bool, values: Vec<String> },
+    /// `fts(english).query`: the query text and the optional text search configuration
+    /// (bound as a `regconfig` parameter, so Postgres checks the name).
+    Search {
+        language: Option<String>,
+        query: String,
+    },
 }
 
 /// `column=[not.]op.value`
@@ -291,8 +316,10 @@ fn parse_count(value: &str, what: &str) -> Result<u64, RestError> {
 }
 
 fn valid_name(s: &str) -> bool {
+    // A JSON path (`meta->a->>b`) may be longer than one identifier.
+    let max = if s.contains("->") { 1024 } else { 63 };
     !s.is_empty()
-        && s.len() <= 63
+        && s.len() <= max
         && !s
             .chars()
             .any(|c| matches!(c, '(' | ')' | ',' | ':' | '!' | '"' | '.') || c.is_control())
@@ -327,10 +354,78 @@ pub fn parse_filter_value(value: &str) -> Result<(bool, Operator, Operand), Rest
     let (op_name, arg) = rest
         .split_once('.')
         .ok_or_else(|| bad("a filter looks like `column=op.value`, e.g. `id=eq.1`"))?;
+    // `like(any)`, `fts(english)`: an operator with a modifier in parentheses.
+    let (op_name, modifier) = match op_name.split_once('(') {
+        Some((name, m)) => (
+            name,
+            Some(
+                m.strip_suffix(')')
+                    .filter(|m| !m.is_empty() && valid_name(m))
+                    .ok_or_else(|| bad("malformed operator modifier, e.g. `like(any)`"))?,
+            ),
+        ),
+        None => (op_name, None),
+    };
     let op = Operator::parse(op_name).ok_or_else(|| {
-        bad("unknown filter operator")
-            .hint("use eq, neq, gt, gte, lt, lte, like, ilike, match, imatch, in, is, cs, cd or ov")
+        bad("unknown filter operator").hint(
+            "use eq, neq, gt, gte, lt, lte, like, ilike, match, imatch, in, is, isdistinct, cs, cd, ov, fts, plfts, phfts or wfts",
+        )
     })?;
+    let pattern = |v: &str| match op {
+        Operator::Like | Operator::Ilike => v.replace('*', "%"),
+        _ => v.to_string(),
+    };
+    match (op, modifier) {
+        (Operator::Fts | Operator::Plfts | Operator::Phfts | Operator::Wfts, language) => {
+            return Ok((
+                negated,
+                op,
+                Operand::Search {
+                    language: language.map(str::to_string),
+                    query: arg.to_string(),
+                },
+            ));
+        }
+        (
+            Operator::Eq
+            | Operator::Neq
+            | Operator::Gt
+            | Operator::Gte
+            | Operator::Lt
+            | Operator::Lte
+            | Operator::Like
+            | Operator::Ilike
+            | Operator::Match
+            | Operator::Imatch,
+            Some(q @ ("any" | "all")),
+        ) => {
+            let inner = arg
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .ok_or_else(|| bad("`(any)`/`(all)` take a list in braces, e.g. `like(any).{a*,b*}`"))?;
+            let values = if inner.is_empty() {
+                Vec::new()
+            } else {
+                split_top_level(inner)?
+                    .into_iter()
+                    .map(|s| unquote(s.trim()).map(|v| pattern(&v)))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            return Ok((
+                negated,
+                op,
+                Operand::Quantified {
+                    all: q == "all",
+                    values,
+                },
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(bad("this operator takes no modifier")
+                .hint("`(any)`/`(all)` go with eq, neq, gt, gte, lt, lte, like, ilike, match, imatch; a language with fts, plfts, phfts, wfts"))
+        }
+        (_, None) => {}
+    }
     let operand = match op {
         Operator::In => Operand::List(parse_in_list(arg)?),
         Operator::Is => Operand::Is(match arg.to_ascii_lowercase().as_str() {
@@ -389,6 +484,9 @@ fn unquote(s: &str) -> Result<String, RestError> {
 fn split_top_level(s: &str) -> Result<Vec<&str>, RestError> {
     let mut parts = Vec::new();
     let mut depth: i32 = 0;
+    // `{a,b}` (an array literal, `like(any).{..}`) keeps its commas too; an unbalanced
+    // brace is just a character.
+    let mut braces: i32 = 0;
     let mut in_quotes = false;
     let mut escaped = false;
     let mut start = 0;
@@ -412,7 +510,9 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, RestError> {
                     return Err(bad("unbalanced parentheses"));
                 }
             }
-            ',' if depth == 0 => {
+            '{' => braces += 1,
+            '}' => braces = (braces - 1).max(0),
+            ',' if depth == 0 && braces == 0 => {
                 parts.push(&s[start..i]);
                 start = i + 1;
             }
@@ -582,6 +682,10 @@ fn parse_select_item(item: &str, depth: usize) -> Result<SelectItem, RestError> 
     if item.is_empty() {
         return Err(bad("empty item in `select`"));
     }
+    let (spread, item) = match item.strip_prefix("...") {
+        Some(rest) => (true, rest.trim()),
+        None => (false, item),
+    };
     // The alias is before the first single colon (a `::` is a cast).
     let (alias, rest) = match find_single_colon(item) {
         Some(i) => (Some(item[..i].trim()), item[i + 1..].trim()),
@@ -612,13 +716,27 @@ fn parse_select_item(item: &str, depth: usize) -> Result<SelectItem, RestError> 
                 _ => return Err(bad("malformed `!hint` in `select`")),
             }
         }
+        if spread && alias.is_some() {
+            return Err(bad("a spread embedding `...rel(...)` takes no alias")
+                .hint("alias the fields inside it instead, e.g. `...lists(list_name:name)`"));
+        }
+        // `rel()` selects nothing: the embedding only filters (`rel=not.is.null`).
+        let items = if inner.trim().is_empty() {
+            Vec::new()
+        } else {
+            parse_select_at(inner, depth + 1)?
+        };
         return Ok(SelectItem::Embed {
             alias,
             target: target.to_string(),
             hint,
             inner: inner_join,
-            items: parse_select_at(inner, depth + 1)?,
+            spread,
+            items,
         });
+    }
+    if spread {
+        return Err(bad("`...` spreads an embedding: `...rel(columns)`"));
     }
     let (name, cast) = match rest.split_once("::") {
         Some((n, c)) => (
@@ -687,6 +805,8 @@ pub struct Prefer {
     pub return_: Option<ReturnPref>,
     pub count: Option<CountPref>,
     pub resolution: Option<Resolution>,
+    /// `missing=default`: keys a row leaves out get the column default, not null.
+    pub missing_default: bool,
 }
 
 pub fn parse_prefer<'a>(values: impl Iterator<Item = &'a str>) -> Prefer {
@@ -703,6 +823,8 @@ pub fn parse_prefer<'a>(values: impl Iterator<Item = &'a str>) -> Prefer {
                 "count=estimated" => p.count = Some(CountPref::Estimated),
                 "resolution=merge-duplicates" => p.resolution = Some(Resolution::MergeDuplicates),
                 "resolution=ignore-duplicates" => p.resolution = Some(Resolution::IgnoreDuplicates),
+                "missing=default" => p.missing_default = true,
+                "missing=null" => p.missing_default = false,
                 _ => {}
             }
         }

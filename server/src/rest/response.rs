@@ -73,6 +73,18 @@ fn content_range(offset: u64, rows: i64, total: Option<i64>) -> String {
 }
 
 pub fn for_read(plan: &ReadPlan, result: ReadResult) -> Result<RestResponse, RestError> {
+    // As PostgREST: an offset past the counted total cannot be satisfied (416).
+    if let Some(total) = result.total {
+        if plan.node.offset > total.max(0) as u64 {
+            return Err(RestError::RangeNotSatisfiable(
+                format!(
+                    "an offset of {} was requested, but there are only {total} rows",
+                    plan.node.offset
+                ),
+                total.max(0) as u64,
+            ));
+        }
+    }
     let mut headers = vec![(
         "content-range".to_string(),
         content_range(plan.node.offset, result.rows, result.total),
@@ -98,7 +110,7 @@ pub fn for_write(
     base: &str,
     result: WriteResult,
 ) -> Result<RestResponse, RestError> {
-    let created = matches!(plan, WritePlan::Insert(_));
+    let created = matches!(plan, WritePlan::Insert(p) if !p.put);
     if plan.single() && result.rows != 1 {
         return Err(RestError::NotAcceptable(format!(
             "a single object was requested but the write touched {} rows",

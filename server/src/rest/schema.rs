@@ -77,6 +77,16 @@ pub struct Function {
     pub has_unnamed_args: bool,
     pub returns_set: bool,
     pub returns_void: bool,
+    /// Stable or immutable: may be called with GET.
+    pub read_only: bool,
+    /// A single unnamed `json`/`jsonb` argument: the whole request body is passed to it.
+    pub json_arg: Option<JsonArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonArg {
+    Json,
+    Jsonb,
 }
 
 /// One consistent snapshot of the exposed part of the catalog.

@@ -17,12 +17,12 @@ use crate::{
     protocol::ApiError,
     rest::{
         plan::{
-            Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Node, OrderKey, ReadPlan,
-            Returning, RpcPlan, UpdatePlan, WritePlan,
+            ColRef, Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Join, JsonStep, Node,
+            OrderKey, ReadPlan, Returning, RpcPlan, UpdatePlan, WritePlan,
         },
         query::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution},
         response::{IdempotencyKey, ReadResult, RestResponse, WriteResult},
-        schema::{Ident, Table},
+        schema::{Ident, JsonArg, Table},
     },
 };
 
@@ -114,20 +114,46 @@ fn cast_sql(c: Cast) -> &'static str {
     }
 }
 
+/// `alias.column` followed by its JSON steps; every key is a bound parameter, typed so that
+/// Postgres picks the object-key or the array-index operator.
+fn path_sql(sql: &mut Sql, alias: &str, column: &Ident, path: &[JsonStep]) -> String {
+    let mut v = format!("{alias}.{}", ident(column));
+    for step in path {
+        let op = if step.as_text { "->>" } else { "->" };
+        v = match step.index {
+            Some(i) => format!("({v} {op} {}::int4)", sql.bind(Some(i.to_string()))),
+            None => format!("({v} {op} {}::text)", sql.bind(Some(step.key.clone()))),
+        };
+    }
+    v
+}
+
+fn colref_sql(sql: &mut Sql, alias: &str, c: &ColRef) -> String {
+    path_sql(sql, alias, &c.column, &c.path)
+}
+
 /// The JSON object of one row of `node`, whose table is aliased `alias`.
 fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
     let mut pairs = Vec::with_capacity(node.fields.len());
     for f in &node.fields {
         match f {
-            Field::Column { key, column, cast } => {
+            Field::Column {
+                key,
+                column,
+                path,
+                cast,
+            } => {
                 let k = sql.bind(Some(key.clone()));
-                let v = format!("{alias}.{}", ident(column));
+                let v = path_sql(sql, alias, column, path);
                 let v = match cast {
                     Some(c) => format!("({v})::{}", cast_sql(*c)),
                     None => v,
                 };
                 pairs.push(format!("{k}::text, {v}"));
             }
+            // `rel()`: only a filter, nothing in the output.
+            Field::Embed(e) if e.node.fields.is_empty() => {}
+            Field::Embed(e) if e.spread => spread(sql, e, alias, &mut pairs),
             Field::Embed(e) => {
                 let k = sql.bind(Some(e.key.clone()));
                 let v = embed(sql, e, alias);
@@ -147,18 +173,88 @@ fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
     }
 }
 
-fn join_sql(e: &Embed, parent: &str, child: &str) -> String {
-    e.join
-        .pairs
-        .iter()
-        .map(|(p, c)| format!("{child}.{} = {parent}.{}", ident(c), ident(p)))
-        .collect::<Vec<_>>()
-        .join(" and ")
+/// `...rel(a, b)`: each field of the to-one relation as a key of the parent's object, each
+/// its own `limit 1` subquery (null when there is no related row, as PostgREST gives).
+fn spread(sql: &mut Sql, e: &Embed, parent: &str, pairs: &mut Vec<String>) {
+    let table = qualified(&e.node.table);
+    for f in &e.node.fields {
+        let a = sql.alias();
+        let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
+        if let Some(w) = where_sql(sql, &e.node, &a) {
+            conds.push(w);
+        }
+        let where_ = conds.join(" and ");
+        let (key, value) = match f {
+            Field::Column {
+                key,
+                column,
+                path,
+                cast,
+            } => {
+                let v = path_sql(sql, &a, column, path);
+                let v = match cast {
+                    Some(c) => format!("({v})::{}", cast_sql(*c)),
+                    None => v,
+                };
+                (key, v)
+            }
+            Field::Embed(inner) if inner.node.fields.is_empty() => continue,
+            Field::Embed(inner) => (&inner.key, embed(sql, inner, &a)),
+        };
+        let k = sql.bind(Some(key.clone()));
+        pairs.push(format!(
+            "{k}::text, (select {value} from {table} {a} where {where_} limit 1)"
+        ));
+    }
+}
+
+/// The condition relating a `child` row to its `parent` row: the foreign key's equalities,
+/// or (many-to-many) a matching row of the junction table.
+fn join_sql(sql: &mut Sql, join: &Join, parent: &str, child: &str) -> String {
+    let eq = |pairs: &[(Ident, Ident)], left: &str, right: &str| {
+        pairs
+            .iter()
+            .map(|(l, r)| format!("{left}.{} = {right}.{}", ident(l), ident(r)))
+            .collect::<Vec<_>>()
+    };
+    match &join.via {
+        None => join
+            .pairs
+            .iter()
+            .map(|(p, c)| format!("{child}.{} = {parent}.{}", ident(c), ident(p)))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        Some(via) => {
+            let j = sql.alias();
+            let mut on = eq(&via.parent, parent, &j);
+            on.extend(eq(&via.child, child, &j));
+            format!(
+                "exists (select 1 from {} {j} where {})",
+                qualified(&via.junction),
+                on.join(" and ")
+            )
+        }
+    }
+}
+
+/// `exists (...)` for a row of the embedding `e` related to the parent row `parent`,
+/// within the embedding's own filters.
+fn related_exists(sql: &mut Sql, e: &Embed, parent: &str) -> String {
+    let a = sql.alias();
+    let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
+    if let Some(w) = where_sql(sql, &e.node, &a) {
+        conds.push(w);
+    }
+    format!(
+        "exists (select 1 from {} {a} where {})",
+        qualified(&e.node.table),
+        conds.join(" and ")
+    )
 }
 
 fn embed(sql: &mut Sql, e: &Embed, parent: &str) -> String {
     let a = sql.alias();
-    let mut conds = vec![join_sql(e, parent, &a)];
+    let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
     if let Some(w) = where_sql(sql, &e.node, &a) {
         conds.push(w);
     }
@@ -181,21 +277,12 @@ fn where_sql(sql: &mut Sql, node: &Node, alias: &str) -> Option<String> {
     let mut parts: Vec<String> = node
         .condition
         .iter()
-        .map(|c| cond_sql(sql, c, alias))
+        .map(|c| cond_sql(sql, c, alias, Some(node)))
         .collect();
     for f in &node.fields {
         if let Field::Embed(e) = f {
             if e.inner {
-                let a = sql.alias();
-                let mut conds = vec![join_sql(e, alias, &a)];
-                if let Some(w) = where_sql(sql, &e.node, &a) {
-                    conds.push(w);
-                }
-                parts.push(format!(
-                    "exists (select 1 from {} {a} where {})",
-                    qualified(&e.node.table),
-                    conds.join(" and ")
-                ));
+                parts.push(related_exists(sql, e, alias));
             }
         }
     }
@@ -206,16 +293,76 @@ fn where_sql(sql: &mut Sql, node: &Node, alias: &str) -> Option<String> {
     }
 }
 
-fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
+/// `node` is the read node the condition belongs to (for `rel=is.null`); writes have none.
+fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str, node: Option<&Node>) -> String {
     match cond {
+        Cond::Exists { key, present } => {
+            let embed = node.and_then(|n| {
+                n.fields.iter().find_map(|f| match f {
+                    Field::Embed(e) if &e.key == key => Some(e),
+                    _ => None,
+                })
+            });
+            match embed {
+                Some(e) => {
+                    let exists = related_exists(sql, e, alias);
+                    if *present {
+                        format!("({exists})")
+                    } else {
+                        format!("not ({exists})")
+                    }
+                }
+                // The plan only makes these for embeddings of the node.
+                None => "false".to_string(),
+            }
+        }
         Cond::Pred {
             column,
             negated,
             op,
             operand,
         } => {
-            let col = format!("{alias}.{}", ident(column));
+            let col = colref_sql(sql, alias, column);
             let expr = match (op, operand) {
+                (_, Operand::Search { language, query }) => {
+                    let lang = language.clone().map(|l| sql.bind(Some(l)));
+                    let q = sql.bind(Some(query.clone()));
+                    let func = match op {
+                        Operator::Plfts => "plainto_tsquery",
+                        Operator::Phfts => "phraseto_tsquery",
+                        Operator::Wfts => "websearch_to_tsquery",
+                        _ => "to_tsquery",
+                    };
+                    let (tsquery, vector) = match &lang {
+                        Some(l) => (
+                            format!("{func}({l}::regconfig, {q}::text)"),
+                            format!("to_tsvector({l}::regconfig, {col}::text)"),
+                        ),
+                        None => (
+                            format!("{func}({q}::text)"),
+                            format!("to_tsvector({col}::text)"),
+                        ),
+                    };
+                    let vector = if column.tsvector { col.clone() } else { vector };
+                    format!("{vector} @@ {tsquery}")
+                }
+                (op, Operand::Quantified { all, values }) => {
+                    if values.is_empty() {
+                        // `any` of nothing is false, `all` of nothing is true.
+                        if *all { "true" } else { "false" }.to_string()
+                    } else {
+                        // One comparison per value (each parameter typed by the column),
+                        // rather than an array whose element type Postgres cannot infer.
+                        let parts: Vec<String> = values
+                            .iter()
+                            .map(|v| {
+                                let p = sql.bind(Some(v.clone()));
+                                compare(*op, &col, &p)
+                            })
+                            .collect();
+                        parts.join(if *all { " and " } else { " or " })
+                    }
+                }
                 (Operator::Is, Operand::Is(v)) => match v {
                     IsValue::Null => format!("{col} is null"),
                     IsValue::NotNull => format!("{col} is not null"),
@@ -234,23 +381,7 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
                 }
                 (op, Operand::Value(v)) => {
                     let p = sql.bind(Some(v.clone()));
-                    match op {
-                        Operator::Eq => format!("{col} = {p}"),
-                        Operator::Neq => format!("{col} <> {p}"),
-                        Operator::Gt => format!("{col} > {p}"),
-                        Operator::Gte => format!("{col} >= {p}"),
-                        Operator::Lt => format!("{col} < {p}"),
-                        Operator::Lte => format!("{col} <= {p}"),
-                        Operator::Like => format!("{col}::text like {p}"),
-                        Operator::Ilike => format!("{col}::text ilike {p}"),
-                        Operator::Match => format!("{col}::text ~ {p}"),
-                        Operator::Imatch => format!("{col}::text ~* {p}"),
-                        Operator::Contains => format!("{col} @> {p}"),
-                        Operator::ContainedIn => format!("{col} <@ {p}"),
-                        Operator::Overlaps => format!("{col} && {p}"),
-                        // The parser pairs `in` with a list and `is` with a keyword.
-                        Operator::In | Operator::Is => "false".to_string(),
-                    }
+                    compare(*op, &col, &p)
                 }
                 _ => "false".to_string(),
             };
@@ -266,7 +397,10 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
             } else {
                 " or "
             };
-            let inner: Vec<String> = items.iter().map(|c| cond_sql(sql, c, alias)).collect();
+            let inner: Vec<String> = items
+                .iter()
+                .map(|c| cond_sql(sql, c, alias, node))
+                .collect();
             let expr = format!("({})", inner.join(glue));
             if *negated {
                 format!("not {expr}")
@@ -274,6 +408,34 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
                 expr
             }
         }
+    }
+}
+
+/// `col op param` for the operators that take one value.
+fn compare(op: Operator, col: &str, p: &str) -> String {
+    match op {
+        Operator::Eq => format!("{col} = {p}"),
+        Operator::Neq => format!("{col} <> {p}"),
+        Operator::Gt => format!("{col} > {p}"),
+        Operator::Gte => format!("{col} >= {p}"),
+        Operator::Lt => format!("{col} < {p}"),
+        Operator::Lte => format!("{col} <= {p}"),
+        Operator::Like => format!("{col}::text like {p}"),
+        Operator::Ilike => format!("{col}::text ilike {p}"),
+        Operator::Match => format!("{col}::text ~ {p}"),
+        Operator::Imatch => format!("{col}::text ~* {p}"),
+        Operator::Contains => format!("{col} @> {p}"),
+        Operator::ContainedIn => format!("{col} <@ {p}"),
+        Operator::Overlaps => format!("{col} && {p}"),
+        Operator::IsDistinct => format!("{col} is distinct from {p}"),
+        // The parser pairs `in` with a list, `is` with a keyword and the full-text
+        // operators with a search.
+        Operator::In
+        | Operator::Is
+        | Operator::Fts
+        | Operator::Plfts
+        | Operator::Phfts
+        | Operator::Wfts => "false".to_string(),
     }
 }
 
@@ -286,7 +448,7 @@ fn order_sql(sql: &mut Sql, node: &Node, alias: &str) -> String {
         .iter()
         .map(|o| {
             let key = match &o.key {
-                OrderKey::Column(c) => format!("{alias}.{}", ident(c)),
+                OrderKey::Column(c) => colref_sql(sql, alias, c),
                 OrderKey::Related {
                     table,
                     join,
@@ -487,29 +649,60 @@ fn returning_select(sql: &mut Sql, returning: &Returning) -> String {
     }
 }
 
+/// The common table expressions of an insert, ending in `w` (the inserted rows).
 fn insert_sql(sql: &mut Sql, plan: &InsertPlan) -> String {
+    if plan.groups.is_empty() {
+        let s = insert_one(
+            sql,
+            plan,
+            &plan.columns,
+            &plan.rows,
+            plan.columns.is_empty() && plan.row_count <= 1,
+        );
+        return format!("w as ({s})");
+    }
+    // `missing=default`: one insert per set of given columns, so each leaves the others to
+    // their defaults.
+    let mut ctes = Vec::new();
+    let mut names = Vec::new();
+    for (i, (columns, rows)) in plan.groups.iter().enumerate() {
+        let s = insert_one(sql, plan, columns, rows, false);
+        ctes.push(format!("w{i} as ({s})"));
+        names.push(format!("select * from w{i}"));
+    }
+    format!("{}, w as ({})", ctes.join(", "), names.join(" union all "))
+}
+
+fn insert_one(
+    sql: &mut Sql,
+    plan: &InsertPlan,
+    columns: &[Ident],
+    rows: &str,
+    default_values: bool,
+) -> String {
     let table = qualified(&plan.table);
-    let mut s = if plan.columns.is_empty() {
+    let mut s = if default_values {
         format!("insert into {table} as t0 default values")
+    } else if columns.is_empty() {
+        // Rows that give no column: one row of defaults each.
+        let rows = sql.bind(Some(rows.to_string()));
+        format!("insert into {table} as t0 select from json_array_elements({rows}::json)")
     } else {
-        let cols = plan
-            .columns
-            .iter()
-            .map(ident)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = sql.bind(Some(plan.rows.clone()));
+        let cols = columns.iter().map(ident).collect::<Vec<_>>().join(", ");
+        let rows = sql.bind(Some(rows.to_string()));
         format!(
             "insert into {table} as t0 ({cols}) select {cols} from json_populate_recordset(null::{table}, {rows}::json)"
         )
     };
     if let Some(Conflict {
-        columns,
+        columns: on,
         resolution,
         update,
     }) = &plan.conflict
     {
-        let on = columns.iter().map(ident).collect::<Vec<_>>().join(", ");
+        let on = on.iter().map(ident).collect::<Vec<_>>().join(", ");
+        // With groups, each insert updates only the columns its rows give.
+        let update: Vec<&Ident> = update.iter().filter(|c| columns.contains(c)).collect();
         if *resolution == Resolution::IgnoreDuplicates || update.is_empty() {
             s.push_str(&format!(" on conflict ({on}) do nothing"));
         } else {
@@ -521,8 +714,44 @@ fn insert_sql(sql: &mut Sql, plan: &InsertPlan) -> String {
             s.push_str(&format!(" on conflict ({on}) do update set {set}"));
         }
     }
-    s.push_str(" returning t0.*");
+    s.push_str(&returning_list(&plan.returning));
     s
+}
+
+/// The `returning` clause of a write: only the columns the response needs. A role with
+/// column-level grants may lack SELECT on other columns, and `returning *` would then refuse
+/// the whole write (the row count comes from `returning 1`).
+fn returning_list(returning: &Returning) -> String {
+    let mut cols: Vec<&Ident> = Vec::new();
+    match returning {
+        Returning::Minimal => {}
+        Returning::Keys(keys) => cols.extend(keys.iter()),
+        Returning::Rows(node) => node_columns(node, &mut cols),
+    }
+    if cols.is_empty() {
+        return " returning 1".to_string();
+    }
+    let list: Vec<String> = cols.iter().map(|c| format!("t0.{}", ident(c))).collect();
+    format!(" returning {}", list.join(", "))
+}
+
+/// The columns of `node`'s own table that its fields and embeddings refer to.
+fn node_columns<'a>(node: &'a Node, out: &mut Vec<&'a Ident>) {
+    let add = |c: &'a Ident, out: &mut Vec<&'a Ident>| {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    for f in &node.fields {
+        match f {
+            Field::Column { column, .. } => add(column, out),
+            Field::Embed(e) => {
+                for parent in e.join.parent_columns() {
+                    add(parent, out);
+                }
+            }
+        }
+    }
 }
 
 fn update_sql(sql: &mut Sql, plan: &UpdatePlan) -> String {
@@ -536,15 +765,17 @@ fn update_sql(sql: &mut Sql, plan: &UpdatePlan) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "update {table} as t0 set {set} from json_populate_record(null::{table}, {values}::json) as v where {where_} returning t0.*"
+        "update {table} as t0 set {set} from json_populate_record(null::{table}, {values}::json) as v where {where_}{}",
+        returning_list(&plan.returning)
     )
 }
 
 fn delete_sql(sql: &mut Sql, plan: &DeletePlan) -> String {
     let where_ = conds(sql, &plan.condition);
     format!(
-        "delete from {} as t0 where {where_} returning t0.*",
-        qualified(&plan.table)
+        "delete from {} as t0 where {where_}{}",
+        qualified(&plan.table),
+        returning_list(&plan.returning)
     )
 }
 
@@ -553,18 +784,25 @@ fn conds(sql: &mut Sql, c: &[Cond]) -> String {
         return "true".into();
     }
     c.iter()
-        .map(|c| cond_sql(sql, c, "t0"))
+        .map(|c| cond_sql(sql, c, "t0", None))
         .collect::<Vec<_>>()
         .join(" and ")
 }
 
 fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
     let f = &plan.function;
-    let args: Vec<String> = plan
+    let mut args: Vec<String> = plan
         .args
         .iter()
         .map(|(name, value)| format!("{} => {}", ident(name), sql.bind(value.clone())))
         .collect();
+    if let Some((kind, body)) = &plan.body_arg {
+        let ty = match kind {
+            JsonArg::Json => "json",
+            JsonArg::Jsonb => "jsonb",
+        };
+        args.push(format!("{}::{ty}", sql.bind(Some(body.clone()))));
+    }
     let call = format!(
         "{}.{}({})",
         ident(&f.schema),
@@ -611,9 +849,9 @@ pub async fn write(
     let mut sql = Sql::default();
     let text = match plan {
         WritePlan::Insert(p) => {
-            let s = insert_sql(&mut sql, p);
+            let ctes = insert_sql(&mut sql, p);
             let r = returning_select(&mut sql, &p.returning);
-            format!("with w as ({s}) {r}")
+            format!("with {ctes} {r}")
         }
         WritePlan::Update(p) if p.columns.is_empty() => {
             // Nothing to set: nothing changes, as in PostgREST.

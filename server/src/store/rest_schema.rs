@@ -13,7 +13,7 @@ use super::{Store, StoreError};
 use crate::{
     readiness::Readiness,
     rest::schema::{
-        Column, ForeignKey, Function, FunctionArg, Ident, SchemaCache, SchemaHandle, Table,
+        Column, ForeignKey, Function, FunctionArg, Ident, JsonArg, SchemaCache, SchemaHandle, Table,
     },
 };
 
@@ -127,7 +127,10 @@ pub async fn load(
         .query(
             "select n.nspname::text, p.proname::text, p.proretset, p.prorettype = 'void'::regtype, \
                coalesce(p.proargnames, '{}')::text[], coalesce(p.proargmodes::text[], '{}'), \
-               p.pronargs::int4, p.pronargdefaults::int4 \
+               p.pronargs::int4, p.pronargdefaults::int4, p.provolatile <> 'v', \
+               case when p.pronargs = 1 and coalesce(p.proargnames[1], '') = '' \
+                 then case p.proargtypes[0] when 'json'::regtype then 'json' \
+                   when 'jsonb'::regtype then 'jsonb' end end \
              from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
              where n.nspname = any($1) and p.prokind = 'f' \
                and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)",
@@ -174,6 +177,12 @@ pub async fn load(
                 has_unnamed_args,
                 returns_set: r.get(2),
                 returns_void: r.get(3),
+                read_only: r.get(8),
+                json_arg: match r.get::<_, Option<String>>(9).as_deref() {
+                    Some("json") => Some(JsonArg::Json),
+                    Some("jsonb") => Some(JsonArg::Jsonb),
+                    _ => None,
+                },
             }));
     }
     let mut tables = HashMap::new();
