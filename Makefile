@@ -48,7 +48,8 @@ test: fmt lint
 ## from source here, which takes minutes).
 .PHONY: sdk-test
 sdk-test:
-	$(CARGO) build --locked --bin rowcast
+	@# The same build as `cargo test` above (same features), so after it nothing recompiles.
+	$(CARGO) test --workspace --all-targets --locked --no-run
 	cd client-sdk-ts && { cmp -s package-lock.json node_modules/.rowcast-installed-lock || \
 	  { npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.rowcast-installed-lock; }; }
 	cd client-sdk-ts && ROWCAST_BIN="$(CURDIR)/target/debug/rowcast" npm test
