@@ -14,7 +14,7 @@ use super::{
     SubPlan,
 };
 use crate::{
-    policy::compile::Visibility,
+    policy::{compile::Visibility, Lookup},
     protocol::realtime::ChangeOp,
     store::{
         realtime::{TableCatalog, VisibilityCheck},
@@ -120,23 +120,110 @@ pub struct ItemCache {
     items: HashMap<(usize, ChangeOp, usize), Arc<str>>,
 }
 
+/// The referenced tables' rows as relational policies see them: before the transaction
+/// (for old row images) and after it (for new ones).
+pub struct Rel<'a> {
+    pub before: &'a dyn Lookup,
+    pub after: &'a dyn Lookup,
+}
+
 /// Evaluate the changes of one table within one transaction for `plan`.
 pub fn evaluate(
     plan: &SubPlan,
     changes: &[&Change],
     sql: &SqlAnswers,
+    rel: &Rel<'_>,
     cursor: Cursor,
     cache: &mut ItemCache,
 ) -> Outcome {
+    match evaluate_items(plan, changes, sql, rel, cache) {
+        Err(reason) => Outcome::Resync(reason),
+        Ok(items) if items.is_empty() => Outcome::Nothing,
+        Ok(items) => Outcome::Frame(changes_frame(&plan.id_json, cursor, &items), items.len()),
+    }
+}
+
+/// The primary key of a row image as text, in the table's key order (equal for the same
+/// key whichever image it comes from).
+pub fn pk_text(primary_key: &[String], row: &Map<String, Value>) -> String {
+    let pk: Map<String, Value> = primary_key
+        .iter()
+        .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    Value::Object(pk).to_string()
+}
+
+/// Rows of the subscribed table whose visibility a change to a referenced table may have
+/// changed (`rows`, as of the transaction), as `insert` (now visible, was not) and `remove`
+/// (was visible, is not) items. Rows the transaction itself changed are left to their own
+/// items. Versions are at least `floor` (the referenced change's version), so a row that
+/// leaves and comes back with an unchanged `_v` is not mistaken for an older state.
+pub fn move_items(
+    plan: &SubPlan,
+    rows: &[Map<String, Value>],
+    changed: &std::collections::HashSet<String>,
+    rel: &Rel<'_>,
+    floor: i64,
+) -> Vec<Arc<str>> {
+    let Visibility::Fast(p) = &plan.visibility else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let pk = pk_text(&plan.catalog.primary_key, row);
+        if changed.contains(&pk) || !plan.filter.eval(row) {
+            continue;
+        }
+        let before = p.eval_with(row, rel.before);
+        let after = p.eval_with(row, rel.after);
+        let op = match (before, after) {
+            (false, true) => ChangeOp::Insert,
+            (true, false) => ChangeOp::Remove,
+            _ => continue,
+        };
+        let v = row
+            .get(crate::store::realtime::VERSION_COLUMN)
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .max(floor);
+        let pk: Map<String, Value> = plan
+            .catalog
+            .primary_key
+            .iter()
+            .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let item = ItemRef {
+            op,
+            pk: &pk,
+            v,
+            row: (op == ChangeOp::Insert).then_some(Projected {
+                row,
+                columns: plan.columns.as_deref(),
+            }),
+        };
+        out.push(serde_json::to_string(&item).unwrap_or_default().into());
+    }
+    out
+}
+
+/// The items of one table's changes within one transaction for `plan`; `Err` when the
+/// subscription must resync instead.
+pub fn evaluate_items(
+    plan: &SubPlan,
+    changes: &[&Change],
+    sql: &SqlAnswers,
+    rel: &Rel<'_>,
+    cache: &mut ItemCache,
+) -> Result<Vec<Arc<str>>, &'static str> {
     let mut items: Vec<Arc<str>> = Vec::new();
     for (i, c) in changes.iter().enumerate() {
         if c.op == Op::Truncate {
-            return Outcome::Resync("truncate");
+            return Err("truncate");
         }
         let (old_ok, new_ok) = match &plan.visibility {
             Visibility::Fast(p) => (
-                object(&c.old_row).is_some_and(|r| p.eval(r)),
-                object(&c.new_row).is_some_and(|r| p.eval(r)),
+                object(&c.old_row).is_some_and(|r| p.eval_with(r, rel.before)),
+                object(&c.new_row).is_some_and(|r| p.eval_with(r, rel.after)),
             ),
             Visibility::Sql(expr) => sql.get(plan, expr, i),
         };
@@ -161,10 +248,7 @@ pub fn evaluate(
             .or_insert_with(|| serialize_item(c, op, plan.columns.as_deref()).into());
         items.push(item.clone());
     }
-    if items.is_empty() {
-        return Outcome::Nothing;
-    }
-    Outcome::Frame(changes_frame(&plan.id_json, cursor, &items), items.len())
+    Ok(items)
 }
 
 /// `{"type":"changes","id":…,"cursor":…,"changes":[…]}` from pre-serialized items.

@@ -15,4 +15,5 @@ mod foundation;
 mod instances;
 mod observability;
 mod realtime;
+mod relational;
 mod rest;
