@@ -61,7 +61,9 @@ pub type RefTables<'a> = dyn Fn(&str, &str) -> Option<HashMap<String, ColumnKind
 /// The `schema.table` names after `FROM`/`JOIN` in a policy expression: the tables it reads
 /// besides its own (for loading their catalog facts before [`parse_policy_in`]).
 pub fn referenced_tables(text: &str) -> Vec<(String, String)> {
-    let Some(tokens) = tokenize(text) else {
+    // Leniently: operators outside the fast-path subset (`~~`, `>`…) are skipped, since
+    // this also serves policies checked in SQL.
+    let Some(tokens) = tokenize_with(text, true) else {
         return Vec::new();
     };
     let word = |t: Option<&Tok>| match t {
@@ -148,6 +150,11 @@ enum Tok {
 }
 
 fn tokenize(s: &str) -> Option<Vec<Tok>> {
+    tokenize_with(s, false)
+}
+
+/// `lenient`: skip characters outside the subset's tokens instead of failing.
+fn tokenize_with(s: &str, lenient: bool) -> Option<Vec<Tok>> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut out = Vec::new();
@@ -266,6 +273,7 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
                 }
                 out.push(Tok::Ident(s[start..i].to_string()));
             }
+            _ if lenient => i += 1,
             _ => return None,
         }
     }
@@ -1002,6 +1010,13 @@ mod tests {
         assert_eq!(
             referenced_tables("(EXISTS ( SELECT 1\n   FROM public.lists l\n  WHERE (EXISTS ( SELECT 1 FROM public.members m))))"),
             vec![("public".to_string(), "lists".to_string()), ("public".to_string(), "members".to_string())]
+        );
+        assert_eq!(
+            referenced_tables(
+                "(EXISTS ( SELECT 1 FROM public.members m WHERE (todos.title ~~ '%a%'::text)))"
+            ),
+            vec![("public".to_string(), "members".to_string())],
+            "also for policies outside the subset"
         );
         // Outside the subset: joins, no link, a self-comparison, a table the resolver
         // refuses (RLS on it, not synced…), a grandparent reference, limits.

@@ -39,7 +39,14 @@ pub enum Outcome {
 pub struct SqlAnswers {
     /// (identity key, expression) → per change: (old visible, new visible).
     answers: HashMap<(String, String), Vec<(bool, bool)>>,
+    /// SQL statements the check ran.
+    pub statements: usize,
 }
+
+/// (role, combined policy expression): subscriptions checked together.
+type GroupKey = (&'static str, String);
+/// An identity with its key (role and claims).
+type KeyedIdentity = (String, Arc<crate::auth::Identity>);
 
 fn identity_key(plan: &SubPlan) -> String {
     format!(
@@ -51,52 +58,79 @@ fn identity_key(plan: &SubPlan) -> String {
 
 impl SqlAnswers {
     /// Ask Postgres about every subscription in `plans` whose visibility is checked in SQL,
-    /// for the changes of one table.
+    /// for the changes of one table: one check per (role, expression), holding every
+    /// distinct identity of that role (see `Store::visible_rows` for when they share one
+    /// statement).
     pub async fn fetch(
         store: &Store,
         table: &TableCatalog,
         changes: &[&Change],
         plans: &[&Arc<SubPlan>],
     ) -> Result<SqlAnswers, StoreError> {
-        let mut keys: Vec<(String, String)> = Vec::new();
-        let mut checks = Vec::new();
+        // (role, expression) → identities (distinct by key).
+        let mut groups: Vec<(GroupKey, Vec<KeyedIdentity>)> = Vec::new();
         for plan in plans {
             let Visibility::Sql(expr) = &plan.visibility else {
                 continue;
             };
-            let key = (identity_key(plan), expr.clone());
-            if keys.contains(&key) {
-                continue;
-            }
-            keys.push(key);
-            let mut rows = Vec::with_capacity(changes.len() * 2);
-            // A missing image is an empty object (jsonb_populate_record needs an object);
-            // its answer is never used.
-            let image = |r: &Option<Value>| match r {
-                Some(v @ Value::Object(_)) => v.clone(),
-                _ => Value::Object(Map::new()),
+            let gk = (plan.identity.role.pg_role(), expr.clone());
+            let ik = identity_key(plan);
+            let group = match groups.iter_mut().find(|(k, _)| *k == gk) {
+                Some((_, g)) => g,
+                None => {
+                    groups.push((gk, Vec::new()));
+                    let last = groups.len() - 1;
+                    &mut groups[last].1
+                }
             };
-            for c in changes {
-                rows.push(image(&c.old_row));
-                rows.push(image(&c.new_row));
+            if !group.iter().any(|(k, _)| *k == ik) {
+                group.push((ik, plan.identity.clone()));
             }
-            checks.push(VisibilityCheck {
-                identity: plan.identity.clone(),
-                expr: expr.clone(),
-                rows,
-            });
         }
         let mut out = SqlAnswers::default();
-        if checks.is_empty() {
+        if groups.is_empty() {
             return Ok(out);
         }
+        // A missing image is an empty object (jsonb_populate_record needs an object); its
+        // answer is never used.
+        let image = |r: &Option<Value>| match r {
+            Some(v @ Value::Object(_)) => v.clone(),
+            _ => Value::Object(Map::new()),
+        };
+        let mut rows = Vec::with_capacity(changes.len() * 2);
+        for c in changes {
+            rows.push(image(&c.old_row));
+            rows.push(image(&c.new_row));
+        }
+        let checks: Vec<VisibilityCheck> = groups
+            .iter()
+            .map(|((_, expr), ids)| VisibilityCheck {
+                identities: ids.iter().map(|(_, i)| i.clone()).collect(),
+                expr: expr.clone(),
+                rows: rows.clone(),
+            })
+            .collect();
+        out.statements = checks
+            .iter()
+            .map(|c| {
+                if c.identities.len() > 1
+                    && crate::store::realtime::identity_free(&c.expr).is_some()
+                {
+                    1
+                } else {
+                    c.identities.len()
+                }
+            })
+            .sum();
         let flags = store.visible_rows(table, &checks).await?;
-        for (key, f) in keys.into_iter().zip(flags) {
-            let pairs = f
-                .chunks(2)
-                .map(|p| (p.first() == Some(&true), p.get(1) == Some(&true)))
-                .collect();
-            out.answers.insert(key, pairs);
+        for (((_, expr), ids), per_identity) in groups.into_iter().zip(flags) {
+            for ((ik, _), f) in ids.into_iter().zip(per_identity) {
+                let pairs = f
+                    .chunks(2)
+                    .map(|p| (p.first() == Some(&true), p.get(1) == Some(&true)))
+                    .collect();
+                out.answers.insert((ik, expr.clone()), pairs);
+            }
         }
         Ok(out)
     }

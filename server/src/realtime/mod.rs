@@ -100,6 +100,9 @@ pub struct RealtimeStats {
     pub resyncs: AtomicU64,
     /// Batched SQL visibility checks (policies outside the fast path).
     pub sql_checks: AtomicU64,
+    /// Statements those checks ran (one per role and policy when identities can share a
+    /// statement, else one per identity).
+    pub sql_statements: AtomicU64,
     /// Change × subscription visibility decisions made in the server (fast path, including
     /// relational policies and rows re-checked after a membership change).
     pub fast_evaluations: AtomicU64,

@@ -639,7 +639,12 @@ impl Router {
                 Some(first) => {
                     self.stats.sql_checks.fetch_add(1, Relaxed);
                     match SqlAnswers::fetch(&self.store, &first.catalog, changes, &slow).await {
-                        Ok(a) => a,
+                        Ok(a) => {
+                            self.stats
+                                .sql_statements
+                                .fetch_add(a.statements as u64, Relaxed);
+                            a
+                        }
                         Err(e) => {
                             // Without an answer nothing may be sent to these subscribers, and
                             // skipping silently would lose changes: they resync instead.

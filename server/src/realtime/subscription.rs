@@ -286,6 +286,8 @@ async fn run(
     // Relational policies: the membership index must hold the tables they read before the
     // router evaluates anything for this subscription.
     if matches!(&plan.visibility, Visibility::Fast(p) if p.is_relational()) {
+        // Loaded at the router's position, so the router must be following the tail.
+        rt.router.wait_ready().await;
         rt.router
             .track(&catalog.refs)
             .await

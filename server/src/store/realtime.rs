@@ -470,26 +470,62 @@ impl Store {
 
     /// For policies outside the fast path: which of `rows` (row images as captured) each
     /// identity may see under `expr` (the combined policy expression of `table` for that
-    /// identity's role). One transaction for the whole batch; one statement per distinct
-    /// identity, each evaluating every row at once, so the cost per change batch grows with
-    /// the distinct identities involved, never with subscribers × changes.
+    /// identity's role). One transaction for the whole batch. A check whose expression reads
+    /// the identity only through `rowcast.uid()`, `rowcast.claims()` and `rowcast.role()`
+    /// (see [`identity_free`]) evaluates all its identities (one role) in one statement,
+    /// with those calls replaced by the identity's claims from a bound array; any other
+    /// check runs one statement per identity, with that identity's role and claims set
+    /// transaction-locally. Answers: per check, per identity, per row.
     pub async fn visible_rows(
         &self,
         table: &TableCatalog,
         checks: &[VisibilityCheck],
-    ) -> Result<Vec<Vec<bool>>, StoreError> {
+    ) -> Result<Vec<Vec<Vec<bool>>>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.build_transaction().read_only(true).start().await?;
         let mut out = Vec::with_capacity(checks.len());
         for check in checks {
+            let rows = Value::Array(check.rows.clone());
+            let Some(first) = check.identities.first() else {
+                out.push(Vec::new());
+                continue;
+            };
+            let mut per_identity = vec![vec![false; check.rows.len()]; check.identities.len()];
+            let batched = check.identities.len() > 1 && identity_free(&check.expr).is_some();
             tx.execute(
                 "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
-                &[
-                    &check.identity.role.pg_role(),
-                    &check.identity.claims_json(),
-                ],
+                &[&first.role.pg_role(), &first.claims_json()],
             )
             .await?;
+            if batched {
+                let expr = identity_free(&check.expr).unwrap_or_default();
+                let claims: Vec<String> =
+                    check.identities.iter().map(|i| i.claims_json()).collect();
+                let sql = format!(
+                    "select __rowcast_id.__rowcast_n, __rowcast_e.__rowcast_i
+                     from (select __rowcast_u.n as __rowcast_n, __rowcast_u.t::jsonb as __rowcast_c
+                           from unnest($2::text[]) with ordinality as __rowcast_u(t, n)) as __rowcast_id
+                     cross join jsonb_array_elements($1::jsonb) with ordinality as __rowcast_e(__rowcast_r, __rowcast_i)
+                     cross join lateral jsonb_populate_record(null::{}, __rowcast_e.__rowcast_r) as {}
+                     where {}",
+                    table.sql_name(),
+                    quote_ident(&table.name),
+                    expr
+                );
+                for r in tx.query(&sql, &[&rows, &claims]).await? {
+                    let n: i64 = r.try_get(0)?;
+                    let i: i64 = r.try_get(1)?;
+                    if let Some(f) = usize::try_from(n - 1)
+                        .ok()
+                        .and_then(|n| per_identity.get_mut(n))
+                        .and_then(|v| usize::try_from(i - 1).ok().and_then(|i| v.get_mut(i)))
+                    {
+                        *f = true;
+                    }
+                }
+                out.push(per_identity);
+                continue;
+            }
             let sql = format!(
                 "select __rowcast_e.__rowcast_i
                  from jsonb_array_elements($1::jsonb) with ordinality as __rowcast_e(__rowcast_r, __rowcast_i)
@@ -499,20 +535,134 @@ impl Store {
                 quote_ident(&table.name),
                 check.expr
             );
-            let rows = Value::Array(check.rows.clone());
-            let visible = tx.query(&sql, &[&rows]).await?;
-            let mut flags = vec![false; check.rows.len()];
-            for r in visible {
-                let i: i64 = r.try_get(0)?;
-                if let Some(f) = usize::try_from(i - 1).ok().and_then(|i| flags.get_mut(i)) {
-                    *f = true;
+            for (n, identity) in check.identities.iter().enumerate() {
+                if n > 0 {
+                    tx.execute(
+                        "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
+                        &[&identity.role.pg_role(), &identity.claims_json()],
+                    )
+                    .await?;
+                }
+                for r in tx.query(&sql, &[&rows]).await? {
+                    let i: i64 = r.try_get(0)?;
+                    if let Some(f) = usize::try_from(i - 1)
+                        .ok()
+                        .and_then(|i| per_identity[n].get_mut(i))
+                    {
+                        *f = true;
+                    }
                 }
             }
-            out.push(flags);
+            out.push(per_identity);
         }
         tx.commit().await?;
         Ok(out)
     }
+}
+
+/// Functions a policy may call and still be evaluated for many identities in one
+/// statement: built-ins that read no settings (and SQL keywords that look like calls).
+const IDENTITY_FREE_CALLS: &[&str] = &[
+    "any",
+    "all",
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "abs",
+    "substr",
+    "substring",
+    "position",
+    "date_trunc",
+    "array",
+    "like",
+    "ilike",
+    "then",
+    "else",
+    "when",
+];
+
+/// `expr` with `rowcast.uid()`, `rowcast.claims()` and `rowcast.role()` replaced by the same
+/// values computed from the batched identity's claims (`__rowcast_id.__rowcast_c`), or
+/// `None` when the expression may read the identity some other way: a sub-select (the
+/// tables it reads may have policies of their own), any other function call, or
+/// `current_setting`. String literals and quoted identifiers are copied untouched.
+pub fn identity_free(expr: &str) -> Option<String> {
+    let b = expr.as_bytes();
+    let mut out = String::with_capacity(expr.len() + 64);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\'' || c == b'"' {
+            let start = i;
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return None,
+                    Some(&q) if q == c && b.get(i + 1) == Some(&c) => i += 2,
+                    Some(&q) if q == c => {
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            out.push_str(&expr[start..i]);
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                i += 1;
+            }
+            let word = expr[start..i].to_ascii_lowercase();
+            if word == "select" || word == "from" || word.contains("current_setting") {
+                return None;
+            }
+            let mut j = i;
+            while j < b.len() && b[j] == b' ' {
+                j += 1;
+            }
+            if b.get(j) == Some(&b'(') {
+                let call = |k: &str| expr[j..].starts_with("()").then(|| (j + 2, k.to_string()));
+                let replaced = match word.as_str() {
+                    "rowcast.claims" => call("(__rowcast_id.__rowcast_c)"),
+                    "rowcast.uid" => call("(nullif(__rowcast_id.__rowcast_c ->> 'sub', ''))::uuid"),
+                    "rowcast.role" => call("coalesce(__rowcast_id.__rowcast_c ->> 'role', 'anon')"),
+                    w if IDENTITY_FREE_CALLS.contains(&w) => None,
+                    _ => return None,
+                };
+                if let Some((end, text)) = replaced {
+                    out.push('(');
+                    out.push_str(&text);
+                    out.push(')');
+                    i = end;
+                    continue;
+                }
+            }
+            out.push_str(&expr[start..i]);
+            continue;
+        }
+        if c >= 0x80 {
+            // Non-ASCII outside a literal: not worth the risk.
+            return None;
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    Some(out)
 }
 
 impl Store {
@@ -649,10 +799,35 @@ impl Store {
     }
 }
 
-/// One identity's rows to check against its combined policy expression.
+/// Identities of one role, and the rows to check against their combined policy expression.
 #[derive(Debug, Clone)]
 pub struct VisibilityCheck {
-    pub identity: Arc<Identity>,
+    pub identities: Vec<Arc<Identity>>,
     pub expr: String,
     pub rows: Vec<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity_free;
+
+    #[test]
+    fn identity_calls_are_substituted_only_where_that_is_exact() {
+        let e = identity_free("((owner = rowcast.uid()) AND (title ~~ 'rowcast.uid()%'::text))")
+            .unwrap();
+        assert!(e.contains("__rowcast_id.__rowcast_c ->> 'sub'"), "{e}");
+        assert!(e.contains("'rowcast.uid()%'"), "literals stay: {e}");
+        assert!(!e.contains("owner = rowcast.uid()"), "{e}");
+        let e = identity_free("(lower(team) = (rowcast.claims() ->> 'team'::text))").unwrap();
+        assert!(e.contains("lower(team) = "), "{e}");
+        assert!(e.contains("(__rowcast_id.__rowcast_c)) ->> 'team'"), "{e}");
+        for text in [
+            "(EXISTS ( SELECT 1 FROM public.members m WHERE (m.user_id = rowcast.uid())))",
+            "(public.is_member(list_id))",
+            "(owner = (current_setting('rowcast.claims'::text))::uuid)",
+            "(x = 'unterminated)",
+        ] {
+            assert_eq!(identity_free(text), None, "{text}");
+        }
+    }
 }

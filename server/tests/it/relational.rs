@@ -506,8 +506,9 @@ async fn equivalence_run(seed: u64) {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{what}: view {:?} expected {expect:?}",
-                c.views["t"].visible()
+                "{what}: view {:?} expected {expect:?}; last messages {:?}",
+                c.views["t"].visible(),
+                &c.log[c.log.len().saturating_sub(6)..]
             );
             let _ = tokio::time::timeout(Duration::from_millis(500), c.next()).await;
         }
@@ -524,4 +525,51 @@ async fn relational_views_equal_select_as_each_user() {
     for seed in seeds() {
         equivalence_run(seed).await;
     }
+}
+
+/// A policy outside the fast path that reads the identity only through `rowcast.claims()`:
+/// one transaction touching the rows of many users is checked with one statement for all of
+/// them, and each still sees exactly its own rows.
+#[tokio::test]
+async fn the_fallback_checks_many_identities_in_one_statement() {
+    let app = lists_app("owner::text = (rowcast.claims() ->> 'sub')").await;
+    let db = app.db().await;
+    let users: Vec<String> = (0..6).map(|_| new_uid()).collect();
+    let mut clients = Vec::new();
+    for u in &users {
+        let mut c = Client::connect(&app, Some(&token_for(u, Duration::from_secs(600)))).await;
+        c.subscribe("t", "todos", None, None).await;
+        c.until_live("t").await;
+        clients.push(c);
+    }
+    let stats = &app.realtime().stats;
+    let before = stats
+        .sql_statements
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let values: Vec<String> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("({i}, 0, '{u}')"))
+        .collect();
+    db.batch_execute(&format!(
+        "insert into todos (id, list_id, owner) values {}",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let expect = select_as(&db, &users[i]).await;
+        assert_eq!(expect.len(), 1);
+        c.until("own row", Duration::from_secs(20), |v| {
+            v["t"].visible() == expect
+        })
+        .await;
+    }
+    let after = stats
+        .sql_statements
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(after - before, 1, "six identities, one statement");
+    let (_, fallback) = counters(&app).await;
+    assert!(fallback >= 6.0, "decisions counted as fallback: {fallback}");
+    app.shutdown().await;
 }
