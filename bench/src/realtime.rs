@@ -656,13 +656,30 @@ async fn run_members(
     let stop = tokio_util::sync::CancellationToken::new();
     let (rss0, _) = server.proc_stat();
     let started = Instant::now();
-    for (i, u) in users.iter().enumerate() {
-        let token = keys
-            .sign(
-                &Identity::user(u, serde_json::json!({})),
-                Duration::from_secs(3600),
-            )
-            .unwrap_or_default();
+    let sign = |u: &String| {
+        keys.sign(
+            &Identity::user(u, serde_json::json!({})),
+            Duration::from_secs(3600),
+        )
+        .unwrap_or_default()
+    };
+    // One subscription first: it loads the membership index, whose memory is the RSS
+    // growth it causes (less one connection).
+    tokio::spawn(member_client(
+        server.port,
+        sign(&users[0]),
+        lists_of[0].clone(),
+        c.clone(),
+        stop.clone(),
+    ));
+    wait_for("the first subscription", Duration::from_secs(120), || {
+        c.live.load(Relaxed) + c.closed.load(Relaxed) >= 1
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_index, _) = server.proc_stat();
+    for (i, u) in users.iter().enumerate().skip(1) {
+        let token = sign(u);
         tokio::spawn(member_client(
             server.port,
             token,
@@ -691,9 +708,11 @@ async fn run_members(
                 .and_then(|v| v.trim().parse::<f64>().ok())
         })
         .unwrap_or(-1.0);
+    let index_kib = rss_index.saturating_sub(rss0);
     let mut report = format!(
-        "scenario members: {n} users in {list_count} lists of <= 10 ({} memberships; index holds {index_rows} rows), {} live, {} failed in {:.1}s; server RSS {} MiB -> {} MiB",
+        "scenario members: {n} users in {list_count} lists of <= 10 ({} memberships; index holds {index_rows} rows; loading it grew RSS by {index_kib} KiB = {:.0} bytes per row), {} live, {} failed in {:.1}s; server RSS {} MiB -> {} MiB",
         slots.len(),
+        index_kib as f64 * 1024.0 / index_rows.max(1.0),
         c.live.load(Relaxed),
         c.closed.load(Relaxed),
         setup.as_secs_f64(),

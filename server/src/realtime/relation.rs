@@ -134,7 +134,8 @@ impl RelTable {
         let by_col = info
             .kinds
             .iter()
-            .filter(|(_, k)| k.exact())
+            // The row version is never compared by a policy: not worth an index.
+            .filter(|(c, k)| k.exact() && c.as_str() != crate::store::realtime::VERSION_COLUMN)
             .map(|(c, _)| (c.clone(), HashMap::new()))
             .collect();
         RelTable {
