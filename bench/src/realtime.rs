@@ -11,6 +11,12 @@
 //! - fanout: N subscribers of a public table; single writes fanned out to all.
 //! - idle:   server RSS per idle subscribed connection.
 //! - public: M subscribers of a public table; P writes/s for S seconds.
+//! - members: U users in lists of 10 (each in 1–3 lists), each subscribed to `todos` under
+//!   `exists (select 1 from members m where m.list_id = todos.list_id and m.user_id =
+//!   rowcast.uid())`; T todo writes/s into random lists plus C membership changes/s (other
+//!   users joining and leaving lists) for S seconds. Reports Postgres CPU (postmaster and
+//!   backends) next to the server's; compare with `owner` at the same sizes
+//!   (`BENCH_OWNER_CONNS`, `BENCH_OWNER_RATE`), whose report carries Postgres CPU too.
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +50,9 @@ struct Sizes {
     public_conns: usize,
     public_rate: u64,
     seconds: u64,
+    members_users: usize,
+    members_rate: u64,
+    members_churn: u64,
 }
 
 fn env(k: &str, d: u64) -> u64 {
@@ -70,6 +79,9 @@ fn main() -> Result<(), Error> {
         public_conns: env("BENCH_PUBLIC_CONNS", 1_000) as usize,
         public_rate: env("BENCH_PUBLIC_RATE", 100),
         seconds: env("BENCH_SECONDS", 30),
+        members_users: env("BENCH_MEMBERS_USERS", 10_000) as usize,
+        members_rate: env("BENCH_MEMBERS_RATE", 1_000),
+        members_churn: env("BENCH_MEMBERS_CHURN", 10),
     };
     let scenarios =
         std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "idle,fanout,owner,public".into());
@@ -176,6 +188,42 @@ impl Drop for Server {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// CPU ticks (user + system, including reaped children) of the Postgres cluster: the
+/// postmaster and every process it started.
+fn pg_ticks(data_dir: &Path) -> u64 {
+    let Some(pm) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
+        return 0;
+    };
+    let mut total = 0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        // After the comm: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
+        let ppid: u32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if pid != pm && ppid != pm {
+            continue;
+        }
+        total += (11..=14)
+            .filter_map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum::<u64>();
+    }
+    total
 }
 
 fn ticks_per_sec() -> f64 {
@@ -322,6 +370,7 @@ async fn run_scenario(
         "fanout" => (z.fanout_conns, "feed", false),
         "idle" => (z.idle_conns, "feed", false),
         "public" => (z.public_conns, "feed", false),
+        "members" => return run_members(pg, server, &url, db, z).await,
         other => return Err(format!("unknown scenario {other}").into()),
     };
     let users: Vec<String> = (0..conns)
@@ -377,6 +426,7 @@ async fn run_scenario(
         _ => (z.public_rate * z.seconds, z.seconds, z.public_rate),
     };
     let written = Arc::new(AtomicU64::new(0));
+    let pg0 = pg_ticks(pg.data_dir());
     let t0 = Instant::now();
     if name == "fanout" {
         for _ in 0..z.fanout_writes {
@@ -443,6 +493,7 @@ async fn run_scenario(
     }
     let elapsed = t0.elapsed();
     let (rss2, ticks2) = server.proc_stat();
+    let pg_cpu_s = pg_ticks(pg.data_dir()).saturating_sub(pg0) as f64 / ticks_per_sec();
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let delivered = c.delivered.load(Relaxed);
@@ -452,6 +503,328 @@ async fn run_scenario(
         "\n  writes {writes} in {:.1}s; delivered {delivered} of {expected} expected (loss {}), {:.0} msgs/s over {:.1}s; latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms; server CPU {:.2}s = {:.2} µs per delivered message; RSS at end {} MiB; disconnected clients {}",
         write_time.as_secs_f64(),
         expected.saturating_sub(delivered),
+        delivered as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0),
+        cpu_s,
+        cpu_s * 1e6 / delivered.max(1) as f64,
+        rss2 / 1024,
+        c.closed.load(Relaxed),
+    ));
+    report.push_str(&format!("; Postgres CPU {pg_cpu_s:.2}s"));
+    Ok(report)
+}
+
+/// Counts for the `members` scenario: only todo inserts into a client's own (never
+/// changing) lists are counted and timed; rows that move in or out with the churn are
+/// received but not counted.
+#[derive(Default)]
+struct MemberCollector {
+    latencies_us: Mutex<Vec<i64>>,
+    delivered: AtomicU64,
+    moved: AtomicU64,
+    live: AtomicU64,
+    closed: AtomicU64,
+}
+
+async fn member_client(
+    port: u16,
+    token: String,
+    lists: Vec<i64>,
+    c: Arc<MemberCollector>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let url = format!("ws://127.0.0.1:{port}/realtime/v1/websocket");
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+        c.closed.fetch_add(1, Relaxed);
+        return;
+    };
+    let hello = format!(r#"{{"type":"hello","v":1,"token":"{token}"}}"#);
+    let sub = r#"{"type":"subscribe","id":"s","table":"todos"}"#.to_string();
+    if ws.send(Message::text(hello)).await.is_err() || ws.send(Message::text(sub)).await.is_err() {
+        c.closed.fetch_add(1, Relaxed);
+        return;
+    }
+    let mut local = Vec::new();
+    loop {
+        let msg = tokio::select! {
+            m = ws.next() => m,
+            _ = stop.cancelled() => break,
+        };
+        let Some(Ok(msg)) = msg else {
+            c.closed.fetch_add(1, Relaxed);
+            break;
+        };
+        let Message::Text(t) = msg else { continue };
+        let t = t.as_str();
+        let now = now_us();
+        if t.starts_with(r#"{"type":"changes""#) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(t) else {
+                continue;
+            };
+            for item in v["changes"].as_array().into_iter().flatten() {
+                let list = item["row"]["list_id"].as_i64();
+                match (item["op"].as_str(), list) {
+                    (Some("insert"), Some(l)) if lists.contains(&l) => {
+                        if let Some(sent) = item["row"]["sent_us"].as_i64() {
+                            local.push(now - sent);
+                            c.delivered.fetch_add(1, Relaxed);
+                        }
+                    }
+                    _ => {
+                        c.moved.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        } else if t.starts_with(r#"{"type":"live""#) {
+            c.live.fetch_add(1, Relaxed);
+        } else if t.starts_with(r#"{"type":"error""#) || t.starts_with(r#"{"type":"resync"#) {
+            eprintln!("client: {t}");
+            c.closed.fetch_add(1, Relaxed);
+        }
+    }
+    c.latencies_us
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .append(&mut local);
+}
+
+async fn run_members(
+    pg: &EmbeddedPostgres,
+    server: Server,
+    url: &str,
+    db: tokio_postgres::Client,
+    z: &Sizes,
+) -> Result<String, Error> {
+    db.batch_execute(
+        "create table public.members (list_id bigint not null, user_id uuid not null, primary key (list_id, user_id));
+         create table public.todos (id bigserial primary key, list_id bigint not null, sent_us bigint not null, body text not null default '');
+         alter table public.todos enable row level security;
+         create policy by_membership on public.todos for select
+           using (exists (select 1 from public.members m where m.list_id = todos.list_id and m.user_id = rowcast.uid()));
+         grant select on public.todos, public.members to rowcast_authenticated;
+         select rowcast.enable_sync('public.members');
+         select rowcast.enable_sync('public.todos');",
+    )
+    .await?;
+    let n = z.members_users;
+    let users: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    // Each user in 1–3 lists; slots shuffled deterministically into lists of 10.
+    let mut slots: Vec<usize> = Vec::new();
+    for u in 0..n {
+        for _ in 0..(1 + (u * 7 + 3) % 3) {
+            slots.push(u);
+        }
+    }
+    let len = slots.len();
+    let mut order: Vec<usize> = (0..len).collect();
+    order.sort_by_key(|i| (i.wrapping_mul(2_654_435_761)) % len.max(1));
+    let mut lists_of: Vec<Vec<i64>> = vec![Vec::new(); n];
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (pos, i) in order.iter().enumerate() {
+        let list = (pos / 10) as i64;
+        let u = slots[*i];
+        if members.len() <= list as usize {
+            members.push(Vec::new());
+        }
+        if !lists_of[u].contains(&list) {
+            lists_of[u].push(list);
+            members[list as usize].push(u);
+        }
+    }
+    let list_count = members.len() as i64;
+    for chunk in members.iter().enumerate().collect::<Vec<_>>().chunks(200) {
+        let mut ls: Vec<i64> = Vec::new();
+        let mut us: Vec<String> = Vec::new();
+        for (l, ms) in chunk {
+            for u in ms.iter() {
+                ls.push(*l as i64);
+                us.push(users[*u].clone());
+            }
+        }
+        db.execute(
+            "insert into public.members (list_id, user_id)
+             select * from unnest($1::int8[], $2::text[]::uuid[])",
+            &[&ls, &us],
+        )
+        .await?;
+    }
+    let keys = TokenKeys::hs256(SECRET.as_bytes(), "rowcast", "rowcast");
+    let c = Arc::new(MemberCollector::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (rss0, _) = server.proc_stat();
+    let started = Instant::now();
+    let sign = |u: &String| {
+        keys.sign(
+            &Identity::user(u, serde_json::json!({})),
+            Duration::from_secs(3600),
+        )
+        .unwrap_or_default()
+    };
+    // One subscription first: it loads the membership index, whose memory is the RSS
+    // growth it causes (less one connection).
+    tokio::spawn(member_client(
+        server.port,
+        sign(&users[0]),
+        lists_of[0].clone(),
+        c.clone(),
+        stop.clone(),
+    ));
+    wait_for("the first subscription", Duration::from_secs(120), || {
+        c.live.load(Relaxed) + c.closed.load(Relaxed) >= 1
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_index, _) = server.proc_stat();
+    for (i, u) in users.iter().enumerate().skip(1) {
+        let token = sign(u);
+        tokio::spawn(member_client(
+            server.port,
+            token,
+            lists_of[i].clone(),
+            c.clone(),
+            stop.clone(),
+        ));
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    wait_for("all subscriptions live", Duration::from_secs(300), || {
+        c.live.load(Relaxed) + c.closed.load(Relaxed) >= n as u64
+    })
+    .await?;
+    let setup = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, ticks1) = server.proc_stat();
+    let index_rows = server
+        .http_get("/metrics")
+        .await
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("rowcast_realtime_membership_index_rows "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(-1.0);
+    let index_kib = rss_index.saturating_sub(rss0);
+    let mut report = format!(
+        "scenario members: {n} users in {list_count} lists of <= 10 ({} memberships; index holds {index_rows} rows; loading it grew RSS by {index_kib} KiB = {:.0} bytes per row), {} live, {} failed in {:.1}s; server RSS {} MiB -> {} MiB",
+        slots.len(),
+        index_kib as f64 * 1024.0 / index_rows.max(1.0),
+        c.live.load(Relaxed),
+        c.closed.load(Relaxed),
+        setup.as_secs_f64(),
+        rss0 / 1024,
+        rss1 / 1024,
+    );
+    let expected = Arc::new(AtomicU64::new(0));
+    let written = Arc::new(AtomicU64::new(0));
+    let pg0 = pg_ticks(pg.data_dir());
+    let t0 = Instant::now();
+    let members = Arc::new(members);
+    let writers = 8u64;
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let (wdb, wconn) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(wconn);
+        let (members, expected, written) = (members.clone(), expected.clone(), written.clone());
+        let per = z.members_rate as f64 / writers as f64;
+        let secs = z.seconds;
+        handles.push(tokio::spawn(async move {
+            let total = (per * secs as f64) as u64;
+            let start = Instant::now();
+            for i in 0..total {
+                let due = start + Duration::from_secs_f64(i as f64 / per);
+                tokio::time::sleep_until(due.into()).await;
+                let list = ((w * 7919 + i * 104_729) % list_count as u64) as i64;
+                if wdb
+                    .execute(
+                        "insert into public.todos (list_id, sent_us) values ($1, $2)",
+                        &[&list, &now_us()],
+                    )
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                written.fetch_add(1, Relaxed);
+                expected.fetch_add(members[list as usize].len() as u64, Relaxed);
+            }
+        }));
+    }
+    // Membership churn: a user joins a list that is not one of theirs, and leaves it later.
+    let churn = {
+        let (cdb, cconn) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(cconn);
+        let users = users.clone();
+        let lists_of = lists_of.clone();
+        let rate = z.members_churn.max(1) as f64;
+        let secs = z.seconds;
+        tokio::spawn(async move {
+            let total = (rate * secs as f64) as u64;
+            let start = Instant::now();
+            let mut joined: std::collections::VecDeque<(i64, String)> = Default::default();
+            let mut changes = 0u64;
+            for i in 0..total {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let r = if i % 2 == 1 && !joined.is_empty() {
+                    let (l, u) = joined.pop_front().unwrap_or_default();
+                    cdb.execute(
+                        "delete from public.members where list_id = $1 and user_id = $2::text::uuid",
+                        &[&l, &u],
+                    )
+                    .await
+                } else {
+                    let ui = ((i * 6_700_417) % users.len() as u64) as usize;
+                    let u = users[ui].clone();
+                    let mut l = ((i * 15_485_863 + 1) % list_count as u64) as i64;
+                    // Never one of the user's own lists: those deliveries are counted.
+                    while lists_of[ui].contains(&l)
+                        || joined.iter().any(|(jl, ju)| *jl == l && *ju == u)
+                    {
+                        l = (l + 1) % list_count;
+                    }
+                    joined.push_back((l, u.clone()));
+                    cdb.execute(
+                        "insert into public.members (list_id, user_id) values ($1, $2::text::uuid) on conflict do nothing",
+                        &[&l, &u],
+                    )
+                    .await
+                };
+                if r.is_ok() {
+                    changes += 1;
+                }
+            }
+            changes
+        })
+    };
+    for h in handles {
+        h.await?;
+    }
+    let churned = churn.await?;
+    let write_time = t0.elapsed();
+    let writes = written.load(Relaxed);
+    let expected = expected.load(Relaxed);
+    let settle = Instant::now();
+    while c.delivered.load(Relaxed) < expected && settle.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = t0.elapsed();
+    let (rss2, ticks2) = server.proc_stat();
+    let pg_cpu_s = pg_ticks(pg.data_dir()).saturating_sub(pg0) as f64 / ticks_per_sec();
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = c.delivered.load(Relaxed);
+    let mut lat = std::mem::take(&mut *c.latencies_us.lock().unwrap_or_else(|p| p.into_inner()));
+    let cpu_s = (ticks2 - ticks1) as f64 / ticks_per_sec();
+    report.push_str(&format!(
+        "\n  todo writes {writes} + membership changes {churned} in {:.1}s; delivered {delivered} of {expected} expected (loss {}), moved-in/out items {}, {:.0} msgs/s over {:.1}s; latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms; server CPU {:.2}s = {:.2} µs per delivered message; Postgres CPU {pg_cpu_s:.2}s; RSS at end {} MiB; disconnected clients {}",
+        write_time.as_secs_f64(),
+        expected.saturating_sub(delivered),
+        c.moved.load(Relaxed),
         delivered as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         pct(&mut lat, 0.5),

@@ -394,4 +394,29 @@ fn register_realtime_metrics(m: &Metrics, realtime: &Arc<Realtime>) {
                     .load(std::sync::atomic::Ordering::Relaxed)) as f64
         },
     );
+    register_authorization_metrics(m, realtime);
+}
+
+/// Where realtime visibility is decided (fast path vs SQL fallback) and the membership
+/// index's size.
+fn register_authorization_metrics(m: &Metrics, realtime: &Arc<Realtime>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = realtime.stats.clone();
+    m.counter_fn(
+        metrics::REALTIME_FAST_EVALUATIONS.name,
+        metrics::REALTIME_FAST_EVALUATIONS.help,
+        move || s.fast_evaluations.load(Relaxed) as f64,
+    );
+    let s = realtime.stats.clone();
+    m.counter_fn(
+        metrics::REALTIME_FALLBACK_EVALUATIONS.name,
+        metrics::REALTIME_FALLBACK_EVALUATIONS.help,
+        move || s.fallback_evaluations.load(Relaxed) as f64,
+    );
+    let s = realtime.stats.clone();
+    m.gauge_fn(
+        metrics::REALTIME_MEMBERSHIP_ROWS.name,
+        metrics::REALTIME_MEMBERSHIP_ROWS.help,
+        move || s.relation_rows.load(Relaxed) as f64,
+    );
 }

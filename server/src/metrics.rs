@@ -145,6 +145,23 @@ pub const CAPTURE_BLOCKING_PID: Spec = spec(
     Kind::Gauge,
     "Backend pid holding the change log's watermark back, or 0.",
 );
+// Realtime authorization: where visibility decisions are made (fast path in the server vs
+// the SQL fallback), and the membership index relational policies read.
+pub const REALTIME_FAST_EVALUATIONS: Spec = spec(
+    "rowcast_realtime_fast_path_evaluations_total",
+    Kind::Counter,
+    "Visibility decisions (change x subscription, and rows re-checked after a membership change) made in the server.",
+);
+pub const REALTIME_FALLBACK_EVALUATIONS: Spec = spec(
+    "rowcast_realtime_fallback_evaluations_total",
+    Kind::Counter,
+    "Visibility decisions (change x subscription) left to the batched SQL fallback.",
+);
+pub const REALTIME_MEMBERSHIP_ROWS: Spec = spec(
+    "rowcast_realtime_membership_index_rows",
+    Kind::Gauge,
+    "Rows held in memory for relational policies (tables their sub-selects read).",
+);
 
 pub const CAPTURE_BROKEN_TABLES: Spec = spec(
     "rowcast_capture_broken_tables",
@@ -172,6 +189,9 @@ pub const CATALOG: &[Spec] = &[
     CAPTURE_OLDEST_UNDELIVERED,
     CAPTURE_BLOCKING_PID,
     CAPTURE_BROKEN_TABLES,
+    REALTIME_FAST_EVALUATIONS,
+    REALTIME_FALLBACK_EVALUATIONS,
+    REALTIME_MEMBERSHIP_ROWS,
 ];
 
 /// A monotonically increasing count.

@@ -4,9 +4,11 @@
 
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::{
     parse::{Operand, PolicyExpr},
-    CmpOp, ColumnKind, IsWhat, Pred,
+    CmpOp, ColumnKind, ExistsPred, IsWhat, Pred,
 };
 use crate::auth::Identity;
 
@@ -80,6 +82,25 @@ impl Access {
     }
 }
 
+/// The tables a fast-path policy's sub-selects read, outermost first.
+pub fn tables_read(expr: &PolicyExpr) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn walk(e: &PolicyExpr, out: &mut Vec<(String, String)>) {
+        match e {
+            PolicyExpr::And(ps) | PolicyExpr::Or(ps) => ps.iter().for_each(|p| walk(p, out)),
+            PolicyExpr::Exists(x) => {
+                if !out.contains(&x.table) {
+                    out.push(x.table.clone());
+                }
+                walk(&x.cond, out);
+            }
+            _ => {}
+        }
+    }
+    walk(expr, &mut out);
+    out
+}
+
 /// `(p1) OR (p2) …` AND each restrictive policy, as Postgres combines them.
 fn combined_sql(ps: &[Policy]) -> String {
     let permissive: Vec<String> = ps
@@ -109,9 +130,15 @@ fn resolve(op: &Operand, identity: &Identity) -> Option<Value> {
     };
     Some(match op {
         Operand::Literal(v) => v.clone(),
-        // rowcast.uid() is `nullif(claims->>'sub', '')::uuid`.
+        // rowcast.uid() is `nullif(claims->>'sub', '')::uuid`: as text (a cast in the
+        // policy) it is the canonical lower-case form.
         Operand::Uid => match claim_text("sub") {
             Value::String(s) if s.is_empty() => Value::Null,
+            Value::String(s) => match uuid::Uuid::parse_str(&s) {
+                Ok(u) => Value::String(u.hyphenated().to_string()),
+                // Postgres would fail the cast (an error, so no rows): nothing is visible.
+                Err(_) => return None,
+            },
             v => v,
         },
         Operand::Role => match claim_text("role") {
@@ -128,6 +155,16 @@ fn resolve(op: &Operand, identity: &Identity) -> Option<Value> {
 fn bind(expr: &PolicyExpr, identity: &Identity) -> Option<Pred> {
     Some(match expr {
         PolicyExpr::Const(b) => Pred::Const(*b),
+        PolicyExpr::Exists(e) => match bind(&e.cond, identity)? {
+            Pred::Const(false) => Pred::Const(false),
+            cond => Pred::Exists(Arc::new(ExistsPred {
+                table: e.table.clone(),
+                inner: e.inner.clone(),
+                kind: e.kind,
+                outer: e.outer.clone(),
+                cond,
+            })),
+        },
         PolicyExpr::BoolColumn(c) => Pred::Is {
             column: c.clone(),
             what: IsWhat::True,

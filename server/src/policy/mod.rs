@@ -9,7 +9,7 @@
 pub mod compile;
 pub mod parse;
 
-use std::cmp::Ordering;
+use std::{cmp::Ordering, sync::Arc};
 
 use serde_json::{Map, Value};
 
@@ -206,11 +206,71 @@ pub enum Pred {
     },
     And(Vec<Pred>),
     Or(Vec<Pred>),
+    /// `exists (select 1 from table t where t.inner = outer.outer and cond(t))`: true when a
+    /// row of `table` (as the server's in-memory copy has it, see [`Lookup`]) links to this
+    /// row and satisfies `cond`. The `col IN (select …)` form compiles to this too.
+    Exists(Arc<ExistsPred>),
+}
+
+/// One semi-join step of a relational policy (see [`Pred::Exists`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistsPred {
+    /// The referenced table (`schema`, `name`).
+    pub table: (String, String),
+    /// Its column equal to the outer row's `outer` column.
+    pub inner: String,
+    /// The kind both link columns share.
+    pub kind: ColumnKind,
+    pub outer: String,
+    /// The rest of the sub-select's condition, over the referenced table's row.
+    pub cond: Pred,
+}
+
+/// Rows of referenced tables, for evaluating [`Pred::Exists`].
+pub trait Lookup: Sync {
+    /// Call `f` for each row of `table` whose `column` has index key `key`, until `f`
+    /// returns true; whether it did.
+    fn any_row(
+        &self,
+        table: &(String, String),
+        column: &str,
+        key: &str,
+        f: &mut dyn FnMut(&Map<String, Value>) -> bool,
+    ) -> bool;
+}
+
+/// No referenced rows: every `Exists` is false (used where no index applies).
+pub struct NoRows;
+
+impl Lookup for NoRows {
+    fn any_row(
+        &self,
+        _: &(String, String),
+        _: &str,
+        _: &str,
+        _: &mut dyn FnMut(&Map<String, Value>) -> bool,
+    ) -> bool {
+        false
+    }
 }
 
 impl Pred {
-    /// Evaluate against a row image. Missing columns count as null.
+    /// Evaluate against a row image. Missing columns count as null. `Exists` is false.
     pub fn eval(&self, row: &Map<String, Value>) -> bool {
+        self.eval_with(row, &NoRows)
+    }
+
+    /// Whether any part of this predicate reads another table.
+    pub fn is_relational(&self) -> bool {
+        match self {
+            Pred::Exists(_) => true,
+            Pred::And(ps) | Pred::Or(ps) => ps.iter().any(Pred::is_relational),
+            _ => false,
+        }
+    }
+
+    /// Evaluate against a row image, with `rows` answering `Exists`.
+    pub fn eval_with(&self, row: &Map<String, Value>, rows: &dyn Lookup) -> bool {
         match self {
             Pred::Const(b) => *b,
             Pred::Cmp {
@@ -240,8 +300,18 @@ impl Pred {
                     IsWhat::False => v.as_bool() == Some(false),
                 }
             }
-            Pred::And(ps) => ps.iter().all(|p| p.eval(row)),
-            Pred::Or(ps) => ps.iter().any(|p| p.eval(row)),
+            Pred::And(ps) => ps.iter().all(|p| p.eval_with(row, rows)),
+            Pred::Or(ps) => ps.iter().any(|p| p.eval_with(row, rows)),
+            Pred::Exists(e) => {
+                // A null link matches nothing, as `=` in SQL.
+                let Some(key) = row.get(&e.outer).and_then(|v| e.kind.index_key(v)) else {
+                    return false;
+                };
+                rows.any_row(&e.table, &e.inner, &key, &mut |t| {
+                    // The inner column compares equal by construction of the index key.
+                    e.cond.eval_with(t, rows)
+                })
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use super::{
     SubPlan,
 };
 use crate::{
-    policy::compile::Visibility,
+    policy::{compile::Visibility, Lookup},
     protocol::realtime::ChangeOp,
     store::{
         realtime::{TableCatalog, VisibilityCheck},
@@ -39,7 +39,14 @@ pub enum Outcome {
 pub struct SqlAnswers {
     /// (identity key, expression) → per change: (old visible, new visible).
     answers: HashMap<(String, String), Vec<(bool, bool)>>,
+    /// SQL statements the check ran.
+    pub statements: usize,
 }
+
+/// (role, combined policy expression): subscriptions checked together.
+type GroupKey = (&'static str, String);
+/// An identity with its key (role and claims).
+type KeyedIdentity = (String, Arc<crate::auth::Identity>);
 
 fn identity_key(plan: &SubPlan) -> String {
     format!(
@@ -51,52 +58,79 @@ fn identity_key(plan: &SubPlan) -> String {
 
 impl SqlAnswers {
     /// Ask Postgres about every subscription in `plans` whose visibility is checked in SQL,
-    /// for the changes of one table.
+    /// for the changes of one table: one check per (role, expression), holding every
+    /// distinct identity of that role (see `Store::visible_rows` for when they share one
+    /// statement).
     pub async fn fetch(
         store: &Store,
         table: &TableCatalog,
         changes: &[&Change],
         plans: &[&Arc<SubPlan>],
     ) -> Result<SqlAnswers, StoreError> {
-        let mut keys: Vec<(String, String)> = Vec::new();
-        let mut checks = Vec::new();
+        // (role, expression) → identities (distinct by key).
+        let mut groups: Vec<(GroupKey, Vec<KeyedIdentity>)> = Vec::new();
         for plan in plans {
             let Visibility::Sql(expr) = &plan.visibility else {
                 continue;
             };
-            let key = (identity_key(plan), expr.clone());
-            if keys.contains(&key) {
-                continue;
-            }
-            keys.push(key);
-            let mut rows = Vec::with_capacity(changes.len() * 2);
-            // A missing image is an empty object (jsonb_populate_record needs an object);
-            // its answer is never used.
-            let image = |r: &Option<Value>| match r {
-                Some(v @ Value::Object(_)) => v.clone(),
-                _ => Value::Object(Map::new()),
+            let gk = (plan.identity.role.pg_role(), expr.clone());
+            let ik = identity_key(plan);
+            let group = match groups.iter_mut().find(|(k, _)| *k == gk) {
+                Some((_, g)) => g,
+                None => {
+                    groups.push((gk, Vec::new()));
+                    let last = groups.len() - 1;
+                    &mut groups[last].1
+                }
             };
-            for c in changes {
-                rows.push(image(&c.old_row));
-                rows.push(image(&c.new_row));
+            if !group.iter().any(|(k, _)| *k == ik) {
+                group.push((ik, plan.identity.clone()));
             }
-            checks.push(VisibilityCheck {
-                identity: plan.identity.clone(),
-                expr: expr.clone(),
-                rows,
-            });
         }
         let mut out = SqlAnswers::default();
-        if checks.is_empty() {
+        if groups.is_empty() {
             return Ok(out);
         }
+        // A missing image is an empty object (jsonb_populate_record needs an object); its
+        // answer is never used.
+        let image = |r: &Option<Value>| match r {
+            Some(v @ Value::Object(_)) => v.clone(),
+            _ => Value::Object(Map::new()),
+        };
+        let mut rows = Vec::with_capacity(changes.len() * 2);
+        for c in changes {
+            rows.push(image(&c.old_row));
+            rows.push(image(&c.new_row));
+        }
+        let checks: Vec<VisibilityCheck> = groups
+            .iter()
+            .map(|((_, expr), ids)| VisibilityCheck {
+                identities: ids.iter().map(|(_, i)| i.clone()).collect(),
+                expr: expr.clone(),
+                rows: rows.clone(),
+            })
+            .collect();
+        out.statements = checks
+            .iter()
+            .map(|c| {
+                if c.identities.len() > 1
+                    && crate::store::realtime::identity_free(&c.expr).is_some()
+                {
+                    1
+                } else {
+                    c.identities.len()
+                }
+            })
+            .sum();
         let flags = store.visible_rows(table, &checks).await?;
-        for (key, f) in keys.into_iter().zip(flags) {
-            let pairs = f
-                .chunks(2)
-                .map(|p| (p.first() == Some(&true), p.get(1) == Some(&true)))
-                .collect();
-            out.answers.insert(key, pairs);
+        for (((_, expr), ids), per_identity) in groups.into_iter().zip(flags) {
+            for ((ik, _), f) in ids.into_iter().zip(per_identity) {
+                let pairs = f
+                    .chunks(2)
+                    .map(|p| (p.first() == Some(&true), p.get(1) == Some(&true)))
+                    .collect();
+                out.answers.insert((ik, expr.clone()), pairs);
+            }
         }
         Ok(out)
     }
@@ -120,23 +154,113 @@ pub struct ItemCache {
     items: HashMap<(usize, ChangeOp, usize), Arc<str>>,
 }
 
+/// The referenced tables' rows as relational policies see them: before the transaction
+/// (for old row images) and after it (for new ones).
+pub struct Rel<'a> {
+    pub before: &'a dyn Lookup,
+    pub after: &'a dyn Lookup,
+}
+
 /// Evaluate the changes of one table within one transaction for `plan`.
 pub fn evaluate(
     plan: &SubPlan,
     changes: &[&Change],
     sql: &SqlAnswers,
+    rel: &Rel<'_>,
     cursor: Cursor,
     cache: &mut ItemCache,
 ) -> Outcome {
+    match evaluate_items(plan, changes, sql, rel, cache) {
+        Err(reason) => Outcome::Resync(reason),
+        Ok(items) if items.is_empty() => Outcome::Nothing,
+        Ok(items) => Outcome::Frame(
+            changes_frame(&plan.id_json, plan.log.wire(cursor), &items),
+            items.len(),
+        ),
+    }
+}
+
+/// The primary key of a row image as text, in the table's key order (equal for the same
+/// key whichever image it comes from).
+pub fn pk_text(primary_key: &[String], row: &Map<String, Value>) -> String {
+    let pk: Map<String, Value> = primary_key
+        .iter()
+        .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    Value::Object(pk).to_string()
+}
+
+/// Rows of the subscribed table whose visibility a change to a referenced table may have
+/// changed (`rows`, as of the transaction), as `insert` (now visible, was not) and `remove`
+/// (was visible, is not) items. Rows the transaction itself changed are left to their own
+/// items. Versions are at least `floor` (the referenced change's version), so a row that
+/// leaves and comes back with an unchanged `_v` is not mistaken for an older state.
+pub fn move_items(
+    plan: &SubPlan,
+    rows: &[Map<String, Value>],
+    changed: &std::collections::HashSet<String>,
+    rel: &Rel<'_>,
+    floor: i64,
+) -> Vec<Arc<str>> {
+    let Visibility::Fast(p) = &plan.visibility else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let pk = pk_text(&plan.catalog.primary_key, row);
+        if changed.contains(&pk) || !plan.filter.eval(row) {
+            continue;
+        }
+        let before = p.eval_with(row, rel.before);
+        let after = p.eval_with(row, rel.after);
+        let op = match (before, after) {
+            (false, true) => ChangeOp::Insert,
+            (true, false) => ChangeOp::Remove,
+            _ => continue,
+        };
+        let v = row
+            .get(crate::store::realtime::VERSION_COLUMN)
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .max(floor);
+        let pk: Map<String, Value> = plan
+            .catalog
+            .primary_key
+            .iter()
+            .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let item = ItemRef {
+            op,
+            pk: &pk,
+            v,
+            row: (op == ChangeOp::Insert).then_some(Projected {
+                row,
+                columns: plan.columns.as_deref(),
+            }),
+        };
+        out.push(serde_json::to_string(&item).unwrap_or_default().into());
+    }
+    out
+}
+
+/// The items of one table's changes within one transaction for `plan`; `Err` when the
+/// subscription must resync instead.
+pub fn evaluate_items(
+    plan: &SubPlan,
+    changes: &[&Change],
+    sql: &SqlAnswers,
+    rel: &Rel<'_>,
+    cache: &mut ItemCache,
+) -> Result<Vec<Arc<str>>, &'static str> {
     let mut items: Vec<Arc<str>> = Vec::new();
     for (i, c) in changes.iter().enumerate() {
         if c.op == Op::Truncate {
-            return Outcome::Resync("truncate");
+            return Err("truncate");
         }
         if c.op == Op::Schema {
             // Rows on either side of this point may differ in shape (or be missing while
             // capture was stopped): the client must not apply them without knowing.
-            return Outcome::Resync(match c.schema_event() {
+            return Err(match c.schema_event() {
                 Some("capture-stopped") => "capture stopped",
                 Some("capture-resumed") => "capture resumed",
                 _ => "schema changed",
@@ -144,8 +268,8 @@ pub fn evaluate(
         }
         let (old_ok, new_ok) = match &plan.visibility {
             Visibility::Fast(p) => (
-                object(&c.old_row).is_some_and(|r| p.eval(r)),
-                object(&c.new_row).is_some_and(|r| p.eval(r)),
+                object(&c.old_row).is_some_and(|r| p.eval_with(r, rel.before)),
+                object(&c.new_row).is_some_and(|r| p.eval_with(r, rel.after)),
             ),
             Visibility::Sql(expr) => sql.get(plan, expr, i),
         };
@@ -170,13 +294,7 @@ pub fn evaluate(
             .or_insert_with(|| serialize_item(c, op, plan.columns.as_deref()).into());
         items.push(item.clone());
     }
-    if items.is_empty() {
-        return Outcome::Nothing;
-    }
-    Outcome::Frame(
-        changes_frame(&plan.id_json, plan.log.wire(cursor), &items),
-        items.len(),
-    )
+    Ok(items)
 }
 
 /// `{"type":"changes","id":…,"cursor":…,"changes":[…]}` from pre-serialized items.

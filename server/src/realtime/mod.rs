@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod feed;
 pub mod filter;
 pub mod live;
+pub mod relation;
 pub mod router;
 pub mod session;
 mod subscription;
@@ -115,6 +116,18 @@ pub struct RealtimeStats {
     pub resyncs: AtomicU64,
     /// Batched SQL visibility checks (policies outside the fast path).
     pub sql_checks: AtomicU64,
+    /// Statements those checks ran (one per role and policy when identities can share a
+    /// statement, else one per identity).
+    pub sql_statements: AtomicU64,
+    /// Change × subscription visibility decisions made in the server (fast path, including
+    /// relational policies and rows re-checked after a membership change).
+    pub fast_evaluations: AtomicU64,
+    /// Change × subscription visibility decisions left to SQL (the fallback).
+    pub fallback_evaluations: AtomicU64,
+    /// Rows held by the membership index (tables relational policies read).
+    pub relation_rows: AtomicU64,
+    /// Reads of rows that may have moved in or out after a membership change.
+    pub move_reads: AtomicU64,
     /// Error frames sent.
     pub errors: AtomicU64,
 }
@@ -174,6 +187,8 @@ pub struct Realtime {
     log_id: tokio::sync::OnceCell<LogId>,
     /// Open connections per client address (see [`Realtime::admit`]).
     addresses: Arc<Mutex<AddressCounts>>,
+    /// Per table, the evaluation path last logged for it (logged again only when it changes).
+    paths_logged: Mutex<HashMap<(String, String), String>>,
     /// Snapshots and catch-ups running at once: a storm of subscribes (every client
     /// reconnecting after a restart) queues here instead of timing out on the pool.
     pub reads: Arc<tokio::sync::Semaphore>,
@@ -287,6 +302,7 @@ impl Realtime {
             catalog_cache: Mutex::new(HashMap::new()),
             log_id: tokio::sync::OnceCell::new(),
             addresses: Arc::new(Mutex::new(HashMap::new())),
+            paths_logged: Mutex::new(HashMap::new()),
             reads,
         }
     }
@@ -357,6 +373,41 @@ impl Realtime {
         cache.remove(&(table.schema.clone(), table.name.clone()));
     }
 
+    /// Log, once per table (and again when it changes), whether its policies are evaluated
+    /// in the server or in SQL, per role.
+    fn log_path(&self, c: &TableCatalog) {
+        use crate::auth::Role;
+        use crate::policy::compile::Access;
+        let describe = |role: Role| match c.access(role) {
+            Access::Denied => "no access",
+            Access::AllRows => "all rows",
+            Access::Policies(ps) if ps.iter().all(|p| p.fast.is_some()) => {
+                if ps.iter().any(|p| {
+                    matches!(p.fast, Some(crate::policy::parse::PolicyExpr::Exists(_)))
+                        || p.sql.contains("EXISTS")
+                        || p.sql.contains(" IN ( SELECT")
+                }) {
+                    "fast path (relational)"
+                } else {
+                    "fast path"
+                }
+            }
+            Access::Policies(_) => "SQL fallback",
+        };
+        let path = format!(
+            "anon: {}, authenticated: {}, service: {}",
+            describe(Role::Anon),
+            describe(Role::Authenticated),
+            describe(Role::Service)
+        );
+        let key = (c.schema.clone(), c.name.clone());
+        let mut logged = self.paths_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.get(&key) != Some(&path) {
+            tracing::info!(table = %c.qualified(), path = %path, "realtime authorization path");
+            logged.insert(key, path);
+        }
+    }
+
     /// The catalog facts of a table, briefly cached.
     pub async fn catalog(
         &self,
@@ -376,6 +427,7 @@ impl Realtime {
             return Ok(None);
         };
         let c = Arc::new(c);
+        self.log_path(&c);
         let mut cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 1000 {
             cache.clear();

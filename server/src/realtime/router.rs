@@ -20,18 +20,22 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    evaluate::{evaluate, ItemCache, Outcome, SqlAnswers},
+    evaluate::{changes_frame, evaluate_items, move_items, pk_text, ItemCache, Rel, SqlAnswers},
     feed::{Change, ChangeBatch, Cursor, TableName},
+    relation::{self, Before, Relations, Route, TableKey},
     RealtimeStats, SubPlan,
 };
 use crate::{
     policy::{compile::Visibility, ColumnKind, Pred},
     protocol::realtime::ServerMessage,
-    store::Store,
+    store::{realtime::RefTable, Store},
 };
 
 pub type ConnId = u64;
 pub type SubKey = u64;
+
+/// A subscription's items from one transaction, or why it must resync.
+type ItemsOr = Result<Vec<Arc<str>>, &'static str>;
 
 /// The subscriptions one table's changes may concern (index into the batch's tables).
 type Candidates = Vec<(usize, Vec<(SubKey, Arc<SubPlan>)>)>;
@@ -73,12 +77,23 @@ enum State {
     },
 }
 
+/// Where a subscription is filed in its table's index.
+enum Filed {
+    /// Under `column = value` (every visible row has it).
+    Eq(String, String),
+    /// Under the identity value a relational route reaches (every visible row reaches it).
+    Rel(Route, String),
+    /// On the scan list.
+    Scan,
+}
+
 struct Sub {
     conn: ConnId,
     plan: Arc<SubPlan>,
     state: State,
-    /// The equality index entry it is filed under, or `None` for the table's scan list.
-    indexed: Option<(String, String)>,
+    filed: Filed,
+    /// The relational routes whose referenced rows can move rows in or out of it.
+    moves: Vec<relation::RouteKey>,
 }
 
 #[derive(Default)]
@@ -86,12 +101,14 @@ struct TableSubs {
     by_eq: HashMap<(String, String), HashSet<SubKey>>,
     /// Indexed columns with their kind and how many subscriptions use them.
     eq_columns: HashMap<String, (ColumnKind, usize)>,
+    /// Relational routes → identity value → subscriptions.
+    by_rel: HashMap<Route, HashMap<String, HashSet<SubKey>>>,
     scan: HashSet<SubKey>,
 }
 
 impl TableSubs {
     fn is_empty(&self) -> bool {
-        self.by_eq.is_empty() && self.scan.is_empty()
+        self.by_eq.is_empty() && self.scan.is_empty() && self.by_rel.is_empty()
     }
 }
 
@@ -100,6 +117,13 @@ struct Registry {
     conns: HashMap<ConnId, Conn>,
     subs: HashMap<SubKey, Sub>,
     tables: HashMap<TableName, TableSubs>,
+    /// Relational routes → identity value (`None`: routes without one) → subscriptions
+    /// whose rows a change to the route's tables may move in or out.
+    movers: HashMap<Route, HashMap<Option<String>, HashSet<SubKey>>>,
+    /// Tables read by sub-selects of policies checked in SQL → those subscriptions: a change
+    /// there may change what they see without any change to their own table, so it makes
+    /// them start over (`resync-required`).
+    sql_reads: HashMap<TableKey, HashSet<SubKey>>,
     /// The last transaction whose candidates have been collected (see `register`).
     position: Cursor,
 }
@@ -124,6 +148,14 @@ pub struct Router {
     /// Frames a buffering subscription may hold before it falls back to the log.
     buffer_limit: usize,
     ready: tokio::sync::watch::Sender<bool>,
+    /// The membership index, at the router's position. Dispatch holds it for writing
+    /// across a whole transaction; catch-up reads it.
+    relations: tokio::sync::RwLock<Relations>,
+    /// Referenced tables some subscription needs (loaded on first use).
+    wanted: Mutex<HashMap<TableKey, RefTable>>,
+    /// Set when the position jumped without dispatch (history pruned): the index is
+    /// rebuilt before the next transaction.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Router {
@@ -141,7 +173,64 @@ impl Router {
             store,
             buffer_limit: buffer_limit.max(1),
             ready: tokio::sync::watch::Sender::new(false),
+            relations: tokio::sync::RwLock::new(Relations::default()),
+            wanted: Mutex::new(HashMap::new()),
+            stale: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The membership index, for catch-up (at the router's position, not the batch's).
+    pub async fn relations(&self) -> tokio::sync::RwLockReadGuard<'_, Relations> {
+        self.relations.read().await
+    }
+
+    /// Make sure the membership index holds `tables` (loading each at the router's
+    /// position, which cannot move meanwhile: dispatch needs the same lock).
+    pub async fn track(&self, tables: &[RefTable]) -> Result<(), crate::store::StoreError> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            for t in tables {
+                w.insert(t.key(), t.clone());
+            }
+        }
+        let mut rel = self.relations.write().await;
+        self.load_missing(&mut rel).await
+    }
+
+    async fn load_missing(&self, rel: &mut Relations) -> Result<(), crate::store::StoreError> {
+        if self.stale.swap(false, Relaxed) {
+            rel.clear();
+        }
+        let wanted: Vec<RefTable> = {
+            let w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            w.values().filter(|t| !rel.has(&t.key())).cloned().collect()
+        };
+        let position = self.position();
+        for t in wanted {
+            let rows = self
+                .store
+                .rows_at(&t.schema, &t.name, &t.primary_key, position, None)
+                .await
+                .map_err(|e| match e {
+                    crate::store::realtime::RowsAtError::Store(e) => e,
+                    crate::store::realtime::RowsAtError::Truncated => {
+                        crate::store::StoreError::Config("truncated while loading".into())
+                    }
+                })?;
+            tracing::info!(
+                table = %format!("{}.{}", t.schema, t.name),
+                rows = rows.len(),
+                "membership index: loaded a table relational policies read"
+            );
+            rel.load(t, rows);
+        }
+        self.stats
+            .relation_rows
+            .store(rel.row_count() as u64, Relaxed);
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -212,20 +301,49 @@ impl Router {
         let mut reg = self.lock();
         let position = reg.position;
         reg.conns.get_mut(&conn)?.subs.insert(key);
-        let indexed = choose_index(&plan);
+        let filed = choose_index(&plan);
         let table = reg.tables.entry(plan.table.clone()).or_default();
-        match &indexed {
-            Some((col, kind, val)) => {
+        match &filed {
+            Filed::Eq(col, val) => {
+                let kind = plan
+                    .catalog
+                    .column(col)
+                    .map(|c| c.kind)
+                    .unwrap_or(ColumnKind::Bool);
                 table
                     .by_eq
                     .entry((col.clone(), val.clone()))
                     .or_default()
                     .insert(key);
-                table.eq_columns.entry(col.clone()).or_insert((*kind, 0)).1 += 1;
+                table.eq_columns.entry(col.clone()).or_insert((kind, 0)).1 += 1;
             }
-            None => {
+            Filed::Rel(route, val) => {
+                table
+                    .by_rel
+                    .entry(route.clone())
+                    .or_default()
+                    .entry(val.clone())
+                    .or_default()
+                    .insert(key);
+            }
+            Filed::Scan => {
                 table.scan.insert(key);
             }
+        }
+        let moves = match &plan.visibility {
+            Visibility::Fast(p) => relation::routes(p),
+            Visibility::Sql(_) => Vec::new(),
+        };
+        for t in sql_reads(&plan) {
+            reg.sql_reads.entry(t).or_default().insert(key);
+        }
+        for (route, k) in &moves {
+            reg.movers
+                .entry(route.clone())
+                .or_default()
+                .entry(k.clone())
+                .or_default()
+                .insert(key);
         }
         reg.subs.insert(
             key,
@@ -236,7 +354,8 @@ impl Router {
                     frames: Vec::new(),
                     overflowed: false,
                 },
-                indexed: indexed.map(|(c, _, v)| (c, v)),
+                filed,
+                moves,
             },
         );
         self.stats.subscriptions.fetch_add(1, Relaxed);
@@ -304,8 +423,19 @@ impl Router {
     }
 
     /// Route one transaction of the live tail to every subscription it concerns.
+    ///
+    /// With relational policies, the membership index is first moved to the state after the
+    /// transaction (old row images are judged against the state before it, through
+    /// [`Before`]), and subscriptions whose identity a referenced change concerns get the
+    /// rows that moved in (`insert`) or out (`remove`), read as of this position.
     pub async fn dispatch(&self, batch: &ChangeBatch) {
         let cursor = batch.cursor();
+        let mut rel = self.relations.write().await;
+        if let Err(e) = self.load_missing(&mut rel).await {
+            // Without the index, relational subscriptions cannot be judged: they resync.
+            tracing::warn!(error = %e, "membership index load failed; resyncing relational subscriptions");
+            self.resync_relational(None, "membership index unavailable");
+        }
         let mut by_table: Vec<(&TableName, Vec<&Change>)> = Vec::new();
         for c in &batch.changes {
             match by_table.iter_mut().find(|(t, _)| **t == c.table) {
@@ -313,13 +443,55 @@ impl Router {
                 None => by_table.push((&c.table, vec![c])),
             }
         }
+        let tracked: Vec<&Change> = batch
+            .changes
+            .iter()
+            .filter(|c| rel.has(&(c.table.schema.clone(), c.table.name.clone())))
+            .collect();
+        let mut truncated = Vec::new();
+        let prior = if tracked.is_empty() {
+            HashMap::new()
+        } else {
+            rel.apply(&tracked, &mut truncated)
+        };
+        for t in &truncated {
+            self.resync_relational(Some(t), "truncate");
+        }
+        if !tracked.is_empty() {
+            self.stats
+                .relation_rows
+                .store(rel.row_count() as u64, Relaxed);
+        }
+        let rel: &Relations = &rel;
+        let before = Before {
+            now: rel,
+            prior: &prior,
+        };
+        let view = Rel {
+            before: if prior.is_empty() { rel } else { &before },
+            after: rel,
+        };
+        // The referenced changes' largest version: moved rows carry at least this one.
+        let floor = tracked.iter().map(|c| c.version).max().unwrap_or(0);
+
         // Collect candidates under the lock, and advance the position in the same critical
         // section: a subscription registered after this point catches this transaction up
         // from the log; one registered before is a candidate here.
         let mut work: Candidates = Vec::new();
+        // (subscription, link column) → values of the link column whose rows may move.
+        let mut moves: HashMap<(SubKey, String), (Arc<SubPlan>, HashSet<String>)> = HashMap::new();
+        let mut sql_resync: HashSet<SubKey> = HashSet::new();
         {
             let mut reg = self.lock();
             reg.position = cursor.max(reg.position);
+            if !reg.sql_reads.is_empty() {
+                for c in &batch.changes {
+                    let t = (c.table.schema.clone(), c.table.name.clone());
+                    if let Some(set) = reg.sql_reads.get(&t) {
+                        sql_resync.extend(set.iter().copied());
+                    }
+                }
+            }
             for (ti, (table, changes)) in by_table.iter().enumerate() {
                 let Some(ts) = reg.tables.get(*table) else {
                     continue;
@@ -335,18 +507,71 @@ impl Router {
                                 }
                             }
                         }
+                        for (route, by_key) in &ts.by_rel {
+                            for lookup in [view.before, view.after] {
+                                for k in relation::row_keys(lookup, route, obj) {
+                                    if let Some(set) = by_key.get(&k) {
+                                        keys.extend(set.iter().copied());
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 let subs: Vec<(SubKey, Arc<SubPlan>)> = keys
                     .into_iter()
+                    .filter(|k| !sql_resync.contains(k))
                     .filter_map(|k| reg.subs.get(&k).map(|s| (k, s.plan.clone())))
                     .collect();
                 if !subs.is_empty() {
                     work.push((ti, subs));
                 }
             }
+            if !tracked.is_empty() {
+                for (route, by_key) in &reg.movers {
+                    for (h, hop) in route.hops.iter().enumerate() {
+                        for c in tracked.iter().filter(|c| {
+                            c.table.schema == hop.table.0 && c.table.name == hop.table.1
+                        }) {
+                            for img in [&c.old_row, &c.new_row].into_iter().flatten() {
+                                let Some(img) = img.as_object() else { continue };
+                                for lookup in [view.before, view.after] {
+                                    let (ks, vals) = relation::affected(lookup, route, h, img);
+                                    if vals.is_empty() {
+                                        continue;
+                                    }
+                                    let subs: Vec<SubKey> = match ks {
+                                        None => by_key
+                                            .get(&None)
+                                            .map(|s| s.iter().copied().collect())
+                                            .unwrap_or_default(),
+                                        Some(ks) => ks
+                                            .into_iter()
+                                            .filter_map(|k| by_key.get(&Some(k)))
+                                            .flat_map(|s| s.iter().copied())
+                                            .collect(),
+                                    };
+                                    for sk in subs {
+                                        let Some(sub) = reg.subs.get(&sk) else {
+                                            continue;
+                                        };
+                                        moves
+                                            .entry((sk, route.hops[0].outer.clone()))
+                                            .or_insert_with(|| (sub.plan.clone(), HashSet::new()))
+                                            .1
+                                            .extend(vals.iter().cloned());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
-        if work.is_empty() {
+        for key in &sql_resync {
+            self.resync(*key, "policy input changed");
+        }
+        if work.is_empty() && moves.is_empty() {
             return;
         }
         let lag_ms = (chrono::Utc::now() - batch.started_at)
@@ -354,7 +579,54 @@ impl Router {
             .max(0) as u64;
         self.stats.lag_ms.store(lag_ms, Relaxed);
 
-        let mut out: Vec<(SubKey, Outcome)> = Vec::new();
+        // Rows of the subscribed tables that may move, as of this position: one read per
+        // table and link column.
+        let mut moved_rows: HashMap<
+            (TableName, String),
+            Vec<serde_json::Map<String, serde_json::Value>>,
+        > = HashMap::new();
+        let mut failed_moves: HashSet<(TableName, String)> = HashSet::new();
+        {
+            let mut wanted: HashMap<(TableName, String), (Arc<SubPlan>, HashSet<String>)> =
+                HashMap::new();
+            for ((_, col), (plan, vals)) in &moves {
+                wanted
+                    .entry((plan.table.clone(), col.clone()))
+                    .or_insert_with(|| (plan.clone(), HashSet::new()))
+                    .1
+                    .extend(vals.iter().cloned());
+            }
+            for ((table, col), (plan, vals)) in wanted {
+                let sql_type = plan
+                    .catalog
+                    .column(&col)
+                    .map(|c| c.sql_type.clone())
+                    .unwrap_or_else(|| "text".into());
+                let vals: Vec<String> = vals.into_iter().collect();
+                self.stats.move_reads.fetch_add(1, Relaxed);
+                match self
+                    .store
+                    .rows_at(
+                        &table.schema,
+                        &table.name,
+                        &plan.catalog.primary_key,
+                        cursor,
+                        Some((&col, &sql_type, &vals)),
+                    )
+                    .await
+                {
+                    Ok(rows) => {
+                        moved_rows.insert((table, col), rows);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading rows that moved failed; resyncing their subscribers");
+                        failed_moves.insert((table, col));
+                    }
+                }
+            }
+        }
+
+        let mut out: Vec<(SubKey, ItemsOr)> = Vec::new();
         for (ti, subs) in work {
             let changes = &by_table[ti].1;
             let slow: Vec<&Arc<SubPlan>> = subs
@@ -367,14 +639,19 @@ impl Router {
                 Some(first) => {
                     self.stats.sql_checks.fetch_add(1, Relaxed);
                     match SqlAnswers::fetch(&self.store, &first.catalog, changes, &slow).await {
-                        Ok(a) => a,
+                        Ok(a) => {
+                            self.stats
+                                .sql_statements
+                                .fetch_add(a.statements as u64, Relaxed);
+                            a
+                        }
                         Err(e) => {
                             // Without an answer nothing may be sent to these subscribers, and
                             // skipping silently would lose changes: they resync instead.
                             tracing::warn!(error = %e, "visibility check failed; resyncing its subscribers");
                             for (key, plan) in &subs {
                                 if matches!(plan.visibility, Visibility::Sql(_)) {
-                                    out.push((*key, Outcome::Resync("visibility check failed")));
+                                    out.push((*key, Err("visibility check failed")));
                                 }
                             }
                             SqlAnswers::default()
@@ -384,15 +661,59 @@ impl Router {
             };
             let mut cache = ItemCache::default();
             for (key, plan) in &subs {
-                if matches!(plan.visibility, Visibility::Sql(_))
-                    && out.iter().any(|(k, _)| k == key)
-                {
-                    continue;
+                if matches!(plan.visibility, Visibility::Sql(_)) {
+                    if out.iter().any(|(k, _)| k == key) {
+                        continue;
+                    }
+                    self.stats
+                        .fallback_evaluations
+                        .fetch_add(changes.len() as u64, Relaxed);
+                } else {
+                    self.stats
+                        .fast_evaluations
+                        .fetch_add(changes.len() as u64, Relaxed);
                 }
-                let outcome = evaluate(plan, changes, &answers, cursor, &mut cache);
-                if !matches!(outcome, Outcome::Nothing) {
-                    out.push((*key, outcome));
+                let items = evaluate_items(plan, changes, &answers, &view, &mut cache);
+                if !matches!(&items, Ok(i) if i.is_empty()) {
+                    out.push((*key, items));
                 }
+            }
+        }
+        for ((key, col), (plan, vals)) in &moves {
+            let slot = (plan.table.clone(), col.clone());
+            if failed_moves.contains(&slot) {
+                out.push((*key, Err("visibility check failed")));
+                continue;
+            }
+            let Some(rows) = moved_rows.get(&slot) else {
+                continue;
+            };
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
+                .iter()
+                .filter(|r| {
+                    r.get(col)
+                        .and_then(|v| plan.catalog.column(col).and_then(|c| c.kind.index_key(v)))
+                        .is_some_and(|k| vals.contains(&k))
+                })
+                .cloned()
+                .collect();
+            let changed: HashSet<String> = by_table
+                .iter()
+                .filter(|(t, _)| **t == plan.table)
+                .flat_map(|(_, cs)| cs.iter())
+                .map(|c| pk_text(&plan.catalog.primary_key, &c.pk))
+                .collect();
+            self.stats
+                .fast_evaluations
+                .fetch_add(rows.len() as u64, Relaxed);
+            let items = move_items(plan, &rows, &changed, &view, floor);
+            if items.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|(k, _)| k == key) {
+                Some((_, Ok(list))) => list.extend(items),
+                Some((_, Err(_))) => {}
+                None => out.push((*key, Ok(items))),
             }
         }
         if out.is_empty() {
@@ -405,15 +726,16 @@ impl Router {
             let Some(sub) = reg.subs.get_mut(&key) else {
                 continue;
             };
-            let frame = match outcome {
-                Outcome::Nothing => continue,
-                Outcome::Resync(reason) => {
+            let items = match outcome {
+                Err(reason) => {
                     resync.push((key, reason));
                     continue;
                 }
-                Outcome::Frame(f, n) => (f, n as u64),
+                Ok(items) if items.is_empty() => continue,
+                Ok(items) => items,
             };
-            let (frame, n) = frame;
+            let n = items.len() as u64;
+            let frame = changes_frame(&sub.plan.id_json, sub.plan.log.wire(cursor), &items);
             match &mut sub.state {
                 State::Buffering { frames, overflowed } => {
                     if *overflowed {
@@ -464,8 +786,32 @@ impl Router {
 
     /// Every subscription must start over (the live tail lost history).
     pub fn resync_all(&self, reason: &str) {
+        // The position may now jump past transactions the index never saw.
+        self.stale.store(true, Relaxed);
         let mut reg = self.lock();
         let keys: Vec<SubKey> = reg.subs.keys().copied().collect();
+        for key in keys {
+            self.resync_locked(&mut reg, key, reason);
+        }
+    }
+
+    /// Resync every subscription whose policy reads `table` (every relational one for
+    /// `None`), e.g. after that table was truncated.
+    fn resync_relational(&self, table: Option<&TableKey>, reason: &str) {
+        let mut reg = self.lock();
+        let keys: Vec<SubKey> = reg
+            .subs
+            .iter()
+            .filter(|(_, s)| {
+                !s.moves.is_empty()
+                    && table.map_or(true, |t| {
+                        s.moves
+                            .iter()
+                            .any(|(r, _)| r.hops.iter().any(|h| &h.table == t))
+                    })
+            })
+            .map(|(k, _)| *k)
+            .collect();
         for key in keys {
             self.resync_locked(&mut reg, key, reason);
         }
@@ -503,21 +849,71 @@ impl Router {
 /// The equality condition to file a subscription under: one that every row it can see
 /// satisfies (from the visibility rule first, which is usually the most selective, e.g. the
 /// owner), so a change only reaches subscriptions whose key it carries.
-fn choose_index(plan: &SubPlan) -> Option<(String, ColumnKind, String)> {
+fn choose_index(plan: &SubPlan) -> Filed {
     let mut conjuncts: Vec<&Pred> = Vec::new();
     if let Visibility::Fast(p) = &plan.visibility {
         conjuncts.push(p);
     }
     conjuncts.push(&plan.filter);
-    conjuncts.into_iter().flat_map(|p| p.equalities()).next()
+    if let Some((c, _, v)) = conjuncts.iter().flat_map(|p| p.equalities()).next() {
+        return Filed::Eq(c, v);
+    }
+    if let Visibility::Fast(p) = &plan.visibility {
+        if let Some((route, v)) = relation::index_route(p) {
+            return Filed::Rel(route, v);
+        }
+    }
+    Filed::Scan
+}
+
+/// The tables a SQL-checked policy's sub-selects read.
+pub fn sql_reads(plan: &SubPlan) -> Vec<TableKey> {
+    match &plan.visibility {
+        Visibility::Sql(expr) => crate::policy::parse::referenced_tables(expr),
+        Visibility::Fast(_) => Vec::new(),
+    }
 }
 
 fn remove_sub(reg: &mut Registry, key: SubKey, stats: &RealtimeStats) -> Option<Sub> {
     let sub = reg.subs.remove(&key)?;
     stats.subscriptions.fetch_sub(1, Relaxed);
+    for t in sql_reads(&sub.plan) {
+        if let Some(set) = reg.sql_reads.get_mut(&t) {
+            set.remove(&key);
+            if set.is_empty() {
+                reg.sql_reads.remove(&t);
+            }
+        }
+    }
+    for (route, k) in &sub.moves {
+        if let Some(m) = reg.movers.get_mut(route) {
+            if let Some(set) = m.get_mut(k) {
+                set.remove(&key);
+                if set.is_empty() {
+                    m.remove(k);
+                }
+            }
+            if m.is_empty() {
+                reg.movers.remove(route);
+            }
+        }
+    }
     if let Some(table) = reg.tables.get_mut(&sub.plan.table) {
-        match &sub.indexed {
-            Some((col, val)) => {
+        match &sub.filed {
+            Filed::Rel(route, val) => {
+                if let Some(m) = table.by_rel.get_mut(route) {
+                    if let Some(set) = m.get_mut(val) {
+                        set.remove(&key);
+                        if set.is_empty() {
+                            m.remove(val);
+                        }
+                    }
+                    if m.is_empty() {
+                        table.by_rel.remove(route);
+                    }
+                }
+            }
+            Filed::Eq(col, val) => {
                 let k = (col.clone(), val.clone());
                 if let Some(set) = table.by_eq.get_mut(&k) {
                     set.remove(&key);
@@ -532,7 +928,7 @@ fn remove_sub(reg: &mut Registry, key: SubKey, stats: &RealtimeStats) -> Option<
                     }
                 }
             }
-            None => {
+            Filed::Scan => {
                 table.scan.remove(&key);
             }
         }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    evaluate::{evaluate, ItemCache, Outcome, SqlAnswers},
+    evaluate::{evaluate, ItemCache, Outcome, Rel, SqlAnswers},
     feed::{Change, Cursor, TableName},
     filter::{compile_filter, pushdown},
     router::{ConnId, GoLive, Outbound},
@@ -167,7 +167,7 @@ fn forbidden(what: String) -> End {
 /// The columns a predicate reads.
 fn pred_columns(p: &Pred, out: &mut Vec<String>) {
     match p {
-        Pred::Const(_) => {}
+        Pred::Const(_) | Pred::Exists(_) => {}
         Pred::Cmp { column, .. } | Pred::In { column, .. } | Pred::Is { column, .. } => {
             if !out.contains(column) {
                 out.push(column.clone());
@@ -312,6 +312,17 @@ async fn run(
         columns,
         log,
     });
+
+    // Relational policies: the membership index must hold the tables they read before the
+    // router evaluates anything for this subscription.
+    if matches!(&plan.visibility, Visibility::Fast(p) if p.is_relational()) {
+        // Loaded at the router's position, so the router must be following the tail.
+        rt.router.wait_ready().await;
+        rt.router
+            .track(&catalog.refs)
+            .await
+            .map_err(|e| End::Error(e.into()))?;
+    }
 
     // Snapshot, if there is no cursor.
     let mut from = match start {
@@ -460,6 +471,21 @@ async fn catch_up(
             }
             Err(SourceError::Failed(e)) => return Err(End::Error(e)),
         };
+        let routes = match &plan.visibility {
+            Visibility::Fast(p) => super::relation::routes(p),
+            Visibility::Sql(_) => Vec::new(),
+        };
+        let sql_reads = super::router::sql_reads(plan);
+        if batch.changes.iter().any(|c| {
+            super::relation::concerns(&routes, c)
+                || sql_reads
+                    .iter()
+                    .any(|(s, n)| c.table.schema == *s && c.table.name == *n)
+        }) {
+            // The index is at the router's position, not this transaction's: what moved in
+            // or out here cannot be replayed exactly, so the client starts over.
+            return Err(End::Resync("membership changed".into()));
+        }
         let changes: Vec<&Change> = batch
             .changes
             .iter()
@@ -476,13 +502,26 @@ async fn catch_up(
         } else {
             SqlAnswers::default()
         };
-        match evaluate(
+        let counter = match plan.visibility {
+            Visibility::Fast(_) => &rt.stats.fast_evaluations,
+            Visibility::Sql(_) => &rt.stats.fallback_evaluations,
+        };
+        counter.fetch_add(changes.len() as u64, Relaxed);
+        let relations = rt.router.relations().await;
+        let rel = Rel {
+            before: &*relations,
+            after: &*relations,
+        };
+        let outcome = evaluate(
             plan,
             &changes,
             &answers,
+            &rel,
             batch.cursor(),
             &mut ItemCache::default(),
-        ) {
+        );
+        drop(relations);
+        match outcome {
             Outcome::Nothing => {}
             Outcome::Resync(reason) => return Err(End::Resync(reason.into())),
             Outcome::Frame(f, n) => {

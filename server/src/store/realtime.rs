@@ -17,7 +17,7 @@ use crate::{
     auth::{Identity, Role},
     policy::{
         compile::{Access, Policy},
-        parse::parse_policy,
+        parse::{parse_policy_in, referenced_tables},
         ColumnKind,
     },
     realtime::{feed::Cursor, filter::Pushdown},
@@ -46,6 +46,33 @@ pub struct TableCatalog {
     /// Whether change capture is enabled on the table.
     pub synced: bool,
     access: [Access; 3],
+    /// The tables the fast-path policies' sub-selects read, with what the server needs to
+    /// keep them in memory (see `realtime::relation`).
+    pub refs: Vec<RefTable>,
+}
+
+/// A table a relational policy reads (e.g. `members`), as the membership index keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefTable {
+    pub schema: String,
+    pub name: String,
+    pub primary_key: Vec<String>,
+    pub kinds: HashMap<String, ColumnKind>,
+    /// `format_type` of each column, for casts of bound text parameters.
+    pub sql_types: HashMap<String, String>,
+}
+
+impl RefTable {
+    pub fn key(&self) -> (String, String) {
+        (self.schema.clone(), self.name.clone())
+    }
+}
+
+/// Facts about a referenced table, per role: its columns the role may read, or `None` if
+/// the server may not evaluate sub-selects over it for that role.
+struct RefFacts {
+    table: RefTable,
+    per_role: [Option<HashMap<String, ColumnKind>>; 3],
 }
 
 fn role_index(role: Role) -> usize {
@@ -81,6 +108,111 @@ impl TableCatalog {
         self.column(column)
             .is_some_and(|c| c.selectable[role_index(role)])
     }
+}
+
+const COLUMNS_SQL: &str =
+    "select a.attname::text, format_type(a.atttypid, a.atttypmod), ty.typname::text,
+            has_column_privilege('rowcast_anon', a.attrelid, a.attnum, 'SELECT'),
+            has_column_privilege('rowcast_authenticated', a.attrelid, a.attnum, 'SELECT'),
+            has_column_privilege('rowcast_service', a.attrelid, a.attnum, 'SELECT'),
+            coalesce(co.collisdeterministic, true)
+     from pg_attribute a join pg_type ty on ty.oid = a.atttypid
+     left join pg_collation co on co.oid = a.attcollation
+     where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped
+     order by a.attnum";
+
+fn column_info(r: &tokio_postgres::Row) -> Result<ColumnInfo, StoreError> {
+    let typname: String = r.try_get(2)?;
+    let deterministic: bool = r.try_get(6)?;
+    let mut kind = ColumnKind::from_typname(&typname);
+    // A nondeterministic collation makes `=` on text differ from byte equality.
+    if kind == ColumnKind::Text && !deterministic {
+        kind = ColumnKind::Other;
+    }
+    Ok(ColumnInfo {
+        name: r.try_get(0)?,
+        sql_type: r.try_get(1)?,
+        kind,
+        selectable: [r.try_get(3)?, r.try_get(4)?, r.try_get(5)?],
+    })
+}
+
+/// The facts of a table a policy's sub-select reads. Per role, it may be evaluated in the
+/// server only when Postgres would read it exactly as the server's copy has it: a plain
+/// table (no inheritance children, not partitioned) without row-level security, synced
+/// (so the server follows its changes), and only the columns the role may read.
+async fn ref_facts_of(
+    client: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    name: &str,
+) -> Result<Option<RefFacts>, StoreError> {
+    let Some(t) = client
+        .query_opt(
+            "select c.oid, c.relkind = 'r' and not c.relrowsecurity and not c.relhassubclass
+                        and exists (select 1 from pg_trigger g
+                                    where g.tgrelid = c.oid and g.tgname = 'zz_rowcast_capture')
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = $1 and c.relname = $2",
+            &[&schema, &name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let oid: u32 = t.try_get(0)?;
+    let eligible: bool = t.try_get(1)?;
+    let columns = client
+        .query(COLUMNS_SQL, &[&oid])
+        .await?
+        .iter()
+        .map(column_info)
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let primary_key = client
+        .query(
+            "select a.attname::text
+             from pg_index i
+             cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+             join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+             where i.indrelid = $1 and i.indisprimary
+             order by k.ord",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<Vec<String>, _>>()?;
+    let per_role = [0, 1, 2].map(|i| {
+        (eligible && !primary_key.is_empty()).then(|| {
+            columns
+                .iter()
+                .filter(|c| c.selectable[i])
+                .map(|c| (c.name.clone(), c.kind))
+                .collect::<HashMap<_, _>>()
+        })
+    });
+    Ok(Some(RefFacts {
+        table: RefTable {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            primary_key,
+            kinds: columns.iter().map(|c| (c.name.clone(), c.kind)).collect(),
+            sql_types: columns
+                .iter()
+                .map(|c| (c.name.clone(), c.sql_type.clone()))
+                .collect(),
+        },
+        per_role,
+    }))
+}
+
+/// Why [`Store::rows_at`] could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RowsAtError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The table was truncated after the cursor: its earlier state is not in the log.
+    #[error("truncated after the cursor")]
+    Truncated,
 }
 
 /// Quote an identifier that came from the catalog.
@@ -119,7 +251,11 @@ impl Store {
                                 where g.tgrelid = c.oid and g.tgname = 'zz_rowcast_capture'),
                         coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_anon'), false),
                         coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_authenticated'), false),
-                        coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_service'), false)
+                        coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_service'), false),
+                        c.relforcerowsecurity,
+                        pg_has_role('rowcast_anon', c.relowner, 'USAGE'),
+                        pg_has_role('rowcast_authenticated', c.relowner, 'USAGE'),
+                        pg_has_role('rowcast_service', c.relowner, 'USAGE')
                  from pg_class c join pg_namespace n on n.oid = c.relnamespace
                  where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')",
                 &[&schema, &name],
@@ -131,30 +267,19 @@ impl Store {
         let oid: u32 = t.try_get(0)?;
         let rls: bool = t.try_get(1)?;
         let synced: bool = t.try_get(2)?;
-        let bypass: [bool; 3] = [t.try_get(3)?, t.try_get(4)?, t.try_get(5)?];
+        let mut bypass: [bool; 3] = [t.try_get(3)?, t.try_get(4)?, t.try_get(5)?];
+        // A table's owner is not subject to its row-level security unless it is forced.
+        let force: bool = t.try_get(6)?;
+        for (i, b) in bypass.iter_mut().enumerate() {
+            let owner: bool = t.try_get(7 + i)?;
+            *b |= owner && !force;
+        }
 
         let columns = client
-            .query(
-                "select a.attname::text, format_type(a.atttypid, a.atttypmod), ty.typname::text,
-                        has_column_privilege('rowcast_anon', a.attrelid, a.attnum, 'SELECT'),
-                        has_column_privilege('rowcast_authenticated', a.attrelid, a.attnum, 'SELECT'),
-                        has_column_privilege('rowcast_service', a.attrelid, a.attnum, 'SELECT')
-                 from pg_attribute a join pg_type ty on ty.oid = a.atttypid
-                 where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped
-                 order by a.attnum",
-                &[&oid],
-            )
+            .query(COLUMNS_SQL, &[&oid])
             .await?
             .iter()
-            .map(|r| {
-                let typname: String = r.try_get(2)?;
-                Ok(ColumnInfo {
-                    name: r.try_get(0)?,
-                    sql_type: r.try_get(1)?,
-                    kind: ColumnKind::from_typname(&typname),
-                    selectable: [r.try_get(3)?, r.try_get(4)?, r.try_get(5)?],
-                })
-            })
+            .map(column_info)
             .collect::<Result<Vec<_>, StoreError>>()?;
 
         let primary_key = client
@@ -188,21 +313,53 @@ impl Store {
             .await?;
         let kinds: HashMap<String, ColumnKind> =
             columns.iter().map(|c| (c.name.clone(), c.kind)).collect();
-        let mut per_role: [Vec<Policy>; 3] = Default::default();
+        // The tables sub-selects read, and whether each role's reads of them can be
+        // evaluated in the server.
+        let mut ref_facts: HashMap<(String, String), RefFacts> = HashMap::new();
         for r in &policies {
             let sql: String = r.try_get(2)?;
-            let policy = Policy {
-                name: r.try_get(0)?,
-                permissive: r.try_get(1)?,
-                fast: parse_policy(&sql, &kinds),
-                sql,
-            };
-            for (i, list) in per_role.iter_mut().enumerate() {
-                if r.try_get::<_, bool>(3 + i)? {
-                    list.push(policy.clone());
+            for (rs, rn) in referenced_tables(&sql) {
+                if ref_facts.contains_key(&(rs.clone(), rn.clone())) || ref_facts.len() >= 8 {
+                    continue;
+                }
+                if let Some(f) = ref_facts_of(&client, &rs, &rn).await? {
+                    ref_facts.insert((rs, rn), f);
                 }
             }
         }
+        let mut per_role: [Vec<Policy>; 3] = Default::default();
+        let mut used_refs: Vec<(String, String)> = Vec::new();
+        for r in &policies {
+            let sql: String = r.try_get(2)?;
+            for (i, list) in per_role.iter_mut().enumerate() {
+                if !r.try_get::<_, bool>(3 + i)? {
+                    continue;
+                }
+                let resolve = |s: &str, n: &str| {
+                    ref_facts
+                        .get(&(s.to_string(), n.to_string()))
+                        .and_then(|f| f.per_role[i].clone())
+                };
+                let fast = parse_policy_in(&sql, name, &kinds, &resolve);
+                if let Some(f) = &fast {
+                    for t in crate::policy::compile::tables_read(f) {
+                        if !used_refs.contains(&t) {
+                            used_refs.push(t);
+                        }
+                    }
+                }
+                list.push(Policy {
+                    name: r.try_get(0)?,
+                    permissive: r.try_get(1)?,
+                    sql: sql.clone(),
+                    fast,
+                });
+            }
+        }
+        let refs: Vec<RefTable> = used_refs
+            .iter()
+            .filter_map(|k| ref_facts.get(k).map(|f| f.table.clone()))
+            .collect();
         let access = ROLES.map(|role| {
             let i = role_index(role);
             if !columns.iter().any(|c| c.selectable[i]) {
@@ -221,6 +378,7 @@ impl Store {
             primary_key,
             synced,
             access,
+            refs,
         }))
     }
 
@@ -312,26 +470,62 @@ impl Store {
 
     /// For policies outside the fast path: which of `rows` (row images as captured) each
     /// identity may see under `expr` (the combined policy expression of `table` for that
-    /// identity's role). One transaction for the whole batch; one statement per distinct
-    /// identity, each evaluating every row at once, so the cost per change batch grows with
-    /// the distinct identities involved, never with subscribers × changes.
+    /// identity's role). One transaction for the whole batch. A check whose expression reads
+    /// the identity only through `rowcast.uid()`, `rowcast.claims()` and `rowcast.role()`
+    /// (see [`identity_free`]) evaluates all its identities (one role) in one statement,
+    /// with those calls replaced by the identity's claims from a bound array; any other
+    /// check runs one statement per identity, with that identity's role and claims set
+    /// transaction-locally. Answers: per check, per identity, per row.
     pub async fn visible_rows(
         &self,
         table: &TableCatalog,
         checks: &[VisibilityCheck],
-    ) -> Result<Vec<Vec<bool>>, StoreError> {
+    ) -> Result<Vec<Vec<Vec<bool>>>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.build_transaction().read_only(true).start().await?;
         let mut out = Vec::with_capacity(checks.len());
         for check in checks {
+            let rows = Value::Array(check.rows.clone());
+            let Some(first) = check.identities.first() else {
+                out.push(Vec::new());
+                continue;
+            };
+            let mut per_identity = vec![vec![false; check.rows.len()]; check.identities.len()];
+            let batched = check.identities.len() > 1 && identity_free(&check.expr).is_some();
             tx.execute(
                 "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
-                &[
-                    &check.identity.role.pg_role(),
-                    &check.identity.claims_json(),
-                ],
+                &[&first.role.pg_role(), &first.claims_json()],
             )
             .await?;
+            if batched {
+                let expr = identity_free(&check.expr).unwrap_or_default();
+                let claims: Vec<String> =
+                    check.identities.iter().map(|i| i.claims_json()).collect();
+                let sql = format!(
+                    "select __rowcast_id.__rowcast_n, __rowcast_e.__rowcast_i
+                     from (select __rowcast_u.n as __rowcast_n, __rowcast_u.t::jsonb as __rowcast_c
+                           from unnest($2::text[]) with ordinality as __rowcast_u(t, n)) as __rowcast_id
+                     cross join jsonb_array_elements($1::jsonb) with ordinality as __rowcast_e(__rowcast_r, __rowcast_i)
+                     cross join lateral jsonb_populate_record(null::{}, __rowcast_e.__rowcast_r) as {}
+                     where {}",
+                    table.sql_name(),
+                    quote_ident(&table.name),
+                    expr
+                );
+                for r in tx.query(&sql, &[&rows, &claims]).await? {
+                    let n: i64 = r.try_get(0)?;
+                    let i: i64 = r.try_get(1)?;
+                    if let Some(f) = usize::try_from(n - 1)
+                        .ok()
+                        .and_then(|n| per_identity.get_mut(n))
+                        .and_then(|v| usize::try_from(i - 1).ok().and_then(|i| v.get_mut(i)))
+                    {
+                        *f = true;
+                    }
+                }
+                out.push(per_identity);
+                continue;
+            }
             let sql = format!(
                 "select __rowcast_e.__rowcast_i
                  from jsonb_array_elements($1::jsonb) with ordinality as __rowcast_e(__rowcast_r, __rowcast_i)
@@ -341,26 +535,299 @@ impl Store {
                 quote_ident(&table.name),
                 check.expr
             );
-            let rows = Value::Array(check.rows.clone());
-            let visible = tx.query(&sql, &[&rows]).await?;
-            let mut flags = vec![false; check.rows.len()];
-            for r in visible {
-                let i: i64 = r.try_get(0)?;
-                if let Some(f) = usize::try_from(i - 1).ok().and_then(|i| flags.get_mut(i)) {
-                    *f = true;
+            for (n, identity) in check.identities.iter().enumerate() {
+                if n > 0 {
+                    tx.execute(
+                        "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
+                        &[&identity.role.pg_role(), &identity.claims_json()],
+                    )
+                    .await?;
+                }
+                for r in tx.query(&sql, &[&rows]).await? {
+                    let i: i64 = r.try_get(0)?;
+                    if let Some(f) = usize::try_from(i - 1)
+                        .ok()
+                        .and_then(|i| per_identity[n].get_mut(i))
+                    {
+                        *f = true;
+                    }
                 }
             }
-            out.push(flags);
+            out.push(per_identity);
         }
         tx.commit().await?;
         Ok(out)
     }
 }
 
-/// One identity's rows to check against its combined policy expression.
+/// Functions a policy may call and still be evaluated for many identities in one
+/// statement: built-ins that read no settings (and SQL keywords that look like calls).
+const IDENTITY_FREE_CALLS: &[&str] = &[
+    "any",
+    "all",
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "abs",
+    "substr",
+    "substring",
+    "position",
+    "date_trunc",
+    "array",
+    "like",
+    "ilike",
+    "then",
+    "else",
+    "when",
+];
+
+/// `expr` with `rowcast.uid()`, `rowcast.claims()` and `rowcast.role()` replaced by the same
+/// values computed from the batched identity's claims (`__rowcast_id.__rowcast_c`), or
+/// `None` when the expression may read the identity some other way: a sub-select (the
+/// tables it reads may have policies of their own), any other function call, or
+/// `current_setting`. String literals and quoted identifiers are copied untouched.
+pub fn identity_free(expr: &str) -> Option<String> {
+    let b = expr.as_bytes();
+    let mut out = String::with_capacity(expr.len() + 64);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\'' || c == b'"' {
+            let start = i;
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return None,
+                    Some(&q) if q == c && b.get(i + 1) == Some(&c) => i += 2,
+                    Some(&q) if q == c => {
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            out.push_str(&expr[start..i]);
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                i += 1;
+            }
+            let word = expr[start..i].to_ascii_lowercase();
+            if word == "select" || word == "from" || word.contains("current_setting") {
+                return None;
+            }
+            let mut j = i;
+            while j < b.len() && b[j] == b' ' {
+                j += 1;
+            }
+            if b.get(j) == Some(&b'(') {
+                let call = |k: &str| expr[j..].starts_with("()").then(|| (j + 2, k.to_string()));
+                let replaced = match word.as_str() {
+                    "rowcast.claims" => call("(__rowcast_id.__rowcast_c)"),
+                    "rowcast.uid" => call("(nullif(__rowcast_id.__rowcast_c ->> 'sub', ''))::uuid"),
+                    "rowcast.role" => call("coalesce(__rowcast_id.__rowcast_c ->> 'role', 'anon')"),
+                    w if IDENTITY_FREE_CALLS.contains(&w) => None,
+                    _ => return None,
+                };
+                if let Some((end, text)) = replaced {
+                    out.push('(');
+                    out.push_str(&text);
+                    out.push(')');
+                    i = end;
+                    continue;
+                }
+            }
+            out.push_str(&expr[start..i]);
+            continue;
+        }
+        if c >= 0x80 {
+            // Non-ASCII outside a literal: not worth the risk.
+            return None;
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    Some(out)
+}
+
+impl Store {
+    /// The rows of `schema.name` as they were at `cursor` (the log position the router has
+    /// reached), optionally only those whose `column` is one of `values`: the table read
+    /// now, rolled back with the change log. For every key changed after `cursor` (in the
+    /// same snapshot), its state at `cursor` is the old image of its first later change (by
+    /// version; absent for an insert). Read as the server's own role with row security
+    /// off, so a policy on the table fails loudly instead of hiding rows.
+    pub async fn rows_at(
+        &self,
+        schema: &str,
+        name: &str,
+        primary_key: &[String],
+        cursor: Cursor,
+        only: Option<(&str, &str, &[String])>,
+    ) -> Result<Vec<serde_json::Map<String, Value>>, RowsAtError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(StoreError::from)?;
+        tx.execute("select set_config('row_security', 'off', true)", &[])
+            .await
+            .map_err(StoreError::from)?;
+        let table = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let (rows, log) = match only {
+            None => {
+                let rows = tx
+                    .query(&format!("select to_jsonb(t) from {table} t"), &[])
+                    .await
+                    .map_err(StoreError::from)?;
+                let log = tx
+                    .query(
+                        "select pk, op::text, old_row from rowcast.change_log
+                         where table_schema = $1 and table_name = $2
+                           and (xid, id) > ($3::text::xid8, $4::int8)
+                         order by version",
+                        &[&schema, &name, &cursor.xid().to_string(), &cursor.id()],
+                    )
+                    .await
+                    .map_err(StoreError::from)?;
+                (rows, log)
+            }
+            Some((column, sql_type, values)) => {
+                let values: Vec<String> = values.to_vec();
+                let rows = tx
+                    .query(
+                        &format!(
+                            "select to_jsonb(t) from {table} t where t.{} = any($1::text[]::{sql_type}[])",
+                            quote_ident(column)
+                        ),
+                        &[&values],
+                    )
+                    .await
+                    .map_err(StoreError::from)?;
+                let log = tx
+                    .query(
+                        "select pk, op::text, old_row from rowcast.change_log
+                         where table_schema = $1 and table_name = $2
+                           and (xid, id) > ($3::text::xid8, $4::int8)
+                           and (op = 'T' or old_row ->> $5 = any($6) or new_row ->> $5 = any($6))
+                         order by version",
+                        &[
+                            &schema,
+                            &name,
+                            &cursor.xid().to_string(),
+                            &cursor.id(),
+                            &column,
+                            &values,
+                        ],
+                    )
+                    .await
+                    .map_err(StoreError::from)?;
+                (rows, log)
+            }
+        };
+        tx.commit().await.map_err(StoreError::from)?;
+        let key_of = |row: &serde_json::Map<String, Value>| -> String {
+            let pk: serde_json::Map<String, Value> = primary_key
+                .iter()
+                .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+                .collect();
+            Value::Object(pk).to_string()
+        };
+        let mut state: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
+        for r in &rows {
+            if let Value::Object(row) = r.try_get::<_, Value>(0).map_err(StoreError::from)? {
+                state.insert(key_of(&row), row);
+            }
+        }
+        let mut rolled: std::collections::HashSet<String> = Default::default();
+        for r in &log {
+            let op: String = r.try_get(1).map_err(StoreError::from)?;
+            if op == "T" {
+                return Err(RowsAtError::Truncated);
+            }
+            let pk: Value = r.try_get(0).map_err(StoreError::from)?;
+            let Value::Object(pk) = pk else { continue };
+            // The same key text as `key_of` (columns in primary-key order).
+            let row: serde_json::Map<String, Value> = primary_key
+                .iter()
+                .map(|k| (k.clone(), pk.get(k).cloned().unwrap_or(Value::Null)))
+                .collect();
+            let key = Value::Object(row).to_string();
+            if !rolled.insert(key.clone()) {
+                continue;
+            }
+            match r.try_get::<_, Option<Value>>(2).map_err(StoreError::from)? {
+                Some(Value::Object(old)) if op != "I" => {
+                    state.insert(key, old);
+                }
+                _ => {
+                    state.remove(&key);
+                }
+            }
+        }
+        let mut out: Vec<_> = state.into_values().collect();
+        if let Some((column, _, values)) = only {
+            // Rolled-back images may have had another value.
+            out.retain(|r| {
+                r.get(column)
+                    .map(|v| match v {
+                        Value::String(s) => values.contains(s),
+                        v => values.contains(&v.to_string()),
+                    })
+                    .unwrap_or(false)
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Identities of one role, and the rows to check against their combined policy expression.
 #[derive(Debug, Clone)]
 pub struct VisibilityCheck {
-    pub identity: Arc<Identity>,
+    pub identities: Vec<Arc<Identity>>,
     pub expr: String,
     pub rows: Vec<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity_free;
+
+    #[test]
+    fn identity_calls_are_substituted_only_where_that_is_exact() {
+        let e = identity_free("((owner = rowcast.uid()) AND (title ~~ 'rowcast.uid()%'::text))")
+            .unwrap();
+        assert!(e.contains("__rowcast_id.__rowcast_c ->> 'sub'"), "{e}");
+        assert!(e.contains("'rowcast.uid()%'"), "literals stay: {e}");
+        assert!(!e.contains("owner = rowcast.uid()"), "{e}");
+        let e = identity_free("(lower(team) = (rowcast.claims() ->> 'team'::text))").unwrap();
+        assert!(e.contains("lower(team) = "), "{e}");
+        assert!(e.contains("(__rowcast_id.__rowcast_c)) ->> 'team'"), "{e}");
+        for text in [
+            "(EXISTS ( SELECT 1 FROM public.members m WHERE (m.user_id = rowcast.uid())))",
+            "(public.is_member(list_id))",
+            "(owner = (current_setting('rowcast.claims'::text))::uuid)",
+            "(x = 'unterminated)",
+        ] {
+            assert_eq!(identity_free(text), None, "{text}");
+        }
+    }
 }

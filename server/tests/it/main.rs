@@ -19,6 +19,7 @@ mod hostile;
 mod instances;
 mod observability;
 mod realtime;
+mod relational;
 mod rest;
 mod rest_grammar;
 mod tls;
