@@ -1,0 +1,68 @@
+// Edits made offline are shown at once, counted as waiting, and reach the other user exactly
+// once when the network returns; a reload while offline shows the cached lists.
+import { expect, sql, test, User } from './support';
+
+test('edits made offline reach the other user exactly once when the network returns', async ({ browser }) => {
+  const alice = await User.open(browser, 'alice');
+  const bob = await User.open(browser, 'bob');
+  await alice.signUp();
+  await bob.signUp();
+  const listId = await alice.createList('Trip');
+  await alice.addTodo('passport');
+  await alice.share(bob.email);
+  await bob.openList('Trip');
+  await expect(bob.todo('passport')).toBeVisible();
+
+  await bob.offline();
+  await expect(bob.page.getByTestId('connection')).not.toHaveAttribute('data-state', 'live');
+  await bob.addTodo('tickets');
+  await bob.addTodo('sunscreen');
+  await bob.todo('passport').getByTestId('todo-done').check();
+  // Shown at once on Bob's screen, waiting to be sent, not yet anywhere else.
+  await expect(bob.page.getByTestId('pending')).toHaveAttribute('data-count', '3');
+  await expect(bob.todo('passport')).toHaveAttribute('data-done', 'true');
+  expect(sql(`select count(*) from public.todos where list_id = '${listId}'`)).toBe('1');
+  await expect(alice.todo('tickets')).toHaveCount(0);
+
+  await bob.online();
+  await bob.expectLive();
+  await bob.expectSynced();
+  await expect(alice.todo('tickets')).toHaveCount(1);
+  await expect(alice.todo('sunscreen')).toHaveCount(1);
+  await expect(alice.todo('passport')).toHaveAttribute('data-done', 'true');
+  // Exactly once in the database, and on both screens, after everything has settled.
+  expect(sql(`select string_agg(title, ',' order by title) from public.todos where list_id = '${listId}'`)).toBe(
+    'passport,sunscreen,tickets',
+  );
+  await alice.addTodo('after the replay');
+  await expect(bob.todo('after the replay')).toBeVisible();
+  for (const user of [alice, bob]) await expect(user.page.getByTestId('todo')).toHaveCount(4);
+  await alice.close();
+  await bob.close();
+});
+
+test('a reload while offline shows the cached lists', async ({ browser }) => {
+  const carol = await User.open(browser, 'carol');
+  await carol.signUp();
+  await carol.createList('Books');
+  await carol.addTodo('Middlemarch');
+  await carol.createList('Films');
+  await carol.expectSynced();
+  // The page itself comes from the service worker's cache once it is installed.
+  await carol.page.evaluate(async () => {
+    await navigator.serviceWorker.ready;
+  });
+
+  await carol.offline();
+  await carol.page.reload();
+  await expect(carol.page.getByTestId('me')).toHaveText(carol.email);
+  await expect(carol.listItem('Books')).toBeVisible();
+  await expect(carol.listItem('Films')).toBeVisible();
+  await carol.openList('Books');
+  await expect(carol.todo('Middlemarch')).toBeVisible();
+  await expect(carol.page.getByTestId('connection')).not.toHaveAttribute('data-state', 'live');
+
+  await carol.online();
+  await carol.expectLive();
+  await carol.close();
+});
