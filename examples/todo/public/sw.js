@@ -32,7 +32,10 @@ self.addEventListener('fetch', (event) => {
         if (response.ok) await cache.put(request, response.clone());
         return response;
       } catch (offline) {
-        const cached = (await cache.match(request)) ?? (request.mode === 'navigate' ? await cache.match('/') : undefined);
+        // ignoreVary: the preview server answers with `Vary: Origin`, and module scripts send an Origin.
+        const cached =
+          (await cache.match(request, { ignoreVary: true })) ??
+          (request.mode === 'navigate' ? await cache.match('/', { ignoreVary: true }) : undefined);
         if (cached) return cached;
         throw offline;
       }
