@@ -27,7 +27,7 @@ BENCHES ?= bench-capture bench-rest bench-realtime
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set)
 ## with the todo example: its migrations, and its page on http://127.0.0.1:5173 (examples/todo).
-dev: example-build
+dev: example-deps
 	$(CARGO) build --quiet --bin rowcast
 	ROWCAST_BIN=$(CURDIR)/target/debug/rowcast ROWCAST_DATA_DIR=$(DATA_DIR) node examples/todo/scripts/dev.mjs
 
@@ -128,16 +128,15 @@ bench-realtime:
 	$(CARGO) build --release --locked --bin rowcast -p rowcast
 	ulimit -n $$(ulimit -Hn) && $(CARGO) run --release --locked -p rowcast-bench --bin rowcast-bench-realtime
 
-## The todo example (examples/todo): its page built on the SDK (client-sdk-ts), and its
-## browser tests (Playwright driving Debian's Chromium at /usr/bin/chromium; `.ci/run`
-## installs it). `npm ci` runs only when a package-lock.json changed.
+## The todo example (examples/todo): its page, built with Vite on the SDK's sources
+## (client-sdk-ts/src), and its browser tests (Playwright driving Debian's Chromium at
+## /usr/bin/chromium; `.ci/run` installs it). `npm ci` runs only when package-lock.json changed.
 EXAMPLE := examples/todo
-NPM_CI := npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 .PHONY: example-deps example-build example-test
 example-deps:
-	@test -f client-sdk-ts/package.json || { echo "examples/todo needs the SDK in client-sdk-ts/" >&2; exit 1; }
-	cd client-sdk-ts && { [ node_modules/.package-lock.json -nt package-lock.json ] || $(NPM_CI); } && npm run build
-	cd $(EXAMPLE) && { [ node_modules/.package-lock.json -nt package-lock.json ] || $(NPM_CI); }
+	@test -f client-sdk-ts/src/index.ts || { echo "examples/todo needs the SDK in client-sdk-ts/" >&2; exit 1; }
+	cd $(EXAMPLE) && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
+	  npm ci --prefer-offline --no-audit --no-fund --loglevel=error; }
 
 example-build: example-deps
 	cd $(EXAMPLE) && npm run typecheck && npm run build
@@ -148,7 +147,7 @@ example-test: example-build
 
 # Until the SDK is in the tree (it is merged from its own branch), `make test` says so
 # instead of failing; `make dev` and `make example-test` need it.
-ifneq ($(wildcard client-sdk-ts/package.json),)
+ifneq ($(wildcard client-sdk-ts/src/index.ts),)
 test: example-test
 else
 test: example-test-needs-sdk

@@ -34,15 +34,21 @@ server.on('exit', (code, signal) => {
   process.exit(code ?? 0);
 });
 
-async function ready() {
+// /health answers as soon as the server listens; /ready only once migrations and the schema
+// cache are done, and the server logs each 503 it gives. So wait on /health, then /ready.
+async function poll(path, ms) {
   for (;;) {
     try {
-      if ((await fetch(`${api}/ready`)).ok) return;
+      if ((await fetch(`${api}${path}`)).ok) return;
     } catch {
       // not listening yet
     }
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, ms));
   }
+}
+async function ready() {
+  await poll('/health', 250);
+  await poll('/ready', 500);
 }
 await ready();
 

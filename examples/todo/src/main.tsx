@@ -21,8 +21,11 @@ const client = createClient<Database>(window.location.origin, {
     },
   },
 });
-// The browser knows when the network returns; do not wait for the next backoff step.
+// The browser knows when the network comes and goes: reconnect at once rather than at the
+// next backoff step, or, going offline, rather than when the heartbeat notices (an open
+// WebSocket can outlive the network, e.g. under the browser's offline emulation).
 window.addEventListener('online', () => client.reconnect());
+window.addEventListener('offline', () => client.reconnect());
 
 if ('serviceWorker' in navigator) void navigator.serviceWorker.register('/sw.js');
 

@@ -1,5 +1,6 @@
 // Edits made offline are shown at once, counted as waiting, and reach the other user exactly
-// once when the network returns; a reload while offline shows the cached lists.
+// once when the network returns (also when an answer is lost and the write is sent again);
+// a reload while offline shows the cached lists.
 import { expect, sql, test, User } from './support';
 
 test('edits made offline reach the other user exactly once when the network returns', async ({ browser }) => {
@@ -24,12 +25,28 @@ test('edits made offline reach the other user exactly once when the network retu
   expect(sql(`select count(*) from public.todos where list_id = '${listId}'`)).toBe('1');
   await expect(alice.todo('tickets')).toHaveCount(0);
 
+  // The first write sent after the network returns reaches the server, but its answer is
+  // lost on the way back: the SDK must send it again, and the server must not apply it twice.
+  let answerDropped = false;
+  await bob.context.route('**/rest/v1/todos*', async (route) => {
+    if (answerDropped || route.request().method() !== 'POST') return route.continue();
+    answerDropped = true;
+    await route.fetch();
+    await route.abort('connectionreset');
+  });
+  const replayed: string[] = [];
+  bob.page.on('response', (response) => {
+    if (response.headers()['idempotent-replayed'] === 'true') replayed.push(response.url());
+  });
+
   await bob.online();
   await bob.expectLive();
   await bob.expectSynced();
   await expect(alice.todo('tickets')).toHaveCount(1);
   await expect(alice.todo('sunscreen')).toHaveCount(1);
   await expect(alice.todo('passport')).toHaveAttribute('data-done', 'true');
+  expect(answerDropped).toBe(true);
+  expect(replayed).toHaveLength(1);
   // Exactly once in the database, and on both screens, after everything has settled.
   expect(sql(`select string_agg(title, ',' order by title) from public.todos where list_id = '${listId}'`)).toBe(
     'passport,sunscreen,tickets',
@@ -65,4 +82,30 @@ test('a reload while offline shows the cached lists', async ({ browser }) => {
   await carol.online();
   await carol.expectLive();
   await carol.close();
+});
+
+test('an offline write the server refuses is undone and reported', async ({ browser }) => {
+  const alice = await User.open(browser, 'alice');
+  const bob = await User.open(browser, 'bob');
+  await alice.signUp();
+  await bob.signUp();
+  const listId = await alice.createList('Party');
+  await alice.share(bob.email);
+  await bob.openList('Party');
+
+  await bob.offline();
+  await bob.addTodo('too late');
+  await expect(bob.page.getByTestId('pending')).toHaveAttribute('data-count', '1');
+  // Meanwhile Alice takes Bob off the list, so his queued insert is no longer allowed.
+  await alice.page.getByTestId('member').filter({ hasText: bob.email }).getByTestId('remove-member').click();
+  await expect(alice.page.getByTestId('member')).toHaveCount(1);
+
+  await bob.online();
+  await expect(bob.page.getByTestId('write-errors')).toContainText('A change was refused and undone');
+  await bob.expectSynced();
+  await expect(bob.todo('too late')).toHaveCount(0);
+  await expect(bob.listItem('Party')).toHaveCount(0);
+  expect(sql(`select count(*) from public.todos where list_id = '${listId}'`)).toBe('0');
+  await alice.close();
+  await bob.close();
 });
