@@ -3,7 +3,7 @@
 // by vite preview on another free port with the API proxied. Tests find them through the
 // environment (see tests/support.ts). Returns the teardown.
 import { spawn } from 'node:child_process';
-import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -77,6 +77,13 @@ export default async function globalSetup() {
   process.env.TODO_PG_PORT = pgPort;
 
   return async () => {
+    // The server's counters at the end of the run, e.g. which realtime path decided who
+    // receives each change (rowcast_realtime_*_evaluations_total, where the server has them).
+    try {
+      writeFileSync(join(app, 'artifacts', 'metrics.txt'), await (await fetch(`${api}/metrics`)).text());
+    } catch {
+      // best effort: the run's result does not depend on it
+    }
     await page.close();
     const exited = new Promise((r) => server.once('exit', r));
     server.kill('SIGTERM');

@@ -40,7 +40,8 @@ export function sql(query: string): string {
  */
 export class User {
   private sockets = new Set<WebSocketRoute>();
-  private isOffline = false;
+  /** Whether `offline()` is in effect (a test's own `context.route` handler must honour it). */
+  isOffline = false;
 
   private constructor(
     readonly context: BrowserContext,
@@ -48,8 +49,16 @@ export class User {
     readonly email: string,
   ) {}
 
-  static async open(browser: Browser, name: string): Promise<User> {
-    const context = await browser.newContext({ viewport: { width: 1000, height: 720 } });
+  /**
+   * `serviceWorker`: let the page's service worker run (it serves the page offline). Off by
+   * default, because requests that pass through a service worker escape Playwright's
+   * offline mode (microsoft/playwright#2311): writes would reach the server while "offline".
+   */
+  static async open(browser: Browser, name: string, options: { serviceWorker?: boolean } = {}): Promise<User> {
+    const context = await browser.newContext({
+      viewport: { width: 1000, height: 720 },
+      serviceWorkers: options.serviceWorker ? 'allow' : 'block',
+    });
     const page = await context.newPage();
     const user = new User(context, page, uniqueEmail(name));
     await context.routeWebSocket(/\/realtime\//, (ws) => user.route(ws));
