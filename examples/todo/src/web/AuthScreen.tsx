@@ -30,7 +30,7 @@ export function AuthScreen() {
   return (
     <main className="auth">
       <h1>Shared todo lists</h1>
-      <p className="muted">Sign in in two windows (or two browsers) and share a list: every change shows up live.</p>
+      <p className="muted">Use two windows (or two browsers) as two users and share a list: every change shows up live.</p>
       <form onSubmit={(e) => submit(e, 'sign-in')}>
         <label>
           Email
