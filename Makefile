@@ -27,9 +27,15 @@ BENCHES ?= bench-capture bench-rest bench-realtime
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set)
 ## with the todo example: its migrations, and its page on http://127.0.0.1:5173 (examples/todo).
+## Without the SDK in the tree (client-sdk-ts/), just the server.
+ifneq ($(wildcard client-sdk-ts/src/index.ts),)
 dev: example-deps
 	$(CARGO) build --quiet --bin rowcast
 	ROWCAST_BIN=$(CURDIR)/target/debug/rowcast ROWCAST_DATA_DIR=$(DATA_DIR) node examples/todo/scripts/dev.mjs
+else
+dev:
+	$(ROWCAST) dev
+endif
 
 ## Run the server against DATABASE_URL (required).
 serve:
