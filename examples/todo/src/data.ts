@@ -148,6 +148,9 @@ export function useWriteErrors(): { errors: WriteError[]; dismiss: (id: string) 
   return { errors, dismiss: (id) => setErrors((all) => all.filter((e) => e.id !== id)) };
 }
 
+/** The settlement of the newest write this page queued (the outbox sends in order). */
+let lastWrite: Promise<unknown> = Promise.resolve();
+
 function fail(error: RowcastError | null): void {
   if (error) throw new Error(error.message);
 }
@@ -158,6 +161,7 @@ export function useActions() {
   const me = useMe();
   return useMemo(() => {
     const queued = (pending: { persisted: Promise<void>; settled: Promise<unknown> }) => {
+      lastWrite = pending.settled;
       pendingChanged();
       void pending.persisted.then(pendingChanged, pendingChanged);
       void pending.settled.then(pendingChanged);
@@ -186,8 +190,16 @@ export function useActions() {
       deleteList(listId: string) {
         queued(client.from('lists').delete().eq('id', listId).enqueue());
       },
-      /** Sharing asks the server who has that email, so it needs the network. */
+      /**
+       * Sharing asks the server who has that email, so it needs the network. It goes after
+       * the writes queued before it (the outbox sends in order): a list created a moment
+       * ago must exist on the server before it can be shared.
+       */
       async shareList(listId: string, email: string) {
+        if (client.pendingWrites().length > 0 && client.connectionState() !== 'live') {
+          throw new Error('sharing needs the network; try again when online');
+        }
+        await lastWrite;
         const { error } = await client.rpc('share_list', { list_id: listId, email });
         if (error) throw new Error(error.retryable ? 'cannot reach the server; try again when online' : error.message);
       },

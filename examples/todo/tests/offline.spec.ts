@@ -104,6 +104,9 @@ test('an offline write the server refuses is undone and reported', async ({ brow
   // Meanwhile Alice takes Bob off the list, so his queued insert is no longer allowed.
   await alice.page.getByTestId('member').filter({ hasText: bob.email }).getByTestId('remove-member').click();
   await expect(alice.page.getByTestId('member')).toHaveCount(1);
+  // Alice's screen shows the removal at once; wait until the server has it too.
+  await alice.expectSynced();
+  expect(sql(`select count(*) from public.list_members where list_id = '${listId}'`)).toBe('1');
 
   await bob.online();
   await expect(bob.page.getByTestId('write-errors')).toContainText('A change was refused and undone');
