@@ -25,9 +25,17 @@ BENCHES ?= bench-capture bench-rest bench-realtime
 .PHONY: dev serve migrate test fmt lint check build clean psql token bench image \
 	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-capture bench-rest bench-realtime
 
-## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set).
+## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set)
+## with the todo example: its migrations, and its page on http://127.0.0.1:5173 (examples/todo).
+## Without the SDK in the tree (client-sdk-ts/), just the server.
+ifneq ($(wildcard client-sdk-ts/src/index.ts),)
+dev: example-deps
+	$(CARGO) build --quiet --bin rowcast
+	ROWCAST_BIN=$(CURDIR)/target/debug/rowcast ROWCAST_DATA_DIR=$(DATA_DIR) node examples/todo/scripts/dev.mjs
+else
 dev:
 	$(ROWCAST) dev
+endif
 
 ## Run the server against DATABASE_URL (required).
 serve:
@@ -41,6 +49,7 @@ migrate:
 test: fmt lint
 	$(CARGO) test --workspace --all-targets --locked
 	$(MAKE) sdk-test
+	$(MAKE) example-test
 
 ## The TypeScript SDK (client-sdk-ts): npm ci, type check, lint, unit tests, build, bundle and
 ## Hermes checks, then end-to-end tests against a real `rowcast dev` (the debug binary).
@@ -139,3 +148,21 @@ bench-rest:
 bench-realtime:
 	$(CARGO) build --release --locked --bin rowcast -p rowcast
 	ulimit -n $$(ulimit -Hn) && $(CARGO) run --release --locked -p rowcast-bench --bin rowcast-bench-realtime
+
+## The todo example (examples/todo): its page, built with Vite on the SDK's sources
+## (client-sdk-ts/src), and its browser tests (Playwright driving Debian's Chromium at
+## /usr/bin/chromium; `.ci/run` installs it). `npm ci` runs only when package-lock.json changed.
+EXAMPLE := examples/todo
+.PHONY: example-deps example-build example-test
+example-deps:
+	@test -f client-sdk-ts/src/index.ts || { echo "examples/todo needs the SDK in client-sdk-ts/" >&2; exit 1; }
+	cd $(EXAMPLE) && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
+	  npm ci --prefer-offline --no-audit --no-fund --loglevel=error; }
+
+example-build: example-deps
+	cd $(EXAMPLE) && npm run typecheck && npm run build
+
+example-test: example-build
+	$(CARGO) test --workspace --all-targets --locked --no-run
+	cd $(EXAMPLE) && ROWCAST_BIN=$(CURDIR)/target/debug/rowcast npx playwright test
+
