@@ -8,7 +8,6 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
-pub mod log_writer;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

@@ -223,12 +223,16 @@ async fn sync(config: &Config, action: SyncAction) -> ExitCode {
     }
 }
 
-/// Logs go through a non-blocking writer (`log_writer`), so a slow stderr never stalls a
-/// request; the returned guard flushes it when `main` returns.
-fn init_logging(config: &Config) -> rowcast::log_writer::Guard {
+/// Logs go through `tracing-appender`'s non-blocking writer (one writer thread behind a
+/// bounded queue that drops lines rather than block when full), so a slow stderr never
+/// stalls a request; the returned guard flushes it when `main` returns.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = rowcast::log_writer::spawn(std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(16_384)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
