@@ -355,9 +355,11 @@ async fn a_cursor_from_another_database_gets_resync_required() {
 #[tokio::test]
 async fn a_cursor_from_a_faster_instance_is_placed_and_nothing_is_lost() {
     let a = todos_app(|_| {}).await;
-    // B shares the database but its tail only moves when woken: it lags behind A.
+    // B shares the database but its tail only moves when woken: it lags behind A. (B has
+    // no doorbell either; switching it off for the database leaves A on its poll.)
     let mut cfg = Config::for_database(&a.db_url);
     cfg.capture.poll_interval = Duration::from_secs(3600);
+    cfg.capture.notify = false;
     let b = TestApp::spawn_with(cfg).await;
     let db = a.db().await;
     let mut ca = Client::connect(&a, None).await;
