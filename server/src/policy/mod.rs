@@ -5,9 +5,12 @@
 //!
 //! `parse` reads policy expressions as Postgres prints them (`pg_get_expr`) and `compile`
 //! binds them to one identity; policies outside the subset are checked in SQL instead.
+//! `visibility` decides when a referenced table's own row-level security cannot change a
+//! sub-select's result.
 
 pub mod compile;
 pub mod parse;
+pub mod visibility;
 
 use std::{cmp::Ordering, sync::Arc};
 

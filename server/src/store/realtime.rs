@@ -18,6 +18,7 @@ use crate::{
     policy::{
         compile::{Access, Policy},
         parse::{parse_policy_in, referenced_tables},
+        visibility::{policy_disjuncts, sub_selects_unaffected, RefRows},
         ColumnKind,
     },
     realtime::{feed::Cursor, filter::Pushdown},
@@ -68,12 +69,24 @@ impl RefTable {
     }
 }
 
-/// Facts about a referenced table, per role: its columns the role may read, or `None` if
-/// the server may not evaluate sub-selects over it for that role.
+/// Facts about a referenced table, per role: its columns the role may read and what its
+/// row-level security lets the role see, or `None` if the server may not evaluate
+/// sub-selects over it for that role.
 struct RefFacts {
     table: RefTable,
-    per_role: [Option<HashMap<String, ColumnKind>>; 3],
+    per_role: [Option<(HashMap<String, ColumnKind>, RefRows)>; 3],
 }
+
+/// A table's policies that apply to SELECT (commands SELECT and ALL), with the roles they
+/// apply to. A policy without USING adds nothing to reads.
+const SELECT_POLICIES_SQL: &str =
+    "select p.polname::text, p.polpermissive, pg_get_expr(p.polqual, p.polrelid),
+            0::oid = any(p.polroles) or exists (select 1 from unnest(p.polroles) r where pg_has_role('rowcast_anon', r, 'MEMBER')),
+            0::oid = any(p.polroles) or exists (select 1 from unnest(p.polroles) r where pg_has_role('rowcast_authenticated', r, 'MEMBER')),
+            0::oid = any(p.polroles) or exists (select 1 from unnest(p.polroles) r where pg_has_role('rowcast_service', r, 'MEMBER'))
+     from pg_policy p
+     where p.polrelid = $1 and p.polcmd in ('r', '*') and p.polqual is not null
+     order by p.polname";
 
 fn role_index(role: Role) -> usize {
     match role {
@@ -139,8 +152,10 @@ fn column_info(r: &tokio_postgres::Row) -> Result<ColumnInfo, StoreError> {
 
 /// The facts of a table a policy's sub-select reads. Per role, it may be evaluated in the
 /// server only when Postgres would read it exactly as the server's copy has it: a plain
-/// table (no inheritance children, not partitioned) without row-level security, synced
-/// (so the server follows its changes), and only the columns the role may read.
+/// table (no inheritance children, not partitioned), synced (so the server follows its
+/// changes), only the columns the role may read, and no restrictive policy for the role.
+/// Its permissive policies are kept so that `visibility` can tell whether they can change
+/// a given sub-select's result.
 async fn ref_facts_of(
     client: &tokio_postgres::Transaction<'_>,
     schema: &str,
@@ -148,9 +163,16 @@ async fn ref_facts_of(
 ) -> Result<Option<RefFacts>, StoreError> {
     let Some(t) = client
         .query_opt(
-            "select c.oid, c.relkind = 'r' and not c.relrowsecurity and not c.relhassubclass
+            "select c.oid, c.relkind = 'r' and not c.relhassubclass
                         and exists (select 1 from pg_trigger g
-                                    where g.tgrelid = c.oid and g.tgname = 'zz_rowcast_capture')
+                                    where g.tgrelid = c.oid and g.tgname = 'zz_rowcast_capture'),
+                    c.relrowsecurity, c.relforcerowsecurity,
+                    coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_anon'), false),
+                    coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_authenticated'), false),
+                    coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_service'), false),
+                    pg_has_role('rowcast_anon', c.relowner, 'USAGE'),
+                    pg_has_role('rowcast_authenticated', c.relowner, 'USAGE'),
+                    pg_has_role('rowcast_service', c.relowner, 'USAGE')
              from pg_class c join pg_namespace n on n.oid = c.relnamespace
              where n.nspname = $1 and c.relname = $2",
             &[&schema, &name],
@@ -161,6 +183,14 @@ async fn ref_facts_of(
     };
     let oid: u32 = t.try_get(0)?;
     let eligible: bool = t.try_get(1)?;
+    let rls: bool = t.try_get(2)?;
+    // As for the subscribed table: bypassrls, or the owner while security is not forced.
+    let force: bool = t.try_get(3)?;
+    let mut bypass = [false; 3];
+    for (i, b) in bypass.iter_mut().enumerate() {
+        let owner: bool = t.try_get(7 + i)?;
+        *b = t.try_get::<_, bool>(4 + i)? || (owner && !force);
+    }
     let columns = client
         .query(COLUMNS_SQL, &[&oid])
         .await?
@@ -181,13 +211,39 @@ async fn ref_facts_of(
         .iter()
         .map(|r| r.try_get(0))
         .collect::<Result<Vec<String>, _>>()?;
+    let kinds: HashMap<String, ColumnKind> =
+        columns.iter().map(|c| (c.name.clone(), c.kind)).collect();
+    // Per role: `None` if a restrictive policy applies (refused), else the disjuncts of
+    // its permissive policies in the fast-path subset.
+    let mut visible: [Option<Vec<_>>; 3] = [Some(Vec::new()), Some(Vec::new()), Some(Vec::new())];
+    if rls {
+        for r in client.query(SELECT_POLICIES_SQL, &[&oid]).await? {
+            let permissive: bool = r.try_get(1)?;
+            let sql: String = r.try_get(2)?;
+            for (i, v) in visible.iter_mut().enumerate() {
+                if !r.try_get::<_, bool>(3 + i)? {
+                    continue;
+                }
+                match v {
+                    Some(ds) if permissive => ds.extend(policy_disjuncts(&sql, name, &kinds)),
+                    _ => *v = None,
+                }
+            }
+        }
+    }
     let per_role = [0, 1, 2].map(|i| {
+        let rows = if !rls || bypass[i] {
+            RefRows::All
+        } else {
+            RefRows::AnyOf(visible[i].take()?)
+        };
         (eligible && !primary_key.is_empty()).then(|| {
-            columns
+            let cols = columns
                 .iter()
                 .filter(|c| c.selectable[i])
                 .map(|c| (c.name.clone(), c.kind))
-                .collect::<HashMap<_, _>>()
+                .collect::<HashMap<_, _>>();
+            (cols, rows)
         })
     });
     Ok(Some(RefFacts {
@@ -297,20 +353,7 @@ impl Store {
             .map(|r| r.try_get(0))
             .collect::<Result<Vec<String>, _>>()?;
 
-        // Policies that apply to SELECT (commands SELECT and ALL), with the roles they
-        // apply to. A policy without USING adds nothing to reads.
-        let policies = client
-            .query(
-                "select p.polname::text, p.polpermissive, pg_get_expr(p.polqual, p.polrelid),
-                        0::oid = any(p.polroles) or exists (select 1 from unnest(p.polroles) r where pg_has_role('rowcast_anon', r, 'MEMBER')),
-                        0::oid = any(p.polroles) or exists (select 1 from unnest(p.polroles) r where pg_has_role('rowcast_authenticated', r, 'MEMBER')),
-                        0::oid = any(p.polroles) or exists (select 1 from unnest(p.polroles) r where pg_has_role('rowcast_service', r, 'MEMBER'))
-                 from pg_policy p
-                 where p.polrelid = $1 and p.polcmd in ('r', '*') and p.polqual is not null
-                 order by p.polname",
-                &[&oid],
-            )
-            .await?;
+        let policies = client.query(SELECT_POLICIES_SQL, &[&oid]).await?;
         let kinds: HashMap<String, ColumnKind> =
             columns.iter().map(|c| (c.name.clone(), c.kind)).collect();
         // The tables sub-selects read, and whether each role's reads of them can be
@@ -338,9 +381,17 @@ impl Store {
                 let resolve = |s: &str, n: &str| {
                     ref_facts
                         .get(&(s.to_string(), n.to_string()))
-                        .and_then(|f| f.per_role[i].clone())
+                        .and_then(|f| f.per_role[i].as_ref().map(|(cols, _)| cols.clone()))
                 };
-                let fast = parse_policy_in(&sql, name, &kinds, &resolve);
+                // A sub-select over a table with row-level security stays in the server
+                // only where that security cannot change its result.
+                let rows = |s: &str, n: &str| {
+                    ref_facts
+                        .get(&(s.to_string(), n.to_string()))
+                        .and_then(|f| f.per_role[i].as_ref().map(|(_, rows)| rows.clone()))
+                };
+                let fast = parse_policy_in(&sql, name, &kinds, &resolve)
+                    .filter(|f| sub_selects_unaffected(f, &rows));
                 if let Some(f) = &fast {
                     for t in crate::policy::compile::tables_read(f) {
                         if !used_refs.contains(&t) {

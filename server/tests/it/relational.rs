@@ -573,3 +573,143 @@ async fn the_fallback_checks_many_identities_in_one_statement() {
     assert!(fallback >= 6.0, "decisions counted as fallback: {fallback}");
     app.shutdown().await;
 }
+
+/// `members` with row-level security of its own. Where its policy for the subscriber's role
+/// has a disjunct the sub-select's `m.user_id = rowcast.uid()` implies (and no restrictive
+/// policy applies), that security cannot change what the sub-select finds: the todos stay
+/// on the fast path. Any other members policy sends them to the SQL fallback. Either way
+/// each view equals `SELECT` as that user, including a membership hidden by the policy.
+#[tokio::test]
+async fn a_referenced_table_with_rls_keeps_the_fast_path_only_when_its_policy_is_implied() {
+    let wrapped =
+        "list_id in (select m.list_id from members m where m.user_id = (select rowcast.uid()))";
+    // On the fallback cases `owner` keeps some rows visible to each user to wait on.
+    let owner_or_exists = "owner = rowcast.uid() or exists (select 1 from members m where m.list_id = todos.list_id and m.user_id = rowcast.uid())";
+    let owner_or_wrapped = "owner = rowcast.uid() or list_id in (select m.list_id from members m where m.user_id = (select rowcast.uid()))";
+    let cases: [(&str, &str, bool); 6] = [
+        (
+            MEMBERS_EXISTS,
+            "create policy read_members on public.members for select to rowcast_authenticated
+               using (user_id = rowcast.uid()
+                      or list_id in (select l.id from lists l where l.owner = rowcast.uid()))",
+            true,
+        ),
+        (
+            wrapped,
+            "create policy read_members on public.members for select
+               using (role = 'nobody' or user_id = (select rowcast.uid()))",
+            true,
+        ),
+        (
+            owner_or_exists,
+            "create policy read_members on public.members for select using (false)",
+            false,
+        ),
+        (
+            owner_or_exists,
+            "create policy read_members on public.members for select
+               using (user_id = rowcast.uid() and role = 'editor')",
+            false,
+        ),
+        (
+            owner_or_wrapped,
+            "create policy read_members on public.members for select using (user_id = rowcast.uid());
+             create policy editors_only on public.members as restrictive for select
+               using (role = 'editor')",
+            false,
+        ),
+        (
+            owner_or_exists,
+            "create policy read_members on public.members for select using (list_id = 1)",
+            false,
+        ),
+    ];
+    for (todos_policy, members_policy, fast_path) in cases {
+        println!("todos: {todos_policy}\nmembers: {members_policy}");
+        let app = lists_app(todos_policy).await;
+        let db = app.db().await;
+        db.batch_execute(&format!(
+            "alter table public.members enable row level security; {members_policy};"
+        ))
+        .await
+        .unwrap();
+        let (a, b) = (new_uid(), new_uid());
+        db.batch_execute(&format!(
+            "insert into lists (id, owner) values (1, '{a}'), (2, '{a}'), (3, '{b}');
+             insert into members (list_id, user_id, role) values
+               (1, '{a}', 'editor'), (2, '{a}', 'viewer'), (3, '{b}', 'viewer');
+             insert into todos (id, list_id, owner) values (1, 1, '{a}'), (2, 2, '{b}'), (3, 3, '{b}');"
+        ))
+        .await
+        .unwrap();
+        let mut ca = Client::connect(&app, Some(&token_for(&a, Duration::from_secs(600)))).await;
+        let mut cb = Client::connect(&app, Some(&token_for(&b, Duration::from_secs(600)))).await;
+        for (c, u) in [(&mut ca, &a), (&mut cb, &b)] {
+            c.subscribe("t", "todos", None, None).await;
+            c.until_live("t").await;
+            assert_eq!(c.views["t"].visible(), select_as(&db, u).await, "snapshot");
+        }
+        db.batch_execute(&format!(
+            "insert into members (list_id, user_id, role) values (1, '{b}', 'editor'), (2, '{b}', 'viewer');
+             insert into todos (id, list_id, owner) values (4, 1, '{b}'), (5, 2, '{a}'), (6, 3, '{a}');
+             update todos set list_id = 2 where id = 1;
+             update members set role = 'editor' where list_id = 3;
+             delete from members where list_id = 1 and user_id = '{a}';"
+        ))
+        .await
+        .unwrap();
+        for (c, u) in [(&mut ca, &a), (&mut cb, &b)] {
+            converge(c, &select_as(&db, u).await, "memberships and todos changed").await;
+        }
+        // Todo changes alone (a transaction that also changes members resyncs fallback
+        // subscribers instead of evaluating).
+        db.batch_execute(&format!(
+            "update todos set title = 'later';
+             insert into todos (id, list_id, owner) values (7, 1, '{a}'), (8, 2, '{b}'), (9, 3, '{a}');"
+        ))
+        .await
+        .unwrap();
+        for (c, u) in [(&mut ca, &a), (&mut cb, &b)] {
+            let expect = select_as(&db, u).await;
+            assert!(!expect.is_empty(), "something to wait for");
+            converge(c, &expect, "todos changed").await;
+        }
+        let (fast, fallback) = counters(&app).await;
+        if fast_path {
+            for c in [&ca, &cb] {
+                assert!(
+                    !c.log.iter().any(|m| m["type"] == "resync-required"),
+                    "the fast path follows membership changes without a resync"
+                );
+            }
+            assert!(fast > 0.0, "evaluated in the server");
+            assert_eq!(fallback, 0.0, "no SQL fallback");
+        } else {
+            assert!(
+                fallback > 0.0 && fast == 0.0,
+                "checked in SQL: fast {fast}, fallback {fallback}"
+            );
+        }
+        app.shutdown().await;
+    }
+}
+
+/// Read until `c`'s view of `t` equals `expect`, starting over after a resync as an SDK does.
+async fn converge(c: &mut Client, expect: &HashMap<String, Value>, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if c.views["t"].resync.is_some() {
+            c.views.remove("t");
+            c.subscribe("t", "todos", None, None).await;
+        }
+        if c.views["t"].live && c.views["t"].visible() == *expect {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: view {:?} expected {expect:?}",
+            c.views["t"].visible()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(500), c.next()).await;
+    }
+}
