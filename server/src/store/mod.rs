@@ -8,8 +8,11 @@ pub mod cursors;
 pub mod email_tokens;
 pub mod migrate;
 pub mod realtime;
+pub mod rest_catalog;
+pub mod rest_plan;
 pub mod rest_query;
 pub mod rest_schema;
+pub mod session_identity;
 pub mod typegen;
 pub mod users;
 

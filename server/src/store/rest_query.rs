@@ -1,4 +1,4 @@
-//! SQL for the REST API: turns validated plans (`rest::plan`) into statements and runs them
+//! SQL for the REST API: turns validated plans (`rest_plan`, built by `rest::plan`) into statements and runs them
 //! in one transaction as the caller, so row-level security decides.
 //!
 //! Identifiers come only from plan [`Ident`]s (catalog names) and are always quoted. Every
@@ -11,19 +11,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
-use super::{Store, StoreError};
-use crate::{
-    auth::Identity,
-    protocol::ApiError,
-    rest::{
-        plan::{
-            ColRef, Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Join, JsonStep, Node,
-            OrderKey, ReadPlan, Returning, RpcPlan, UpdatePlan, WritePlan,
-        },
-        query::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution},
-        response::{IdempotencyKey, ReadResult, RestResponse, WriteResult},
-        schema::{Ident, JsonArg, Table},
+use super::{
+    rest_catalog::{Ident, JsonArg, Table},
+    rest_plan::{
+        Cast, ColRef, Cond, Conflict, CountPref, DeletePlan, Embed, Field, IdempotencyKey,
+        InsertPlan, IsValue, Join, JsonStep, Node, Nulls, Operand, Operator, OrderKey, ReadPlan,
+        ReadResult, Resolution, Returning, RpcPlan, StoredResponse, UpdatePlan, WritePlan,
+        WriteResult,
     },
+    session_identity::SessionIdentity,
+    Store, StoreError,
 };
 
 /// Prepared statements kept per pooled connection before the cache is dropped, so that
@@ -521,7 +518,7 @@ fn read_sql(sql: &mut Sql, plan: &ReadPlan, exact: bool, role: &str) -> (String,
 /// Start a transaction on `client` and make it the caller's (see `Store::as_identity`).
 async fn begin<'a>(
     client: &'a mut deadpool_postgres::Object,
-    identity: &Identity,
+    identity: &SessionIdentity,
     read_only: bool,
 ) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
     let set = client.prepare_cached(super::SET_IDENTITY).await?;
@@ -530,7 +527,7 @@ async fn begin<'a>(
         .read_only(read_only)
         .start()
         .await?;
-    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+    tx.execute(&set, &[&identity.role, &identity.claims])
         .await?;
     Ok(tx)
 }
@@ -549,21 +546,19 @@ fn trim_statement_cache(client: &deadpool_postgres::Object) {
 /// `current_user`, so were it ever to run before the identity it would return nothing.
 pub async fn read(
     store: &Store,
-    identity: &Identity,
+    identity: &SessionIdentity,
     plan: &ReadPlan,
 ) -> Result<ReadResult, StoreError> {
     let mut sql = Sql::default();
     let exact = plan.count == Some(CountPref::Exact);
-    let (text, count_text) = read_sql(&mut sql, plan, exact, identity.role.pg_role());
+    let (text, count_text) = read_sql(&mut sql, plan, exact, &identity.role);
     let mut client = store.client().await?;
     trim_statement_cache(&client);
     if matches!(plan.count, None | Some(CountPref::Exact)) {
         let set = client.prepare_cached(super::SET_IDENTITY).await?;
         let stmt = client.prepare_cached(&text).await?;
-        let role = identity.role.pg_role();
-        let claims = identity.claims_json();
         let params = sql.param_refs();
-        let identity_params: [&(dyn ToSql + Sync); 2] = [&role, &claims];
+        let identity_params: [&(dyn ToSql + Sync); 2] = [&identity.role, &identity.claims];
         let (_, _, row, _) = tokio::try_join!(
             client.batch_execute("begin read only"),
             client.execute(&set, &identity_params),
@@ -818,18 +813,21 @@ fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
     }
 }
 
-/// Why a write did not produce a response.
+/// Why a write did not produce a response. `E` is the caller's refusal (from `respond`).
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub enum WriteError<E> {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The idempotency key was already used for a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
     /// Refused after running (e.g. a single object was asked for and two rows changed);
     /// the transaction was rolled back.
-    #[error("{0}")]
-    Refused(ApiError),
+    #[error("the write was refused after running")]
+    Refused(E),
 }
 
-impl From<tokio_postgres::Error> for WriteError {
+impl<E> From<tokio_postgres::Error> for WriteError<E> {
     fn from(e: tokio_postgres::Error) -> Self {
         WriteError::Store(StoreError::Db(e))
     }
@@ -839,13 +837,13 @@ impl From<tokio_postgres::Error> for WriteError {
 /// the write is rolled back. With an idempotency key, the response is stored in the same
 /// transaction, and a retry (even a concurrent one) gets the stored response instead of
 /// applying the write again.
-pub async fn write(
+pub async fn write<E>(
     store: &Store,
-    identity: &Identity,
+    identity: &SessionIdentity,
     plan: &WritePlan,
     idempotency: Option<&IdempotencyKey>,
-    respond: impl FnOnce(WriteResult) -> Result<RestResponse, ApiError>,
-) -> Result<RestResponse, WriteError> {
+    respond: impl FnOnce(WriteResult) -> Result<StoredResponse, E>,
+) -> Result<StoredResponse, WriteError<E>> {
     let mut sql = Sql::default();
     let text = match plan {
         WritePlan::Insert(p) => {
@@ -877,10 +875,10 @@ pub async fn write(
         // Claimed as the server's own role, before the caller's identity is taken on.
         if let Some(stored) = claim(&tx, key).await? {
             tx.commit().await?;
-            return stored.map_err(WriteError::Refused);
+            return stored.ok_or(WriteError::KeyReused);
         }
     }
-    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+    tx.execute(&set, &[&identity.role, &identity.claims])
         .await?;
     let stmt = tx.prepare_cached(&text).await?;
     let row = tx.query_one(&stmt, &sql.param_refs()).await?;
@@ -904,12 +902,13 @@ pub async fn write(
     Ok(response)
 }
 
-/// Take the key, or find the response stored under it. Waits for a concurrent request with
-/// the same key to finish (the unique index makes the second insert wait).
+/// Take the key (`None`), or find the response stored under it (`Some(None)` when the key
+/// was used for a different request). Waits for a concurrent request with the same key to
+/// finish (the unique index makes the second insert wait).
 async fn claim(
     tx: &deadpool_postgres::Transaction<'_>,
     key: &IdempotencyKey,
-) -> Result<Option<Result<RestResponse, ApiError>>, StoreError> {
+) -> Result<Option<Option<StoredResponse>>, StoreError> {
     let ttl = key.ttl.as_secs_f64();
     tx.execute(
         "delete from rowcast.rest_idempotency \
@@ -944,10 +943,7 @@ async fn claim(
         .await?;
     let hash: String = row.get(0);
     if hash != key.request_hash {
-        return Ok(Some(Err(ApiError::new(
-            crate::protocol::ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was already used for a different request",
-        ))));
+        return Ok(Some(None));
     }
     let status: Option<i16> = row.get(1);
     let headers: Option<serde_json::Value> = row.get(2);
@@ -957,7 +953,7 @@ async fn claim(
         .unwrap_or_default();
     let mut headers = headers;
     headers.push(("idempotent-replayed".into(), "true".into()));
-    Ok(Some(Ok(RestResponse {
+    Ok(Some(Some(StoredResponse {
         status: status.map_or(200, |s| s as u16),
         headers,
         body,
@@ -967,7 +963,7 @@ async fn claim(
 async fn store_response(
     tx: &deadpool_postgres::Transaction<'_>,
     key: &IdempotencyKey,
-    response: &RestResponse,
+    response: &StoredResponse,
 ) -> Result<(), StoreError> {
     let headers = serde_json::to_value(&response.headers).unwrap_or_default();
     let status = response.status as i16;
