@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::rest::Rest;
+use crate::rest_support::{by_sql, same, Rest};
 
 /// Makers and their gadgets: JSON columns, a text column, a generated `tsvector`.
 pub const GADGETS: &str = r#"
@@ -49,32 +49,6 @@ pub async fn start() -> Rest {
     t.db().await.batch_execute(GADGETS).await.unwrap();
     t.reload().await;
     t
-}
-
-/// The rows a hand-written query returns, as JSON (`query` selects one JSON value per row).
-async fn by_sql(t: &Rest, query: &str) -> Value {
-    let row = t
-        .db()
-        .await
-        .query_one(
-            &format!("select coalesce(json_agg(q.j), '[]')::text from ({query}) q(j)"),
-            &[],
-        )
-        .await
-        .unwrap();
-    serde_json::from_str(&row.get::<_, String>(0)).unwrap()
-}
-
-/// GET `path` as the service role and compare it with `query` run by hand.
-async fn same(t: &Rest, path: &str, query: &str) {
-    let r = t.get(path, Some(&t.service)).await;
-    assert_eq!(r.status, 200, "{path}: {}", r.text);
-    let want = by_sql(t, query).await;
-    assert_eq!(r.body, want, "{path}");
-    assert!(
-        want.as_array().is_some_and(|a| !a.is_empty()),
-        "{path}: the hand-written query matched nothing, so the comparison proves little"
-    );
 }
 
 #[tokio::test]
@@ -248,25 +222,19 @@ async fn rest_statuses_follow_postgrest_unknown_column_ambiguous_embed_and_range
 
     // Offset past the end of a counted read: 416 with `*/total`; at the end: an empty partial page (206, as PostgREST).
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/gadgets?offset=10",
-            svc,
-            &[("prefer", "count=exact")],
-            None,
-        )
+        .request(Method::GET, "/rest/v1/gadgets?offset=10")
+        .token(svc)
+        .headers(&[("prefer", "count=exact")])
+        .send()
         .await;
     assert_eq!(r.status, 416, "{}", r.text);
     assert_eq!(r.body["code"], "range-not-satisfiable");
     assert_eq!(r.header("content-range"), Some("*/4"));
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/gadgets",
-            svc,
-            &[("prefer", "count=exact"), ("range", "4-9")],
-            None,
-        )
+        .request(Method::GET, "/rest/v1/gadgets")
+        .token(svc)
+        .headers(&[("prefer", "count=exact"), ("range", "4-9")])
+        .send()
         .await;
     assert_eq!(r.status, 206, "{}", r.text);
     assert_eq!(r.body, json!([]));
@@ -296,67 +264,54 @@ async fn rest_writes_on_a_table_with_column_grants_return_only_readable_columns(
     let alice = Some(t.alice.as_str());
     let minimal = [("prefer", "return=minimal")];
     let r = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/profiles?id=eq.1",
-            alice,
-            &minimal,
-            Some(r#"{"display_name":"uno"}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/profiles?id=eq.1")
+        .token(alice)
+        .headers(&minimal)
+        .body(r#"{"display_name":"uno"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(r.header("content-range"), Some("0-0/*"));
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/profiles",
-            alice,
-            &minimal,
-            Some(r#"{"id":3,"display_name":"three","secret":"s3"}"#),
-        )
+        .request(Method::POST, "/rest/v1/profiles")
+        .token(alice)
+        .headers(&minimal)
+        .body(r#"{"id":3,"display_name":"three","secret":"s3"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/profiles?select=id,display_name",
-            alice,
-            &[("prefer", "return=representation")],
-            Some(r#"{"id":4,"display_name":"four"}"#),
-        )
+        .request(Method::POST, "/rest/v1/profiles?select=id,display_name")
+        .token(alice)
+        .headers(&[("prefer", "return=representation")])
+        .body(r#"{"id":4,"display_name":"four"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body, json!([{"id": 4, "display_name": "four"}]));
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/profiles",
-            alice,
-            &[("prefer", "return=headers-only")],
-            Some(r#"{"id":5,"display_name":"five"}"#),
-        )
+        .request(Method::POST, "/rest/v1/profiles")
+        .token(alice)
+        .headers(&[("prefer", "return=headers-only")])
+        .body(r#"{"id":5,"display_name":"five"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.header("location"), Some("/rest/v1/profiles?id=eq.5"));
     let r = t
-        .call(
-            Method::DELETE,
-            "/rest/v1/profiles?id=eq.2",
-            alice,
-            &minimal,
-            None,
-        )
+        .request(Method::DELETE, "/rest/v1/profiles?id=eq.2")
+        .token(alice)
+        .headers(&minimal)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     // Asking for a column the role may not read is still refused, and changes nothing.
     let r = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/profiles?id=eq.1&select=secret",
-            alice,
-            &[("prefer", "return=representation")],
-            Some(r#"{"display_name":"nope"}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/profiles?id=eq.1&select=secret")
+        .token(alice)
+        .headers(&[("prefer", "return=representation")])
+        .body(r#"{"display_name":"nope"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 403, "{}", r.text);
     assert_eq!(r.body["code"], "forbidden");
@@ -509,27 +464,20 @@ async fn rest_missing_default_put_get_rpc_and_json_argument_functions() {
     // `missing=default` with `columns=`: left-out keys take the column default; keys
     // outside `columns` are ignored.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/notes?columns=id,body,prio",
-            svc,
-            &[("prefer", "missing=default, return=minimal")],
-            Some(
-                r#"[{"id":1,"body":"a"},{"id":2,"prio":9},{"id":3,"body":"c","prio":1,"tag":"x"}]"#,
-            ),
-        )
+        .request(Method::POST, "/rest/v1/notes?columns=id,body,prio")
+        .token(svc)
+        .headers(&[("prefer", "missing=default, return=minimal")])
+        .body(r#"[{"id":1,"body":"a"},{"id":2,"prio":9},{"id":3,"body":"c","prio":1,"tag":"x"}]"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.header("content-range"), Some("0-2/*"));
     // Without it, a left-out key is null (PostgREST's default).
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/notes",
-            svc,
-            &[],
-            Some(r#"[{"id":4,"body":"d"},{"id":5,"body":"e","prio":1}]"#),
-        )
+        .request(Method::POST, "/rest/v1/notes")
+        .token(svc)
+        .body(r#"[{"id":4,"body":"d"},{"id":5,"body":"e","prio":1}]"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(
@@ -545,23 +493,18 @@ async fn rest_missing_default_put_get_rpc_and_json_argument_functions() {
 
     // PUT: a single-row upsert addressed by the primary key.
     let r = t
-        .call(
-            Method::PUT,
-            "/rest/v1/notes?id=eq.7",
-            svc,
-            &[],
-            Some(r#"{"id":7,"body":"seven"}"#),
-        )
+        .request(Method::PUT, "/rest/v1/notes?id=eq.7")
+        .token(svc)
+        .body(r#"{"id":7,"body":"seven"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = t
-        .call(
-            Method::PUT,
-            "/rest/v1/notes?id=eq.7",
-            svc,
-            &[("prefer", "return=representation")],
-            Some(r#"{"id":7,"body":"seven again","prio":2}"#),
-        )
+        .request(Method::PUT, "/rest/v1/notes?id=eq.7")
+        .token(svc)
+        .headers(&[("prefer", "return=representation")])
+        .body(r#"{"id":7,"body":"seven again","prio":2}"#)
+        .send()
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
@@ -580,7 +523,12 @@ async fn rest_missing_default_put_get_rpc_and_json_argument_functions() {
         ("/rest/v1/notes?id=gt.8", r#"{"id":8,"body":"x"}"#),
         ("/rest/v1/notes?id=eq.8", r#"[{"id":8},{"id":8}]"#),
     ] {
-        let r = t.call(Method::PUT, path, svc, &[], Some(body)).await;
+        let r = t
+            .request(Method::PUT, path)
+            .token(svc)
+            .body(body)
+            .send()
+            .await;
         assert_eq!(r.status, 400, "PUT {path} {body}: {}", r.text);
     }
 
@@ -599,24 +547,18 @@ async fn rest_missing_default_put_get_rpc_and_json_argument_functions() {
 
     // A single unnamed json/jsonb argument takes the whole body.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/echo_json",
-            svc,
-            &[],
-            Some(r#"{"a":[1,2],"b":"c"}"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/echo_json")
+        .token(svc)
+        .body(r#"{"a":[1,2],"b":"c"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body, json!({"a": [1, 2], "b": "c"}));
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/sum_items",
-            svc,
-            &[],
-            Some(r#"[{"n":1},{"n":2},{"n":39}]"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/sum_items")
+        .token(svc)
+        .body(r#"[{"n":1},{"n":2},{"n":39}]"#)
+        .send()
         .await;
     assert_eq!((r.status, r.body.clone()), (200, json!(42)), "{}", r.text);
     t.app.shutdown().await;
@@ -679,7 +621,7 @@ async fn rest_grammar_through_postgrest_js_matches_sql() {
         "notes".into(),
         json!([{"id": 1, "body": "a", "prio": 3}, {"id": 2, "body": "empty", "prio": 9}]),
     );
-    let stdout = crate::rest::run_postgrest_js(
+    let stdout = crate::rest_support::run_postgrest_js(
         &t,
         "test/grammar.test.mjs",
         &[("ROWCAST_EXPECT", Value::Object(expect).to_string())],
