@@ -1099,3 +1099,7 @@ fn rpc_named(
         single: accept == Accept::SingleObject,
     })
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

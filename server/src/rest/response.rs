@@ -165,3 +165,7 @@ pub fn for_rpc(single: bool, body: Option<String>, rows: i64) -> Result<RestResp
         }
     }
 }
+
+#[cfg(test)]
+#[path = "response_tests.rs"]
+mod tests;
