@@ -45,7 +45,12 @@ fn fk(name: &str, from: &str, cols: &[&str], to: &str, ref_cols: &[&str]) -> For
     }
 }
 
-fn function(name: &str, args: &[(&str, bool)], read_only: bool) -> Arc<Function> {
+fn function(
+    name: &str,
+    args: &[(&str, bool)],
+    read_only: bool,
+    result: &[(&str, &str)],
+) -> Arc<Function> {
     Arc::new(Function {
         schema: id("public"),
         name: id(name),
@@ -61,6 +66,7 @@ fn function(name: &str, args: &[(&str, bool)], read_only: bool) -> Arc<Function>
         returns_void: false,
         read_only,
         json_arg: None,
+        result_columns: table("result", result, &[]).columns,
     })
 }
 
@@ -100,8 +106,14 @@ fn catalog() -> SchemaCache {
     ];
     let mut functions = HashMap::new();
     for f in [
-        function("search", &[("q", false), ("lim", true)], true),
-        function("bump", &[("n", false)], false),
+        function(
+            "search",
+            &[("q", false), ("lim", true)],
+            true,
+            &[("id", "bigint"), ("title", "text")],
+        ),
+        function("bump", &[("n", false)], false, &[]),
+        function("total", &[("n", false)], true, &[]),
     ] {
         functions.insert(("public".to_string(), f.name.as_str().to_string()), vec![f]);
     }
@@ -544,7 +556,15 @@ fn rpc_matches_argument_names_and_get_needs_a_read_only_function() {
     let cache = catalog();
     let p = rpc(&cache, "public", "search", Accept::Json, br#"{"q":"x"}"#).unwrap();
     assert_eq!(p.args, [(id("q"), Some("x".to_string()))]);
-    let p = rpc_get(&cache, "public", "search", Accept::Json, "q=x&lim=3").unwrap();
+    let p = rpc_get(
+        &cache,
+        "public",
+        "search",
+        Accept::Json,
+        "q=x&lim=3",
+        LIMITS,
+    )
+    .unwrap();
     assert_eq!(p.args.len(), 2);
     let e = rpc(&cache, "public", "search", Accept::Json, br#"{"lim":3}"#).unwrap_err();
     assert_eq!(code(e), ErrorCode::UnknownFunction, "q has no default");
@@ -557,8 +577,85 @@ fn rpc_matches_argument_names_and_get_needs_a_read_only_function() {
     )
     .unwrap_err();
     assert_eq!(code(e), ErrorCode::UnknownFunction);
-    let e = rpc_get(&cache, "public", "bump", Accept::Json, "n=1").unwrap_err();
+    let e = rpc_get(&cache, "public", "bump", Accept::Json, "n=1", LIMITS).unwrap_err();
     assert_eq!(code(e), ErrorCode::MethodNotAllowed);
-    let e = rpc_get(&cache, "public", "search", Accept::Json, "q=a&q=b").unwrap_err();
+    let e = rpc_get(&cache, "public", "search", Accept::Json, "q=a&q=b", LIMITS).unwrap_err();
+    assert_eq!(code(e), ErrorCode::BadRequest);
+}
+
+#[test]
+fn get_rpc_shapes_a_set_returning_functions_rows_and_keeps_arguments_apart() {
+    let cache = catalog();
+    let get = |q: &str| rpc_get(&cache, "public", "search", Accept::Json, q, LIMITS);
+    let p = get("q=x&select=t:title&title=like.*a*&order=id.desc&limit=500").unwrap();
+    assert_eq!(p.args, [(id("q"), Some("x".to_string()))]);
+    let node = p.read.expect("shaped rows");
+    assert_eq!(keys(&node), ["t"]);
+    assert_eq!((node.condition.len(), node.order.len()), (1, 1));
+    assert_eq!(node.limit, Some(100), "capped like a read");
+    assert!(get("q=x").unwrap().read.is_none());
+    assert_eq!(
+        code(get("q=x&ghost=eq.1").unwrap_err()),
+        ErrorCode::UnknownColumn
+    );
+    assert_eq!(
+        code(get("q=x&select=nope").unwrap_err()),
+        ErrorCode::UnknownColumn
+    );
+    assert_eq!(
+        code(get("q=x&select=id,posts(id)").unwrap_err()),
+        ErrorCode::BadRequest,
+        "no embedding on a function's rows"
+    );
+    // A function without result rows: an unknown name is an unknown argument, as before.
+    let total = |q: &str| rpc_get(&cache, "public", "total", Accept::Json, q, LIMITS);
+    assert_eq!(
+        code(total("n=1&z=2").unwrap_err()),
+        ErrorCode::UnknownFunction
+    );
+    assert_eq!(
+        code(total("n=1&select=x").unwrap_err()),
+        ErrorCode::BadRequest
+    );
+    assert!(total("n=1").unwrap().read.is_none());
+}
+
+#[test]
+fn presence_of_related_rows_can_be_tested_inside_or_and_and() {
+    let cache = catalog();
+    let p = plan_read(
+        &cache,
+        "posts",
+        "select=id,comments(),tags()&or=(comments.not.is.null,and(tags.is.null,title.eq.x))",
+    )
+    .unwrap();
+    let [Cond::Or { items, .. }] = p.node.condition.as_slice() else {
+        panic!("one or: {:?}", p.node.condition);
+    };
+    assert!(matches!(&items[0], Cond::Exists { key, present: true } if key == "comments"));
+    let Cond::And { items: inner, .. } = &items[1] else {
+        panic!("an and");
+    };
+    assert!(matches!(&inner[0], Cond::Exists { key, present: false } if key == "tags"));
+    assert!(matches!(&inner[1], Cond::Pred { .. }));
+    // Not embedded: still an unknown column.
+    let e = plan_read(&cache, "posts", "select=id&or=(comments.is.null,id.eq.1)").unwrap_err();
+    assert_eq!(code(e), ErrorCode::UnknownColumn);
+}
+
+#[test]
+fn a_spread_may_be_to_one_or_to_many_but_not_nested() {
+    let cache = catalog();
+    let p = plan_read(&cache, "users", "select=id,...posts(titles:title)").unwrap();
+    let posts = embed(&p.node, "posts");
+    assert!(posts.spread && !posts.to_one);
+    let p = plan_read(&cache, "posts", "select=id,...users(owner_name:name)").unwrap();
+    assert!(embed(&p.node, "users").to_one);
+    let e = plan_read(
+        &cache,
+        "users",
+        "select=id,...posts(title,...comments(body))",
+    )
+    .unwrap_err();
     assert_eq!(code(e), ErrorCode::BadRequest);
 }

@@ -224,7 +224,7 @@ impl<'a> Service<'a> {
         let cache = self.cache()?;
         let schema = plan::schema_for(&cache, req.headers.accept_profile)?;
         let accept = accept(&req.headers)?;
-        let rpc_plan = plan::rpc_get(&cache, schema, function, accept, req.query)?;
+        let rpc_plan = plan::rpc_get(&cache, schema, function, accept, req.query, self.limits())?;
         self.run_write(identity, WritePlan::Rpc(rpc_plan), None, req.path)
             .await
     }

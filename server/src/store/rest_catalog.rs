@@ -75,6 +75,9 @@ pub struct Function {
     pub read_only: bool,
     /// A single unnamed `json`/`jsonb` argument: the whole request body is passed to it.
     pub json_arg: Option<JsonArg>,
+    /// The columns of each result row when the function returns rows of a composite type
+    /// (a table's row type, `returns table (...)`, `out` arguments); empty for scalars.
+    pub result_columns: Vec<Column>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,7 +58,8 @@ pub struct Embed {
     pub join: Join,
     pub to_one: bool,
     pub inner: bool,
-    /// `...rel(...)`: the fields go into the parent's object (to-one only).
+    /// `...rel(...)`: the fields go into the parent's object (on a to-many relation, each
+    /// as an array of its values over the related rows).
     pub spread: bool,
     pub node: Node,
 }
@@ -201,6 +202,10 @@ pub struct RpcPlan {
     /// A function with one unnamed `json`/`jsonb` argument gets the whole body.
     pub body_arg: Option<(JsonArg, String)>,
     pub single: bool,
+    /// `GET /rpc/f?select=…&col=op.value&order=…`: the result rows shaped and filtered as a
+    /// read of a table would be; the node's table stands for the function's result columns
+    /// (it is never named in SQL).
+    pub read: Option<Node>,
 }
 
 #[derive(Debug, Clone)]

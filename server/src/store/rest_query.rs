@@ -132,6 +132,8 @@ fn colref_sql(sql: &mut Sql, alias: &str, c: &ColRef) -> String {
 /// The JSON object of one row of `node`, whose table is aliased `alias`.
 fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
     let mut pairs = Vec::with_capacity(node.fields.len());
+    // To-many spreads: each a jsonb object of arrays merged into the row's object.
+    let mut merges = Vec::new();
     for f in &node.fields {
         match f {
             Field::Column {
@@ -150,6 +152,7 @@ fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
             }
             // `rel()`: only a filter, nothing in the output.
             Field::Embed(e) if e.node.fields.is_empty() => {}
+            Field::Embed(e) if e.spread && !e.to_one => merges.push(spread_many(sql, e, alias)),
             Field::Embed(e) if e.spread => spread(sql, e, alias, &mut pairs),
             Field::Embed(e) => {
                 let k = sql.bind(Some(e.key.clone()));
@@ -158,8 +161,16 @@ fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
             }
         }
     }
-    // json_build_object takes at most 100 arguments; wider objects are merged as jsonb.
-    if pairs.len() <= 50 {
+    // json_build_object takes at most 100 arguments; wider objects are merged as jsonb, as
+    // are objects with to-many spreads (whose keys then come in jsonb's order).
+    if !merges.is_empty() {
+        let mut parts: Vec<String> = pairs
+            .chunks(50)
+            .map(|c| format!("jsonb_build_object({})", c.join(", ")))
+            .collect();
+        parts.extend(merges);
+        format!("({})::json", parts.join(" || "))
+    } else if pairs.len() <= 50 {
         format!("json_build_object({})", pairs.join(", "))
     } else {
         let chunks: Vec<String> = pairs
@@ -203,6 +214,55 @@ fn spread(sql: &mut Sql, e: &Embed, parent: &str, pairs: &mut Vec<String>) {
             "{k}::text, (select {value} from {table} {a} where {where_} limit 1)"
         ));
     }
+}
+
+/// `...rel(a, b)` on a to-many relation: one jsonb object whose keys are the fields and
+/// whose values are arrays of them over the related rows (`[]` when there are none). One
+/// subquery yields every array, so they are correlated: the n-th elements come from the
+/// same row, in the embedding's order.
+fn spread_many(sql: &mut Sql, e: &Embed, parent: &str) -> String {
+    let a = sql.alias();
+    let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
+    if let Some(w) = where_sql(sql, &e.node, &a) {
+        conds.push(w);
+    }
+    let mut columns = Vec::new();
+    let mut arrays = Vec::new();
+    for f in &e.node.fields {
+        let (key, value) = match f {
+            Field::Column {
+                key,
+                column,
+                path,
+                cast,
+            } => {
+                let v = path_sql(sql, &a, column, path);
+                let v = match cast {
+                    Some(c) => format!("({v})::{}", cast_sql(*c)),
+                    None => v,
+                };
+                (key, v)
+            }
+            Field::Embed(inner) if inner.node.fields.is_empty() => continue,
+            Field::Embed(inner) => (&inner.key, embed(sql, inner, &a)),
+        };
+        let k = sql.bind(Some(key.clone()));
+        let c = format!("c{}", columns.len());
+        arrays.push(format!("{k}::text, coalesce(json_agg(s{a}.{c}), '[]')"));
+        columns.push(format!("{value} as {c}"));
+    }
+    if columns.is_empty() {
+        return "'{}'::jsonb".to_string();
+    }
+    let order = order_sql(sql, &e.node, &a);
+    let page = page_sql(sql, e.node.limit, e.node.offset);
+    format!(
+        "(select jsonb_build_object({}) from (select {} from {} {a} where {}{order}{page}) s{a})",
+        arrays.join(", "),
+        columns.join(", "),
+        qualified(&e.node.table),
+        conds.join(" and ")
+    )
 }
 
 /// The condition relating a `child` row to its `parent` row: the foreign key's equalities,
@@ -806,6 +866,16 @@ fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
     );
     if f.returns_void {
         format!("select null::text, 0::int8 from (select {call}) c")
+    } else if let Some(node) = &plan.read {
+        // Result rows shaped like a read: the function's rows stand in for a table.
+        let where_ = where_sql(sql, node, "t0").unwrap_or_else(|| "true".into());
+        let obj = object(sql, node, "t0");
+        let order = order_sql(sql, node, "t0");
+        let page = page_sql(sql, node.limit, node.offset);
+        format!(
+            "select coalesce(json_agg(s0.r), '[]')::text, count(*)::int8 \
+             from (select {obj} as r from {call} t0 where {where_}{order}{page}) s0"
+        )
     } else if f.returns_set {
         format!("select coalesce(json_agg(r), '[]')::text, count(*)::int8 from {call} r")
     } else {

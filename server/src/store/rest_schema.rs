@@ -189,8 +189,18 @@ async fn load_functions(
                p.pronargs::int4, p.pronargdefaults::int4, p.provolatile <> 'v', \
                case when p.pronargs = 1 and coalesce(p.proargnames[1], '') = '' \
                  then case p.proargtypes[0] when 'json'::regtype then 'json' \
-                   when 'jsonb'::regtype then 'jsonb' end end \
+                   when 'jsonb'::regtype then 'jsonb' end end, \
+               coalesce(rel.names, outs.names, '{}'), coalesce(rel.types, outs.types, '{}') \
              from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+               left join lateral (select array_agg(a.attname::text order by a.attnum) names, \
+                   array_agg(format_type(a.atttypid, a.atttypmod) order by a.attnum) types \
+                 from pg_type t join pg_attribute a on a.attrelid = t.typrelid \
+                 where t.oid = p.prorettype and t.typrelid <> 0 \
+                   and a.attnum > 0 and not a.attisdropped) rel on rel.names is not null \
+               left join lateral (select array_agg(x.name order by x.ord) names, \
+                   array_agg(format_type(p.proallargtypes[x.ord], null) order by x.ord) types \
+                 from unnest(p.proargnames, p.proargmodes::text[]) with ordinality x(name, mode, ord) \
+                 where x.mode in ('o', 'b', 't') and x.name is not null) outs on true \
              where n.nspname = any($1) and p.prokind = 'f' \
                and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)",
             &[&schemas],
@@ -218,6 +228,7 @@ async fn load_functions(
                     Some("jsonb") => Some(JsonArg::Jsonb),
                     _ => None,
                 },
+                result_columns: result_columns(r.get(10), r.get(11)),
             }));
     }
     Ok(functions)
@@ -251,6 +262,20 @@ fn function_args(
         .map(|(i, n)| FunctionArg {
             name: Ident::from_catalog(n),
             has_default: i >= first_default,
+        })
+        .collect()
+}
+
+/// The columns of a function's result rows, from their names and `format_type` texts.
+fn result_columns(names: Vec<String>, types: Vec<String>) -> Vec<Column> {
+    names
+        .into_iter()
+        .zip(types)
+        .map(|(name, type_name)| Column {
+            name: Ident::from_catalog(name),
+            type_name,
+            nullable: true,
+            has_default: false,
         })
         .collect()
 }
