@@ -991,6 +991,57 @@ async fn rest_injection_corpus_in_every_position_only_gives_4xx_and_changes_noth
                 format!("/rest/v1/posts?select=id,comments()&{e}=not.is.null"),
                 None,
             ),
+            // To-many spreads, presence inside `or`/`and`, and a function's rows over GET.
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,...comments({e})"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/users?select=id,...{e}(title)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,...comments(body)&comments.{e}=eq.1"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,comments()&or=({e}.is.null,id.eq.0)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,comments()&and=(comments.not.is.null,id.eq.{e})"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&select={e}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&{e}=eq.1"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&order={e}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&or=({e}.is.null)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q={e}&select=id&title=eq.{e}"),
+                None,
+            ),
             (
                 Method::PATCH,
                 format!("/rest/v1/posts?meta->>{e}=eq.1"),
