@@ -43,8 +43,10 @@ pub fn routes() -> Router<HttpState> {
         )
 }
 
-fn service(state: &HttpState) -> Service<'_> {
-    Service::new(&state.store, &state.rest)
+/// The REST service over this server's store and schema cache; committed writes wake
+/// change capture.
+fn service<'a>(state: &'a HttpState, wake: &'a (dyn Fn() + Sync)) -> Service<'a> {
+    Service::new(&state.store, &state.rest, wake)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -118,7 +120,8 @@ async fn read(
     headers: HeaderMap,
 ) -> Response {
     let req = request(&uri, &headers);
-    into_response(service(&state).read(&identity, &table, &req).await)
+    let wake = || state.capture.wake();
+    into_response(service(&state, &wake).read(&identity, &table, &req).await)
 }
 
 async fn write(
@@ -132,14 +135,10 @@ async fn write(
 ) -> Result<Response, HttpError> {
     let body = body_bytes(&state, &headers, body).await?;
     let req = request(&uri, &headers);
-    let result = service(&state)
+    let wake = || state.capture.wake();
+    let result = service(&state, &wake)
         .write(kind, &identity, &table, &req, &body)
         .await;
-    if result.is_ok() {
-        // The write is committed: let the change reader pick it up now rather than at the
-        // next poll, so subscribers see REST writes promptly.
-        state.capture.wake();
-    }
     Ok(into_response(result))
 }
 
@@ -197,7 +196,10 @@ async fn rpc(
 ) -> Result<Response, HttpError> {
     let body = body_bytes(&state, &headers, body).await?;
     let req = request(&uri, &headers);
-    let result = service(&state).rpc(&identity, &function, &req, &body).await;
+    let wake = || state.capture.wake();
+    let result = service(&state, &wake)
+        .rpc(&identity, &function, &req, &body)
+        .await;
     if result.is_ok() {
         state.capture.wake();
     }
@@ -212,11 +214,12 @@ async fn rpc_get(
     headers: HeaderMap,
 ) -> Response {
     let req = request(&uri, &headers);
-    let result = service(&state).rpc_get(&identity, &function, &req).await;
-    if result.is_ok() {
-        state.capture.wake();
-    }
-    into_response(result)
+    let wake = || state.capture.wake();
+    into_response(
+        service(&state, &wake)
+            .rpc_get(&identity, &function, &req)
+            .await,
+    )
 }
 
 async fn method_not_allowed() -> HttpError {
@@ -227,7 +230,8 @@ async fn method_not_allowed() -> HttpError {
 }
 
 async fn reload_schema(State(state): State<HttpState>, Caller(identity): Caller) -> Response {
-    match service(&state).reload_schema(&identity).await {
+    let wake = || state.capture.wake();
+    match service(&state, &wake).reload_schema(&identity).await {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],

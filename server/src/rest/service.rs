@@ -103,15 +103,35 @@ pub fn session_identity(identity: &Identity) -> SessionIdentity {
 }
 
 /// The REST API over one store and one schema cache. Cheap: borrow it per request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Service<'a> {
     store: &'a Store,
     state: &'a RestState,
+    /// Called after every committed write, so that change capture reads it now rather than
+    /// at its next poll (subscribers then see REST writes promptly).
+    committed: &'a (dyn Fn() + Sync),
+}
+
+impl std::fmt::Debug for Service<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("store", self.store)
+            .field("state", self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Service<'a> {
-    pub fn new(store: &'a Store, state: &'a RestState) -> Service<'a> {
-        Service { store, state }
+    pub fn new(
+        store: &'a Store,
+        state: &'a RestState,
+        committed: &'a (dyn Fn() + Sync),
+    ) -> Service<'a> {
+        Service {
+            store,
+            state,
+            committed,
+        }
     }
 
     fn limits(&self) -> Limits {
@@ -250,7 +270,7 @@ impl<'a> Service<'a> {
         key: Option<IdempotencyKey>,
         base: &str,
     ) -> Result<RestResponse, Failure> {
-        rest_query::write(
+        let response = rest_query::write(
             self.store,
             &session_identity(identity),
             &write_plan,
@@ -269,15 +289,19 @@ impl<'a> Service<'a> {
             },
         )
         .await
-        .map_err(|e| match e {
-            WriteError::Store(e) => api_error_from_store(e).into(),
-            WriteError::KeyReused => ApiError::new(
-                ErrorCode::IdempotencyKeyReused,
-                "this Idempotency-Key was already used for a different request",
-            )
-            .into(),
-            WriteError::Refused(e) => e.into(),
-        })
+        .map_err(|e| -> Failure {
+            match e {
+                WriteError::Store(e) => api_error_from_store(e).into(),
+                WriteError::KeyReused => ApiError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "this Idempotency-Key was already used for a different request",
+                )
+                .into(),
+                WriteError::Refused(e) => e.into(),
+            }
+        })?;
+        (self.committed)();
+        Ok(response)
     }
 
     fn idempotency_key(
