@@ -12,10 +12,10 @@ use crate::{
         service::Auth,
         token::{SigningAlgorithm, TokenKeys},
     },
+    backoff::Backoff,
     capture::Capture,
     config::{AuthConfig, Config},
     http::{self, HttpState},
-    lifecycle::Lifecycle,
     metrics::{self, Metrics},
     readiness::Readiness,
     realtime::Realtime,
@@ -197,7 +197,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .as_deref()
             .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
         metrics: metrics.clone(),
-        lifecycle: Lifecycle::new(shutdown.clone(), tasks.clone()),
         realtime: realtime.clone(),
     });
     let token = shutdown.clone();
@@ -315,7 +314,7 @@ async fn startup(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let attempt = async {
             if migrate_on_start {
@@ -337,14 +336,12 @@ async fn startup(
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "database not available yet");
+                tracing::warn!(error = %e, "database not available yet; retrying");
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -30,7 +30,6 @@ pub mod serve;
 use crate::{
     auth::{service::Auth, token::TokenKeys},
     capture::Capture,
-    lifecycle::Lifecycle,
     metrics::Metrics,
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
@@ -56,8 +55,6 @@ pub struct HttpState {
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
     /// Counters and gauges for `GET /metrics`; see `metrics` for the names others feed.
     pub metrics: Metrics,
-    /// Drain: long-lived sessions (WebSockets) spawn through it and end when it drains.
-    pub lifecycle: Lifecycle,
     /// Live subscriptions over WebSockets (see `realtime`).
     pub realtime: Arc<crate::realtime::Realtime>,
 }
