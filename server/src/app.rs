@@ -195,7 +195,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .http
             .trusted_proxy_header
             .as_deref()
-            .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
+            .and_then(http::header_name),
         metrics: metrics.clone(),
         realtime: realtime.clone(),
     });
@@ -240,7 +240,9 @@ pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
             ))
         }
     };
-    Ok(keys.with_providers(config.providers.clone()))
+    let providers = crate::auth::provider::from_config(&config.providers)
+        .map_err(|e| AppError::Auth(format!("ROWCAST_AUTH_PROVIDERS: {e}")))?;
+    Ok(keys.with_providers(providers))
 }
 
 /// Capture keeps its own atomics (`CaptureStats`); the registry samples them at each scrape.

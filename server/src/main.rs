@@ -42,6 +42,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(url) = &config.database.url {
+        // The parser's errors never echo the string, which may hold a password.
+        if let Err(e) = rowcast::store::connect::parse_url(url) {
+            eprintln!("rowcast: invalid setting DATABASE_URL: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let _log = init_logging(&config);
     // Only `dev` runs a server without a configured secret; `migrate`, `sync` and
     // `reload-schema` sign nothing and must not leave a secret file behind.

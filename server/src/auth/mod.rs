@@ -10,7 +10,8 @@ pub mod provider;
 pub mod refresh;
 pub mod service;
 pub mod token;
-pub mod weak_secret;
+/// The refused-secret rule lives with the settings it validates.
+pub use crate::config::weak_secret;
 
 use serde_json::Value;
 

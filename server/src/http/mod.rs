@@ -59,6 +59,11 @@ pub struct HttpState {
     pub realtime: Arc<crate::realtime::Realtime>,
 }
 
+/// A header name from settings (`config` checked it is a token; this never fails then).
+pub fn header_name(name: &str) -> Option<axum::http::HeaderName> {
+    axum::http::HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
 pub fn router(state: HttpState) -> Router {
     let routes = Router::new()
         .route("/health", get(health))

@@ -22,5 +22,6 @@ mod realtime;
 mod relational;
 mod rest;
 mod rest_grammar;
+mod tidy;
 mod tls;
 mod typegen;
