@@ -307,6 +307,17 @@ fn register_process_metrics(m: &Metrics, store: &Store) {
     );
 }
 
+impl From<&crate::config::DatabaseConfig> for crate::store::PoolSettings {
+    fn from(c: &crate::config::DatabaseConfig) -> Self {
+        crate::store::PoolSettings {
+            pool_size: c.pool_size,
+            statement_timeout: c.statement_timeout,
+            connect_timeout: c.connect_timeout,
+            ca_file: c.ca_file.clone(),
+        }
+    }
+}
+
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it
 /// works or shutdown begins.
 async fn startup(

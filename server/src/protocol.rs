@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod realtime;
+mod sqlstate;
 
 /// Every error a client can see, by stable kebab-case code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

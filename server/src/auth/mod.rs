@@ -94,3 +94,9 @@ impl Identity {
         self.claims.to_string()
     }
 }
+
+impl From<&Identity> for crate::store::SessionIdentity {
+    fn from(who: &Identity) -> Self {
+        crate::store::SessionIdentity::new(who.role.pg_role(), who.claims.clone())
+    }
+}
