@@ -6,6 +6,7 @@ pub mod changes;
 pub mod connect;
 pub mod cursors;
 pub mod email_tokens;
+pub mod embedded;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_query;
