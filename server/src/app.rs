@@ -346,6 +346,7 @@ async fn startup(
             Err(e @ StoreError::Migration { .. }) => {
                 // Retrying cannot fix an edited or broken migration; stay not-ready and say why.
                 tracing::error!(error = %e, "migrations failed; the server stays not-ready");
+                readiness.mark_failed();
                 return;
             }
             Err(e) => {

@@ -12,9 +12,9 @@ use std::{
     process::{Command, Output},
 };
 
+use crate::store::embedded::{CREATE_DATABASE, DATABASE_EXISTS, SET_SEARCH_PATH};
 /// The superuser and database the embedded cluster is created with.
 pub use crate::store::embedded::{EMBEDDED_DATABASE, EMBEDDED_USER};
-use crate::store::embedded::{CREATE_DATABASE, DATABASE_EXISTS, SET_SEARCH_PATH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

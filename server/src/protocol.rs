@@ -195,6 +195,24 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// The body of `GET /ready` (and `GET /health`'s `status`), for load balancers and
+/// operators. Mirrored in docs/operations.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyBody {
+    /// `ready` or `not-ready`.
+    pub status: String,
+    /// `ok`, `unreachable`, or `starting`.
+    pub database: String,
+    /// `current`, `pending`, `failed` (an edited or broken migration: see the log), or
+    /// `unknown`.
+    pub migrations: String,
+    /// `loaded` or `loading`.
+    pub schema_cache: String,
+    /// `not-ready` when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+}
+
 /// The one client-facing error. Its JSON form is the HTTP error body and the payload of a
 /// WebSocket `error` frame. `message` is written for the developer using the API; it never
 /// carries database error text or secrets.

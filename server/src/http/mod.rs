@@ -31,7 +31,7 @@ use crate::{
     auth::{service::Auth, token::TokenKeys},
     capture::Capture,
     metrics::Metrics,
-    protocol::{ApiError, ErrorCode},
+    protocol::{ApiError, ErrorCode, ReadyBody},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
 };
@@ -116,15 +116,13 @@ async fn ready(State(state): State<HttpState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = json!({
-        "status": if ready { "ready" } else { "not-ready" },
-        "database": report.database,
-        "migrations": report.migrations,
-        "schema_cache": if schema_loaded { "loaded" } else { "loading" },
-    });
-    if !ready {
-        body["code"] = json!(ErrorCode::NotReady.as_str());
-    }
+    let body = ReadyBody {
+        status: if ready { "ready" } else { "not-ready" }.into(),
+        database: report.database.into(),
+        migrations: report.migrations.into(),
+        schema_cache: if schema_loaded { "loaded" } else { "loading" }.into(),
+        code: (!ready).then_some(ErrorCode::NotReady),
+    };
     (status, Json(body)).into_response()
 }
 
