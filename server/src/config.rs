@@ -58,29 +58,52 @@ pub struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = duration_parser("--ttl"))]
     pub ttl: Duration,
 
-    /// Signing secret; without it, the dev secret in DATA_DIR/jwt-secret (made by `dev`).
-    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// `iss` claim; must match the server's ROWCAST_JWT_ISSUER.
-    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
-    pub jwt_issuer: String,
-
-    /// `aud` claim; must match the server's ROWCAST_JWT_AUDIENCE.
-    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
-    pub jwt_audience: String,
-
     /// Where `dev` keeps its state, including the dev secret (DATA_DIR/jwt-secret).
     #[arg(long, env = "ROWCAST_DATA_DIR", default_value = ".rowcast")]
     pub data_dir: PathBuf,
 
-    /// Algorithm; must match the server's ROWCAST_JWT_ALGORITHM (hs256, rs256, es256).
+    /// The same token settings the server reads, so that both sign alike. Without a secret,
+    /// the dev secret in DATA_DIR/jwt-secret (made by `dev`).
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// The token settings, stated once: the server (`serve`, `dev`, …) and `rowcast token` both
+/// flatten them, so a flag, its variable and its default cannot drift apart.
+#[derive(Debug, Args, Clone)]
+pub struct JwtArgs {
+    /// Secret (32+ bytes) for signing HS256 access tokens. Required by `serve`; `dev`
+    /// generates one in DATA_DIR/jwt-secret.
+    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `iss` claim of issued tokens, and the issuer accepted on verification.
+    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim of issued tokens, and the audience accepted on verification.
+    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
+    pub jwt_audience: String,
+
+    /// Algorithm of issued access tokens: hs256 (secret), rs256 or es256 (key pair).
     #[arg(long, env = "ROWCAST_JWT_ALGORITHM", default_value = "hs256", value_parser = jwt_algorithm_parser)]
     pub jwt_algorithm: SigningAlgorithm,
 
-    /// The server's PEM private key for rs256/es256 (ROWCAST_JWT_PRIVATE_KEY_FILE).
+    /// PEM file with the private key for rs256/es256 (PKCS#8; RSA may be PKCS#1).
     #[arg(long, env = "ROWCAST_JWT_PRIVATE_KEY_FILE")]
     pub jwt_private_key_file: Option<PathBuf>,
+}
+
+impl Default for JwtArgs {
+    fn default() -> Self {
+        JwtArgs {
+            jwt_secret: None,
+            jwt_issuer: "rowcast".into(),
+            jwt_audience: "rowcast".into(),
+            jwt_algorithm: SigningAlgorithm::Hs256,
+            jwt_private_key_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,18 +220,8 @@ pub struct ServerArgs {
     #[arg(long, env = "ROWCAST_LOG", default_value = "info")]
     pub log: String,
 
-    /// Secret (32+ bytes) for signing HS256 access tokens. Required by `serve`; `dev`
-    /// generates one in DATA_DIR/jwt-secret.
-    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// `iss` claim of issued tokens, and the issuer accepted on verification.
-    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
-    pub jwt_issuer: String,
-
-    /// `aud` claim of issued tokens, and the audience accepted on verification.
-    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
-    pub jwt_audience: String,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 
     /// Longest the change reader waits before looking at the log without a notification
     /// (bounds delivery latency when NOTIFY is off or lost), 10ms-60s.
@@ -277,14 +290,6 @@ pub struct RestArgs {
 /// limits and external identity providers.
 #[derive(Debug, Args, Clone)]
 pub struct AuthArgs {
-    /// Algorithm of issued access tokens: hs256 (secret), rs256 or es256 (key pair).
-    #[arg(long, env = "ROWCAST_JWT_ALGORITHM", default_value = "hs256", value_parser = jwt_algorithm_parser)]
-    pub jwt_algorithm: SigningAlgorithm,
-
-    /// PEM file with the private key for rs256/es256 (PKCS#8; RSA may be PKCS#1).
-    #[arg(long, env = "ROWCAST_JWT_PRIVATE_KEY_FILE")]
-    pub jwt_private_key_file: Option<PathBuf>,
-
     /// Lifetime of issued access tokens.
     #[arg(long, env = "ROWCAST_JWT_EXPIRY", default_value = "1h", value_parser = duration_parser("ROWCAST_JWT_EXPIRY"))]
     pub jwt_expiry: Duration,
@@ -342,8 +347,6 @@ pub struct AuthArgs {
 impl Default for AuthArgs {
     fn default() -> Self {
         AuthArgs {
-            jwt_algorithm: SigningAlgorithm::Hs256,
-            jwt_private_key_file: None,
             jwt_expiry: Duration::from_secs(3600),
             session_lifetime: Duration::from_secs(30 * 24 * 3600),
             password_min_length: 8,
@@ -764,7 +767,7 @@ impl Config {
                 expected: "a tracing filter such as `info` or `rowcast=debug,info`".into(),
             });
         }
-        let jwt_secret = args.jwt_secret.filter(|s| !s.is_empty());
+        let jwt_secret = args.jwt.jwt_secret.clone().filter(|s| !s.is_empty());
         match &jwt_secret {
             Some(s) if s.len() < 32 => {
                 return Err(ConfigError {
@@ -783,7 +786,7 @@ impl Config {
                     });
                 }
             }
-            None if mode == Mode::Serve && args.auth.jwt_algorithm == SigningAlgorithm::Hs256 => {
+            None if mode == Mode::Serve && args.jwt.jwt_algorithm == SigningAlgorithm::Hs256 => {
                 return Err(ConfigError {
                     setting: "ROWCAST_JWT_SECRET",
                     expected:
@@ -810,13 +813,7 @@ impl Config {
                 })
             }
         };
-        let mut auth = auth_config(
-            &args.auth,
-            mode,
-            jwt_secret,
-            args.jwt_issuer,
-            args.jwt_audience,
-        )?;
+        let mut auth = auth_config(&args.auth, &args.jwt, mode, jwt_secret)?;
         if auth.accounts.outbox_default {
             auth.accounts.mail.delivery = MailDelivery::Outbox(args.data_dir.join("outbox"));
         }
@@ -882,9 +879,10 @@ impl Config {
             pg_bindir: None,
             log_format: None,
             log: "info".into(),
-            jwt_secret: Some(TEST_JWT_SECRET.into()),
-            jwt_issuer: "rowcast".into(),
-            jwt_audience: "rowcast".into(),
+            jwt: JwtArgs {
+                jwt_secret: Some(TEST_JWT_SECRET.into()),
+                ..JwtArgs::default()
+            },
             rest: RestArgs {
                 rest_schemas: "public".into(),
                 rest_max_rows: 1000,
@@ -951,13 +949,13 @@ pub fn positive_parser(
 /// The auth part of [`Config`]: reads and checks the key file and the providers.
 fn auth_config(
     args: &AuthArgs,
+    jwt: &JwtArgs,
     mode: Mode,
     jwt_secret: Option<String>,
-    issuer: String,
-    audience: String,
 ) -> Result<AuthConfig, ConfigError> {
+    let (issuer, audience) = (jwt.jwt_issuer.clone(), jwt.jwt_audience.clone());
     let private_key_pem =
-        match (args.jwt_algorithm, &args.jwt_private_key_file) {
+        match (jwt.jwt_algorithm, &jwt.jwt_private_key_file) {
             (SigningAlgorithm::Hs256, _) => None,
             (_, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|e| ConfigError {
@@ -984,7 +982,7 @@ fn auth_config(
         jwt_secret,
         issuer,
         audience,
-        algorithm: args.jwt_algorithm,
+        algorithm: jwt.jwt_algorithm,
         private_key_pem,
         access_token_ttl: args.jwt_expiry,
         session_lifetime: args.session_lifetime,
