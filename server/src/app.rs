@@ -12,10 +12,10 @@ use crate::{
         service::Auth,
         token::{SigningAlgorithm, TokenKeys},
     },
+    backoff::Backoff,
     capture::Capture,
     config::{AuthConfig, Config},
     http::{self, HttpState},
-    lifecycle::Lifecycle,
     metrics::{self, Metrics},
     readiness::Readiness,
     realtime::Realtime,
@@ -195,9 +195,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .http
             .trusted_proxy_header
             .as_deref()
-            .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
+            .and_then(http::header_name),
         metrics: metrics.clone(),
-        lifecycle: Lifecycle::new(shutdown.clone(), tasks.clone()),
         realtime: realtime.clone(),
     });
     let token = shutdown.clone();
@@ -241,7 +240,9 @@ pub fn token_keys(config: &AuthConfig) -> Result<TokenKeys, AppError> {
             ))
         }
     };
-    Ok(keys.with_providers(config.providers.clone()))
+    let providers = crate::auth::provider::from_config(&config.providers)
+        .map_err(|e| AppError::Auth(format!("ROWCAST_AUTH_PROVIDERS: {e}")))?;
+    Ok(keys.with_providers(providers))
 }
 
 /// Capture keeps its own atomics (`CaptureStats`); the registry samples them at each scrape.
@@ -306,6 +307,17 @@ fn register_process_metrics(m: &Metrics, store: &Store) {
     );
 }
 
+impl From<&crate::config::DatabaseConfig> for crate::store::PoolSettings {
+    fn from(c: &crate::config::DatabaseConfig) -> Self {
+        crate::store::PoolSettings {
+            pool_size: c.pool_size,
+            statement_timeout: c.statement_timeout,
+            connect_timeout: c.connect_timeout,
+            ca_file: c.ca_file.clone(),
+        }
+    }
+}
+
 /// Connect and (optionally) migrate, retrying with capped exponential backoff until it
 /// works or shutdown begins.
 async fn startup(
@@ -315,7 +327,7 @@ async fn startup(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let attempt = async {
             if migrate_on_start {
@@ -334,17 +346,16 @@ async fn startup(
             Err(e @ StoreError::Migration { .. }) => {
                 // Retrying cannot fix an edited or broken migration; stay not-ready and say why.
                 tracing::error!(error = %e, "migrations failed; the server stays not-ready");
+                readiness.mark_failed();
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "database not available yet");
+                tracing::warn!(error = %e, "database not available yet; retrying");
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -12,9 +12,9 @@ use std::{
     process::{Command, Output},
 };
 
+use crate::store::embedded::{CREATE_DATABASE, DATABASE_EXISTS, SET_SEARCH_PATH};
 /// The superuser and database the embedded cluster is created with.
-pub const EMBEDDED_USER: &str = "rowcast";
-pub const EMBEDDED_DATABASE: &str = "rowcast";
+pub use crate::store::embedded::{EMBEDDED_DATABASE, EMBEDDED_USER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -229,33 +229,14 @@ impl EmbeddedPostgres {
             PathBuf::from("psql")
         };
         let url = self.url_for("postgres");
-        // The login role is named `rowcast`, so the default search path ("$user", public)
-        // would put an admin's unqualified `create table todos` into the `rowcast` schema.
-        let out = self.run(
-            psql.as_os_str(),
-            &[
-                &url,
-                "-c",
-                &format!("alter role {EMBEDDED_USER} set search_path = public"),
-            ],
-        )?;
-        check("alter role", out)?;
-        let exists = self.run(
-            psql.as_os_str(),
-            &[
-                &url,
-                "-tAc",
-                &format!("select 1 from pg_database where datname = '{EMBEDDED_DATABASE}'"),
-            ],
-        )?;
+        let out = self.run(psql.as_os_str(), &[&url, "-c", SET_SEARCH_PATH])?;
+        check("psql (search path)", out)?;
+        let exists = self.run(psql.as_os_str(), &[&url, "-tAc", DATABASE_EXISTS])?;
         if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
             return Ok(());
         }
-        let out = self.run(
-            psql.as_os_str(),
-            &[&url, "-c", &format!("create database {EMBEDDED_DATABASE}")],
-        )?;
-        check("create database", out)
+        let out = self.run(psql.as_os_str(), &[&url, "-c", CREATE_DATABASE])?;
+        check("psql (create the database)", out)
     }
 
     fn run(&self, program: &std::ffi::OsStr, args: &[&str]) -> Result<Output, ClusterError> {

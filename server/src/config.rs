@@ -8,11 +8,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::{
-    limiter::Limits, password::HashParams, provider::ExternalProvider, token::SigningAlgorithm,
-    token::TokenKeys,
-};
-pub use crate::capture::CaptureConfig;
+mod settings;
+pub mod weak_secret;
+
+pub use settings::*;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,29 +58,52 @@ pub struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = duration_parser("--ttl"))]
     pub ttl: Duration,
 
-    /// Signing secret; without it, the dev secret in DATA_DIR/jwt-secret (made by `dev`).
-    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// `iss` claim; must match the server's ROWCAST_JWT_ISSUER.
-    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
-    pub jwt_issuer: String,
-
-    /// `aud` claim; must match the server's ROWCAST_JWT_AUDIENCE.
-    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
-    pub jwt_audience: String,
-
     /// Where `dev` keeps its state, including the dev secret (DATA_DIR/jwt-secret).
     #[arg(long, env = "ROWCAST_DATA_DIR", default_value = ".rowcast")]
     pub data_dir: PathBuf,
 
-    /// Algorithm; must match the server's ROWCAST_JWT_ALGORITHM (hs256, rs256, es256).
+    /// The same token settings the server reads, so that both sign alike. Without a secret,
+    /// the dev secret in DATA_DIR/jwt-secret (made by `dev`).
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// The token settings, stated once: the server (`serve`, `dev`, …) and `rowcast token` both
+/// flatten them, so a flag, its variable and its default cannot drift apart.
+#[derive(Debug, Args, Clone)]
+pub struct JwtArgs {
+    /// Secret (32+ bytes) for signing HS256 access tokens. Required by `serve`; `dev`
+    /// generates one in DATA_DIR/jwt-secret.
+    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `iss` claim of issued tokens, and the issuer accepted on verification.
+    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim of issued tokens, and the audience accepted on verification.
+    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
+    pub jwt_audience: String,
+
+    /// Algorithm of issued access tokens: hs256 (secret), rs256 or es256 (key pair).
     #[arg(long, env = "ROWCAST_JWT_ALGORITHM", default_value = "hs256", value_parser = jwt_algorithm_parser)]
     pub jwt_algorithm: SigningAlgorithm,
 
-    /// The server's PEM private key for rs256/es256 (ROWCAST_JWT_PRIVATE_KEY_FILE).
+    /// PEM file with the private key for rs256/es256 (PKCS#8; RSA may be PKCS#1).
     #[arg(long, env = "ROWCAST_JWT_PRIVATE_KEY_FILE")]
     pub jwt_private_key_file: Option<PathBuf>,
+}
+
+impl Default for JwtArgs {
+    fn default() -> Self {
+        JwtArgs {
+            jwt_secret: None,
+            jwt_issuer: "rowcast".into(),
+            jwt_audience: "rowcast".into(),
+            jwt_algorithm: SigningAlgorithm::Hs256,
+            jwt_private_key_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,18 +220,8 @@ pub struct ServerArgs {
     #[arg(long, env = "ROWCAST_LOG", default_value = "info")]
     pub log: String,
 
-    /// Secret (32+ bytes) for signing HS256 access tokens. Required by `serve`; `dev`
-    /// generates one in DATA_DIR/jwt-secret.
-    #[arg(long, env = "ROWCAST_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// `iss` claim of issued tokens, and the issuer accepted on verification.
-    #[arg(long, env = "ROWCAST_JWT_ISSUER", default_value = "rowcast")]
-    pub jwt_issuer: String,
-
-    /// `aud` claim of issued tokens, and the audience accepted on verification.
-    #[arg(long, env = "ROWCAST_JWT_AUDIENCE", default_value = "rowcast")]
-    pub jwt_audience: String,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 
     /// Longest the change reader waits before looking at the log without a notification
     /// (bounds delivery latency when NOTIFY is off or lost), 10ms-60s.
@@ -278,14 +290,6 @@ pub struct RestArgs {
 /// limits and external identity providers.
 #[derive(Debug, Args, Clone)]
 pub struct AuthArgs {
-    /// Algorithm of issued access tokens: hs256 (secret), rs256 or es256 (key pair).
-    #[arg(long, env = "ROWCAST_JWT_ALGORITHM", default_value = "hs256", value_parser = jwt_algorithm_parser)]
-    pub jwt_algorithm: SigningAlgorithm,
-
-    /// PEM file with the private key for rs256/es256 (PKCS#8; RSA may be PKCS#1).
-    #[arg(long, env = "ROWCAST_JWT_PRIVATE_KEY_FILE")]
-    pub jwt_private_key_file: Option<PathBuf>,
-
     /// Lifetime of issued access tokens.
     #[arg(long, env = "ROWCAST_JWT_EXPIRY", default_value = "1h", value_parser = duration_parser("ROWCAST_JWT_EXPIRY"))]
     pub jwt_expiry: Duration,
@@ -343,8 +347,6 @@ pub struct AuthArgs {
 impl Default for AuthArgs {
     fn default() -> Self {
         AuthArgs {
-            jwt_algorithm: SigningAlgorithm::Hs256,
-            jwt_private_key_file: None,
             jwt_expiry: Duration::from_secs(3600),
             session_lifetime: Duration::from_secs(30 * 24 * 3600),
             password_min_length: 8,
@@ -406,7 +408,7 @@ pub struct RealtimeArgs {
 
 impl Default for RealtimeArgs {
     fn default() -> Self {
-        let d = crate::realtime::RealtimeSettings::default();
+        let d = RealtimeSettings::default();
         RealtimeArgs {
             ws_max_message_bytes: d.max_message_bytes,
             ws_max_subscriptions: d.max_subscriptions,
@@ -420,8 +422,8 @@ impl Default for RealtimeArgs {
 }
 
 impl RealtimeArgs {
-    pub fn settings(&self) -> crate::realtime::RealtimeSettings {
-        crate::realtime::RealtimeSettings {
+    pub fn settings(&self) -> RealtimeSettings {
+        RealtimeSettings {
             max_message_bytes: self.ws_max_message_bytes,
             max_subscriptions: self.ws_max_subscriptions,
             max_connections: self.ws_max_connections,
@@ -430,7 +432,7 @@ impl RealtimeArgs {
             heartbeat_interval: self.ws_heartbeat_interval.max(Duration::from_millis(10)),
             // A timeout shorter than the interval would close healthy idle connections.
             heartbeat_timeout: self.ws_heartbeat_timeout.max(self.ws_heartbeat_interval),
-            ..crate::realtime::RealtimeSettings::default()
+            ..RealtimeSettings::default()
         }
     }
 }
@@ -455,7 +457,7 @@ pub struct ConnectionArgs {
 
 impl Default for ConnectionArgs {
     fn default() -> Self {
-        let d = crate::realtime::RealtimeSettings::default();
+        let d = RealtimeSettings::default();
         ConnectionArgs {
             http_header_read_timeout: Duration::from_secs(10),
             ws_hello_timeout: d.hello_timeout,
@@ -467,11 +469,8 @@ impl Default for ConnectionArgs {
 
 impl ConnectionArgs {
     /// The realtime part of these limits, added to `settings`.
-    fn apply(
-        &self,
-        settings: crate::realtime::RealtimeSettings,
-    ) -> crate::realtime::RealtimeSettings {
-        crate::realtime::RealtimeSettings {
+    fn apply(&self, settings: RealtimeSettings) -> RealtimeSettings {
+        RealtimeSettings {
             hello_timeout: self.ws_hello_timeout.max(Duration::from_millis(10)),
             max_connections_per_address: self.ws_max_connections_per_address,
             max_unauthenticated_per_address: self.ws_max_unauthenticated_per_address,
@@ -503,7 +502,7 @@ pub const TEST_JWT_SECRET: &str =
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
-    pub realtime: crate::realtime::RealtimeSettings,
+    pub realtime: RealtimeSettings,
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub embedded: EmbeddedConfig,
@@ -677,7 +676,8 @@ pub struct AuthConfig {
     pub password_min_length: usize,
     pub hash_params: HashParams,
     pub signin_limits: Limits,
-    pub providers: Vec<ExternalProvider>,
+    /// External providers as configured; `auth` turns their JWKS into verifying keys.
+    pub providers: Vec<ProviderConfig>,
     /// Sign-up controls, email flows, mail and hashing limits.
     pub accounts: AccountsConfig,
 }
@@ -733,13 +733,9 @@ impl Config {
 
     pub fn from_args(mode: Mode, args: ServerArgs) -> Result<Config, ConfigError> {
         let url = args.database_url.filter(|u| !u.trim().is_empty());
-        if let Some(url) = &url {
-            // Our parser's errors never echo the string, which may hold a password.
-            crate::store::connect::parse_url(url).map_err(|e| ConfigError {
-                setting: "DATABASE_URL",
-                expected: e.to_string(),
-            })?;
-        } else if mode == Mode::Serve || mode == Mode::ReloadSchema {
+        // The URL's syntax is checked by `store::connect` when `main` builds the connector
+        // (still before anything starts); this module does not know the parser.
+        if url.is_none() && (mode == Mode::Serve || mode == Mode::ReloadSchema) {
             return Err(ConfigError {
                 setting: "DATABASE_URL",
                 expected: "a Postgres connection string (required by `serve`; use `rowcast dev` for an embedded database)".into(),
@@ -771,7 +767,7 @@ impl Config {
                 expected: "a tracing filter such as `info` or `rowcast=debug,info`".into(),
             });
         }
-        let jwt_secret = args.jwt_secret.filter(|s| !s.is_empty());
+        let jwt_secret = args.jwt.jwt_secret.clone().filter(|s| !s.is_empty());
         match &jwt_secret {
             Some(s) if s.len() < 32 => {
                 return Err(ConfigError {
@@ -781,7 +777,7 @@ impl Config {
             }
             // Refused wherever the server signs tokens with it (see `auth::weak_secret`).
             Some(s) if matches!(mode, Mode::Serve | Mode::Dev) => {
-                if let Some(why) = crate::auth::weak_secret::weakness(s) {
+                if let Some(why) = weak_secret::weakness(s) {
                     return Err(ConfigError {
                         setting: "ROWCAST_JWT_SECRET",
                         expected: format!(
@@ -790,7 +786,7 @@ impl Config {
                     });
                 }
             }
-            None if mode == Mode::Serve && args.auth.jwt_algorithm == SigningAlgorithm::Hs256 => {
+            None if mode == Mode::Serve && args.jwt.jwt_algorithm == SigningAlgorithm::Hs256 => {
                 return Err(ConfigError {
                     setting: "ROWCAST_JWT_SECRET",
                     expected:
@@ -803,25 +799,23 @@ impl Config {
         let rest = RestConfig::from_args(&args.rest, mode)?;
         let trusted_proxy_header = match args.auth.trusted_proxy_header.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(h) => Some(
-                axum::http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| ConfigError {
-                        setting: "ROWCAST_TRUSTED_PROXY_HEADER",
-                        expected: "an HTTP header name such as x-forwarded-for".into(),
-                    })?
-                    .to_string(),
-            ),
+            // An RFC 9110 token: what the HTTP layer accepts as a header name.
+            Some(h)
+                if h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) =>
+            {
+                Some(h.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    setting: "ROWCAST_TRUSTED_PROXY_HEADER",
+                    expected: "an HTTP header name such as x-forwarded-for".into(),
+                })
+            }
         };
-        let mut auth = auth_config(
-            &args.auth,
-            mode,
-            jwt_secret,
-            args.jwt_issuer,
-            args.jwt_audience,
-        )?;
+        let mut auth = auth_config(&args.auth, &args.jwt, mode, jwt_secret)?;
         if auth.accounts.outbox_default {
-            auth.accounts.mail.delivery =
-                crate::auth::mail::MailDelivery::Outbox(args.data_dir.join("outbox"));
+            auth.accounts.mail.delivery = MailDelivery::Outbox(args.data_dir.join("outbox"));
         }
         Ok(Config {
             rest,
@@ -885,9 +879,10 @@ impl Config {
             pg_bindir: None,
             log_format: None,
             log: "info".into(),
-            jwt_secret: Some(TEST_JWT_SECRET.into()),
-            jwt_issuer: "rowcast".into(),
-            jwt_audience: "rowcast".into(),
+            jwt: JwtArgs {
+                jwt_secret: Some(TEST_JWT_SECRET.into()),
+                ..JwtArgs::default()
+            },
             rest: RestArgs {
                 rest_schemas: "public".into(),
                 rest_max_rows: 1000,
@@ -954,23 +949,21 @@ pub fn positive_parser(
 /// The auth part of [`Config`]: reads and checks the key file and the providers.
 fn auth_config(
     args: &AuthArgs,
+    jwt: &JwtArgs,
     mode: Mode,
     jwt_secret: Option<String>,
-    issuer: String,
-    audience: String,
 ) -> Result<AuthConfig, ConfigError> {
+    let (issuer, audience) = (jwt.jwt_issuer.clone(), jwt.jwt_audience.clone());
     let private_key_pem =
-        match (args.jwt_algorithm, &args.jwt_private_key_file) {
+        match (jwt.jwt_algorithm, &jwt.jwt_private_key_file) {
             (SigningAlgorithm::Hs256, _) => None,
-            (alg, Some(path)) => {
+            (_, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|e| ConfigError {
                     setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
                     expected: format!("a readable PEM private key file ({}: {e})", path.display()),
                 })?;
-                TokenKeys::asymmetric(alg, &pem, &issuer, &audience).map_err(|e| ConfigError {
-                    setting: "ROWCAST_JWT_PRIVATE_KEY_FILE",
-                    expected: format!("a private key matching ROWCAST_JWT_ALGORITHM: {e}"),
-                })?;
+                // Whether the key matches the algorithm is checked when `auth` builds its
+                // keys at start-up (`app::start`), before anything is served.
                 Some(pem)
             }
             (_, None) if mode == Mode::Migrate => None,
@@ -989,7 +982,7 @@ fn auth_config(
         jwt_secret,
         issuer,
         audience,
-        algorithm: args.jwt_algorithm,
+        algorithm: jwt.jwt_algorithm,
         private_key_pem,
         access_token_ttl: args.jwt_expiry,
         session_lifetime: args.session_lifetime,
@@ -1011,7 +1004,7 @@ fn auth_config(
 
 /// `ROWCAST_AUTH_PROVIDERS`: a JSON array of providers, each with inline `jwks` or a
 /// `jwks_file`.
-pub fn parse_providers(json: &str, own_issuer: &str) -> Result<Vec<ExternalProvider>, ConfigError> {
+pub fn parse_providers(json: &str, own_issuer: &str) -> Result<Vec<ProviderConfig>, ConfigError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Entry {
@@ -1030,7 +1023,7 @@ pub fn parse_providers(json: &str, own_issuer: &str) -> Result<Vec<ExternalProvi
             "a JSON array of {{\"name\", \"issuer\", \"audience\", \"jwks\" or \"jwks_file\"}} ({e})"
         ))
     })?;
-    let mut providers: Vec<ExternalProvider> = Vec::new();
+    let mut providers: Vec<ProviderConfig> = Vec::new();
     for entry in entries {
         let jwks = match (entry.jwks, entry.jwks_file) {
             (Some(jwks), None) => jwks,
@@ -1063,10 +1056,12 @@ pub fn parse_providers(json: &str, own_issuer: &str) -> Result<Vec<ExternalProvi
                 entry.name, entry.issuer
             )));
         }
-        let provider =
-            ExternalProvider::from_jwks(&entry.name, &entry.issuer, &entry.audience, &jwks)
-                .map_err(|e| bad(e.to_string()))?;
-        providers.push(provider);
+        providers.push(ProviderConfig {
+            name: entry.name,
+            issuer: entry.issuer,
+            audience: entry.audience,
+            jwks,
+        });
     }
     Ok(providers)
 }
@@ -1220,7 +1215,7 @@ pub struct AccountArgs {
     pub smtp_port: u32,
     /// SMTP transport security: starttls, tls (implicit, port 465) or none.
     #[arg(long, env = "ROWCAST_SMTP_TLS", value_enum, default_value = "starttls")]
-    pub smtp_tls: crate::auth::mail::SmtpTls,
+    pub smtp_tls: SmtpTls,
     /// SMTP user name.
     #[arg(long, env = "ROWCAST_SMTP_USERNAME")]
     pub smtp_username: Option<String>,
@@ -1256,7 +1251,7 @@ impl Default for AccountArgs {
             auth_outbox: None,
             smtp_host: None,
             smtp_port: 587,
-            smtp_tls: crate::auth::mail::SmtpTls::Starttls,
+            smtp_tls: SmtpTls::Starttls,
             smtp_username: None,
             smtp_password: None,
             smtp_from: "Rowcast <no-reply@localhost>".into(),
@@ -1271,20 +1266,20 @@ pub struct AccountsConfig {
     pub email_signup: bool,
     pub anonymous_signin: bool,
     pub email_confirmation: bool,
-    pub signup_limits: crate::auth::limiter::SignUpLimits,
+    pub signup_limits: SignUpLimits,
     pub anonymous_cleanup_after: Option<Duration>,
     pub email_token_ttl: Duration,
     /// `None`: derived from the listen address at start-up.
     pub external_url: Option<String>,
     pub site_url: Option<String>,
     pub redirect_urls: Vec<String>,
-    pub mail: crate::auth::mail::MailConfig,
+    pub mail: MailConfig,
     /// `dev`'s default outbox is DATA_DIR/outbox, filled in by `main` (like the dev secret).
     pub outbox_default: bool,
 }
 
 fn accounts_config(args: &AccountArgs, mode: Mode) -> Result<AccountsConfig, ConfigError> {
-    use crate::auth::mail::{MailConfig, MailDelivery, SmtpConfig};
+    use {MailConfig, MailDelivery, SmtpConfig};
     let url = |setting: &'static str, v: &Option<String>| -> Result<Option<String>, ConfigError> {
         match v.as_deref().map(str::trim) {
             None | Some("") => Ok(None),
@@ -1350,7 +1345,7 @@ fn accounts_config(args: &AccountArgs, mode: Mode) -> Result<AccountsConfig, Con
         email_signup: args.auth_email_signup,
         anonymous_signin: args.auth_anonymous_signin,
         email_confirmation: args.auth_email_confirmation,
-        signup_limits: crate::auth::limiter::SignUpLimits {
+        signup_limits: SignUpLimits {
             email_per_address: args.auth_signups_per_address,
             anonymous_per_address: args.auth_anonymous_per_address,
             mail_per_recipient: args.auth_mails_per_recipient,
@@ -1417,19 +1412,6 @@ mod tests {
     }
 
     #[test]
-    fn bad_database_url_does_not_echo_it() {
-        let err = parse(&[
-            "rowcast",
-            "serve",
-            "--database-url",
-            "postgres://u:s3cret@h:notaport/x",
-        ])
-        .unwrap_err();
-        assert!(err.contains("DATABASE_URL"), "{err}");
-        assert!(!err.contains("s3cret"), "{err}");
-    }
-
-    #[test]
     fn capture_settings_are_validated() {
         let err = parse(&["rowcast", "dev", "--poll-interval", "1ms"]).unwrap_err();
         assert!(err.contains("ROWCAST_POLL_INTERVAL"), "{err}");
@@ -1470,9 +1452,8 @@ mod tests {
         let secret = ["--jwt-secret", TEST_JWT_SECRET];
         let err = with(&[&secret[..], &["--auth-providers", "{not json"]].concat()).unwrap_err();
         assert!(err.contains("ROWCAST_AUTH_PROVIDERS"), "{err}");
-        let symmetric = r#"[{"name":"x","issuer":"https://x","audience":"a","jwks":{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}}]"#;
-        let err = with(&[&secret[..], &["--auth-providers", symmetric]].concat()).unwrap_err();
-        assert!(err.contains("ROWCAST_AUTH_PROVIDERS"), "{err}");
+        // (A JWKS with no usable key is refused when `auth` builds the keys: see
+        // `auth::provider`'s tests and `app::token_keys`.)
         let err = with(&[&secret[..], &["--password-min-length", "0"]].concat()).unwrap_err();
         assert!(err.contains("ROWCAST_PASSWORD_MIN_LENGTH"), "{err}");
         let c = with(&secret).expect("defaults parse");
@@ -1482,7 +1463,7 @@ mod tests {
 
     #[test]
     fn account_settings_are_validated() {
-        use crate::auth::mail::MailDelivery;
+        use MailDelivery;
         let secret = ["--jwt-secret", TEST_JWT_SECRET];
         let serve = |extra: &[&str]| {
             let mut args = vec!["rowcast", "serve", "--database-url", "postgres://h/db"];

@@ -3,11 +3,11 @@
 
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod capture;
 pub mod cluster;
 pub mod config;
 pub mod http;
-pub mod lifecycle;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

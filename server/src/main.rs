@@ -42,6 +42,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(url) = &config.database.url {
+        // The parser's errors never echo the string, which may hold a password.
+        if let Err(e) = rowcast::store::connect::parse_url(url) {
+            eprintln!("rowcast: invalid setting DATABASE_URL: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let _log = init_logging(&config);
     // Only `dev` runs a server without a configured secret; `migrate`, `sync` and
     // `reload-schema` sign nothing and must not leave a secret file behind.
@@ -267,10 +274,10 @@ fn dev_jwt_secret(data_dir: &std::path::Path) -> std::io::Result<String> {
 
 /// `rowcast token`: print a signed access token (stdout) for a user id or the service role.
 fn token(args: TokenArgs) -> ExitCode {
-    let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
+    let secret = match args.jwt.jwt_secret.filter(|s| !s.is_empty()) {
         Some(s) => s,
         // A key pair needs no secret.
-        None if args.jwt_algorithm != SigningAlgorithm::Hs256 => String::new(),
+        None if args.jwt.jwt_algorithm != SigningAlgorithm::Hs256 => String::new(),
         None => match std::fs::read_to_string(args.data_dir.join("jwt-secret")) {
             Ok(s) if s.trim().len() >= 32 => s.trim().to_string(),
             _ => {
@@ -297,15 +304,17 @@ fn token(args: TokenArgs) -> ExitCode {
             Identity::user(&sub.to_string(), serde_json::json!({}))
         }
     };
-    let keys = match (args.jwt_algorithm, &args.jwt_private_key_file) {
-        (SigningAlgorithm::Hs256, _) => {
-            TokenKeys::hs256(secret.as_bytes(), &args.jwt_issuer, &args.jwt_audience)
-        }
+    let keys = match (args.jwt.jwt_algorithm, &args.jwt.jwt_private_key_file) {
+        (SigningAlgorithm::Hs256, _) => TokenKeys::hs256(
+            secret.as_bytes(),
+            &args.jwt.jwt_issuer,
+            &args.jwt.jwt_audience,
+        ),
         (alg, Some(path)) => {
             let signed = std::fs::read(path)
                 .map_err(|e| e.to_string())
                 .and_then(|pem| {
-                    TokenKeys::asymmetric(alg, &pem, &args.jwt_issuer, &args.jwt_audience)
+                    TokenKeys::asymmetric(alg, &pem, &args.jwt.jwt_issuer, &args.jwt.jwt_audience)
                         .map_err(|e| e.to_string())
                 });
             match signed {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod realtime;
+mod sqlstate;
 
 /// Every error a client can see, by stable kebab-case code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -192,6 +193,24 @@ impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The body of `GET /ready` (and `GET /health`'s `status`), for load balancers and
+/// operators. Mirrored in docs/operations.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyBody {
+    /// `ready` or `not-ready`.
+    pub status: String,
+    /// `ok`, `unreachable`, or `starting`.
+    pub database: String,
+    /// `current`, `pending`, `failed` (an edited or broken migration: see the log), or
+    /// `unknown`.
+    pub migrations: String,
+    /// `loaded` or `loading`.
+    pub schema_cache: String,
+    /// `not-ready` when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
 }
 
 /// The one client-facing error. Its JSON form is the HTTP error body and the payload of a

@@ -12,6 +12,8 @@ use crate::store::{migrate, migrate::Migration, Store};
 #[derive(Debug, Default)]
 pub struct Readiness {
     started: AtomicBool,
+    /// Start-up gave up: a migration was edited after it was applied, or failed.
+    failed: AtomicBool,
 }
 
 /// The outcome of one readiness check.
@@ -20,7 +22,7 @@ pub struct ReadinessReport {
     pub ready: bool,
     /// `ok`, `unreachable`, or `starting`.
     pub database: &'static str,
-    /// `current`, `pending`, or `unknown`.
+    /// `current`, `pending`, `failed`, or `unknown`.
     pub migrations: &'static str,
 }
 
@@ -28,6 +30,11 @@ impl Readiness {
     /// Called once the start-up task has connected and migrated.
     pub fn mark_started(&self) {
         self.started.store(true, Ordering::SeqCst);
+    }
+
+    /// Called when start-up stops retrying because the migrations cannot apply.
+    pub fn mark_failed(&self) {
+        self.failed.store(true, Ordering::SeqCst);
     }
 
     pub fn is_started(&self) -> bool {
@@ -40,6 +47,13 @@ impl Readiness {
         migrations: &[Migration],
         timeout: Duration,
     ) -> ReadinessReport {
+        if self.failed.load(Ordering::SeqCst) {
+            return ReadinessReport {
+                ready: false,
+                database: "ok",
+                migrations: "failed",
+            };
+        }
         if !self.is_started() {
             return ReadinessReport {
                 ready: false,

@@ -14,39 +14,7 @@ use crate::store::{auth_limits::LimitKey, Store, StoreError};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The sign-in failure limits (settings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Failed sign-ins allowed per account in one window.
-    pub per_account: u32,
-    /// Failed sign-ins allowed per client address in one window.
-    pub per_address: u32,
-    pub window: Duration,
-}
-
-/// Limits on creating users and sending mail (settings), each per hour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignUpLimits {
-    /// Email sign-ups per client address.
-    pub email_per_address: u32,
-    /// Anonymous sign-ins per client address.
-    pub anonymous_per_address: u32,
-    /// Mails per recipient address, and per account.
-    pub mail_per_recipient: u32,
-    /// Mail-sending requests (recover, otp, sign-up, email change) per client address.
-    pub mail_per_address: u32,
-}
-
-impl Default for SignUpLimits {
-    fn default() -> Self {
-        SignUpLimits {
-            email_per_address: 30,
-            anonymous_per_address: 30,
-            mail_per_recipient: 5,
-            mail_per_address: 30,
-        }
-    }
-}
+pub use crate::config::{Limits, SignUpLimits};
 
 /// Why an attempt may not go ahead.
 #[derive(Debug, thiserror::Error)]

@@ -26,58 +26,7 @@ use crate::store::{email_tokens::NewEmailToken, Store};
 /// Mails waiting to be sent; beyond this new ones are dropped (and logged).
 const QUEUE: usize = 1024;
 
-/// How the SMTP connection is secured (setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SmtpTls {
-    /// Plain text (only for a relay on the same host or network).
-    None,
-    /// Connect in plain text, then require STARTTLS (usually port 587).
-    Starttls,
-    /// TLS from the first byte (usually port 465).
-    Tls,
-}
-
-/// SMTP settings. The password is never logged.
-#[derive(Clone)]
-pub struct SmtpConfig {
-    pub host: String,
-    pub port: u16,
-    pub tls: SmtpTls,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-/// Where mail goes.
-#[derive(Debug, Clone)]
-pub enum MailDelivery {
-    Smtp(SmtpConfig),
-    /// Written as `.eml` files into this folder, and the link logged (`dev` only).
-    Outbox(PathBuf),
-    /// No mail: the email flows answer that they are not configured.
-    Disabled,
-}
-
-/// The mail settings.
-#[derive(Debug, Clone)]
-pub struct MailConfig {
-    pub delivery: MailDelivery,
-    /// The sender, e.g. `Rowcast <no-reply@example.com>`.
-    pub from: String,
-    /// Folder with template files overriding the built-in ones.
-    pub templates: Option<PathBuf>,
-}
+pub use crate::config::{MailConfig, MailDelivery, SmtpConfig, SmtpTls};
 
 /// Which message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

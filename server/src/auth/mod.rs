@@ -10,7 +10,8 @@ pub mod provider;
 pub mod refresh;
 pub mod service;
 pub mod token;
-pub mod weak_secret;
+/// The refused-secret rule lives with the settings it validates.
+pub use crate::config::weak_secret;
 
 use serde_json::Value;
 
@@ -91,5 +92,11 @@ impl Identity {
     /// The claims as the JSON text handed to Postgres (always bound as a parameter).
     pub fn claims_json(&self) -> String {
         self.claims.to_string()
+    }
+}
+
+impl From<&Identity> for crate::store::SessionIdentity {
+    fn from(who: &Identity) -> Self {
+        crate::store::SessionIdentity::new(who.role.pg_role(), who.claims.clone())
     }
 }

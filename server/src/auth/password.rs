@@ -23,24 +23,7 @@ pub enum PasswordError {
     Hashing(String),
 }
 
-/// The argon2id cost parameters (settings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashParams {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-}
-
-impl Default for HashParams {
-    /// OWASP's recommended argon2id minimum (19 MiB, 2 passes, 1 lane).
-    fn default() -> Self {
-        HashParams {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        }
-    }
-}
+pub use crate::config::HashParams;
 
 /// Hashes and verifies passwords with fixed parameters and a password policy.
 #[derive(Clone)]

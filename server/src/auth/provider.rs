@@ -49,6 +49,17 @@ impl std::fmt::Debug for ExternalProvider {
     }
 }
 
+/// The verifying providers of `ROWCAST_AUTH_PROVIDERS`; refuses any whose JWKS holds no
+/// usable public key.
+pub fn from_config(
+    providers: &[crate::config::ProviderConfig],
+) -> Result<Vec<ExternalProvider>, ProviderError> {
+    providers
+        .iter()
+        .map(|p| ExternalProvider::from_jwks(&p.name, &p.issuer, &p.audience, &p.jwks))
+        .collect()
+}
+
 impl ExternalProvider {
     /// A provider from its issuer, audience and JWKS document (`{"keys": [...]}`).
     pub fn from_jwks(

@@ -25,13 +25,7 @@ pub enum TokenError {
 #[error("{0}")]
 pub struct KeyError(pub String);
 
-/// The algorithm of the server's own tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SigningAlgorithm {
-    Hs256,
-    Rs256,
-    Es256,
-}
+pub use crate::config::SigningAlgorithm;
 
 impl SigningAlgorithm {
     fn jwt(self) -> Algorithm {

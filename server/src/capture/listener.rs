@@ -12,6 +12,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use crate::backoff::Backoff;
 
 #[derive(Debug, thiserror::Error)]
 enum ListenError {
@@ -34,25 +35,22 @@ pub(super) async fn run(
     pg_config.application_name(APPLICATION_NAME);
     pg_config.keepalives(true);
     pg_config.keepalives_idle(Duration::from_secs(30));
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         let started = Instant::now();
         match listen(&shared, &pg_config, &shutdown).await {
             Ok(()) => return,
             Err(e) => {
+                // A connection that lived a while was healthy: start the delays over.
                 if started.elapsed() > Duration::from_secs(30) {
-                    delay = Duration::from_millis(100);
+                    backoff.reset();
                 }
-                tracing::warn!(error = %e, retry_in = ?delay, "LISTEN connection lost; the poll interval covers until it is back");
+                tracing::warn!(error = %e, "LISTEN connection lost; the poll interval covers until it is back");
             }
         }
-        // Full jitter around the delay so many instances do not reconnect in step.
-        let jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(jittered) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

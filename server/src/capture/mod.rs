@@ -62,41 +62,7 @@ use crate::{
     store::{changes, Store, StoreError},
 };
 
-/// Capture settings (see docs/operations.md).
-#[derive(Debug, Clone)]
-pub struct CaptureConfig {
-    /// Longest the reader waits before looking at the log without a wake-up.
-    pub poll_interval: Duration,
-    /// Whether the NOTIFY doorbell trigger is on (and the LISTEN connection runs).
-    pub notify: bool,
-    /// Prune changes older than this; `None` keeps them by age forever.
-    pub retention: Option<Duration>,
-    /// Prune the oldest changes beyond this many; `None` means no cap.
-    pub retention_max_changes: Option<u64>,
-    /// How often the retention task runs.
-    pub retention_interval: Duration,
-    /// Rows per read of the log (a transaction larger than this is still delivered whole).
-    pub page_size: i64,
-    /// Batches a live subscriber may fall behind before it gets `Lagged`.
-    pub live_capacity: usize,
-    /// How often the reader checks whether the watermark is held back.
-    pub lag_probe_interval: Duration,
-}
-
-impl Default for CaptureConfig {
-    fn default() -> Self {
-        CaptureConfig {
-            poll_interval: Duration::from_millis(50),
-            notify: true,
-            retention: Some(Duration::from_secs(7 * 24 * 3600)),
-            retention_max_changes: None,
-            retention_interval: Duration::from_secs(30),
-            page_size: 256,
-            live_capacity: 1024,
-            lag_probe_interval: Duration::from_secs(1),
-        }
-    }
-}
+pub use crate::config::CaptureConfig;
 
 /// Failures of capture reads.
 #[derive(Debug, thiserror::Error)]

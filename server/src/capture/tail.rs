@@ -11,7 +11,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use super::{read_batches, CaptureError, Cursor, LiveEvent, Shared};
-use crate::{readiness::Readiness, store::changes};
+use crate::{backoff::Backoff, readiness::Readiness, store::changes};
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -29,7 +29,7 @@ pub(super) async fn run(
 
 async fn follow(shared: &Arc<Shared>, readiness: &Readiness, shutdown: &CancellationToken) {
     let shared = shared.clone();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut last_probe: Option<Instant> = None;
     let mut last_warning: Option<Instant> = None;
     let mut registered: Option<(Instant, Cursor)> = None;
@@ -44,15 +44,13 @@ async fn follow(shared: &Arc<Shared>, readiness: &Readiness, shutdown: &Cancella
             }
         }
         match catch_up(&shared).await {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => backoff.reset(),
             Err(e) => {
                 shared.stats.read_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, retry_in = ?backoff, "change log read failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                tracing::warn!(error = %e, "change log read failed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         }

@@ -3,10 +3,7 @@
 //! `/.well-known/jwks.json`. Handlers only translate between HTTP and
 //! `auth::service::Auth`.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-};
+use std::{collections::HashMap, net::SocketAddr};
 
 use axum::{
     extract::{ConnectInfo, Path, Query, State},
@@ -20,6 +17,7 @@ use uuid::Uuid;
 
 use super::{
     body::{from_value, JsonBody},
+    client_address,
     identity::Caller,
     HttpError, HttpState,
 };
@@ -460,17 +458,6 @@ async fn jwks(State(state): State<HttpState>) -> Json<Value> {
 
 /// The client's address: the TCP peer, or, behind a trusted proxy, the last address in the
 /// proxy's header (the one the proxy itself added; earlier ones are client-supplied).
-fn client_address(state: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-    state
-        .trusted_proxy_header
-        .as_ref()
-        .and_then(|name| headers.get_all(name).iter().next_back())
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        .unwrap_or(peer.ip())
-}
-
 fn user_id(id: &str) -> Result<Uuid, HttpError> {
     Uuid::parse_str(id).map_err(|_| HttpError(ApiError::new(ErrorCode::NotFound, "no such user")))
 }

@@ -30,9 +30,8 @@ pub mod serve;
 use crate::{
     auth::{service::Auth, token::TokenKeys},
     capture::Capture,
-    lifecycle::Lifecycle,
     metrics::Metrics,
-    protocol::{ApiError, ErrorCode},
+    protocol::{ApiError, ErrorCode, ReadyBody},
     readiness::Readiness,
     store::{migrate::Migration, Store, StoreError},
 };
@@ -56,10 +55,13 @@ pub struct HttpState {
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
     /// Counters and gauges for `GET /metrics`; see `metrics` for the names others feed.
     pub metrics: Metrics,
-    /// Drain: long-lived sessions (WebSockets) spawn through it and end when it drains.
-    pub lifecycle: Lifecycle,
     /// Live subscriptions over WebSockets (see `realtime`).
     pub realtime: Arc<crate::realtime::Realtime>,
+}
+
+/// A header name from settings (`config` checked it is a token; this never fails then).
+pub fn header_name(name: &str) -> Option<axum::http::HeaderName> {
+    axum::http::HeaderName::from_bytes(name.as_bytes()).ok()
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -114,15 +116,13 @@ async fn ready(State(state): State<HttpState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = json!({
-        "status": if ready { "ready" } else { "not-ready" },
-        "database": report.database,
-        "migrations": report.migrations,
-        "schema_cache": if schema_loaded { "loaded" } else { "loading" },
-    });
-    if !ready {
-        body["code"] = json!(ErrorCode::NotReady.as_str());
-    }
+    let body = ReadyBody {
+        status: if ready { "ready" } else { "not-ready" }.into(),
+        database: report.database.into(),
+        migrations: report.migrations.into(),
+        schema_cache: if schema_loaded { "loaded" } else { "loading" }.into(),
+        code: (!ready).then_some(ErrorCode::NotReady),
+    };
     (status, Json(body)).into_response()
 }
 

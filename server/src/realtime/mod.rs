@@ -42,48 +42,7 @@ use crate::{
 use feed::{ChangeBatch, Cursor, TableName};
 use router::Router;
 
-/// Limits and timings of the realtime endpoint (see docs/operations.md).
-#[derive(Debug, Clone)]
-pub struct RealtimeSettings {
-    /// Largest client frame accepted; larger ones get `payload-too-large` (and frames over
-    /// twice this close the socket with 1009).
-    pub max_message_bytes: usize,
-    pub max_subscriptions: usize,
-    pub max_connections: usize,
-    pub snapshot_max_rows: usize,
-    /// Frames queued per connection before it is closed as lagging.
-    pub queue_len: usize,
-    pub heartbeat_interval: Duration,
-    pub heartbeat_timeout: Duration,
-    /// A socket that has not sent `hello` within this is closed (4003).
-    pub hello_timeout: Duration,
-    /// Connections one client address may hold.
-    pub max_connections_per_address: usize,
-    /// Connections one client address may hold before their `hello`.
-    pub max_unauthenticated_per_address: usize,
-    /// The exposed schemas (REST's, `ROWCAST_REST_SCHEMAS`; `app::start` copies them), in
-    /// order; the first is where an unqualified table name is looked up. Tables elsewhere
-    /// cannot be subscribed to.
-    pub schemas: Vec<String>,
-}
-
-impl Default for RealtimeSettings {
-    fn default() -> Self {
-        RealtimeSettings {
-            max_message_bytes: 64 * 1024,
-            max_subscriptions: 100,
-            max_connections: 20_000,
-            snapshot_max_rows: 100_000,
-            queue_len: 1024,
-            heartbeat_interval: Duration::from_secs(20),
-            heartbeat_timeout: Duration::from_secs(60),
-            hello_timeout: Duration::from_secs(5),
-            max_connections_per_address: 500,
-            max_unauthenticated_per_address: 32,
-            schemas: vec!["public".to_string()],
-        }
-    }
-}
+pub use crate::config::RealtimeSettings;
 
 /// Rows per snapshot frame.
 pub const SNAPSHOT_CHUNK_ROWS: usize = 500;

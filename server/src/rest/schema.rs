@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    backoff::Backoff,
     readiness::Readiness,
     store::{
         rest_schema::{self, CatalogListener},
@@ -141,19 +142,17 @@ impl Reloader {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.session(&tasks, &shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "schema listener lost its connection");
+                    tracing::warn!(error = %e, "schema listener lost its connection; retrying");
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+            if !backoff.wait(&shutdown).await {
+                return;
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 

@@ -20,8 +20,7 @@ use crate::{
     protocol::{ApiError, ErrorCode},
     store::{
         rest_query::{self, WriteError},
-        session_identity::SessionIdentity,
-        Store,
+        SessionIdentity, Store,
     },
 };
 
@@ -94,12 +93,9 @@ impl From<RestError> for Failure {
     }
 }
 
-/// The identity as `store` takes it on: the Postgres role and the claims JSON.
-pub fn session_identity(identity: &Identity) -> SessionIdentity {
-    SessionIdentity {
-        role: identity.role.pg_role().to_string(),
-        claims: identity.claims_json(),
-    }
+/// The identity as `store` takes it on: the Postgres role and the claims.
+fn session_identity(identity: &Identity) -> SessionIdentity {
+    identity.into()
 }
 
 /// The REST API over one store and one schema cache. Cheap: borrow it per request.

@@ -6,6 +6,7 @@ pub mod changes;
 pub mod connect;
 pub mod cursors;
 pub mod email_tokens;
+pub mod embedded;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_catalog;
@@ -19,18 +20,13 @@ pub mod users;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::Transaction;
+use tokio_postgres::{error::SqlState, Transaction};
 
 pub use connect::Connector;
-
-use crate::{
-    auth::Identity,
-    config::DatabaseConfig,
-    protocol::{ApiError, ErrorCode},
-};
+pub use session_identity::SessionIdentity;
 
 /// Failures of the storage layer. Database error text stays in here and in logs; clients
-/// see the mapped [`ApiError`].
+/// see what [`StoreError::failure`] classifies, mapped to an error code by `protocol`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database unavailable: {0}")]
@@ -48,8 +44,13 @@ pub enum StoreError {
 impl StoreError {
     /// The SQLSTATE of a database error, if this is one.
     pub fn sqlstate(&self) -> Option<&str> {
+        self.code().map(SqlState::code)
+    }
+
+    /// The SQLSTATE as tokio-postgres's constant, for matching (`protocol::sqlstate`).
+    pub fn code(&self) -> Option<&SqlState> {
         match self {
-            StoreError::Db(e) => e.code().map(|c| c.code()),
+            StoreError::Db(e) => e.code(),
             _ => None,
         }
     }
@@ -87,24 +88,14 @@ impl From<PoolError> for StoreError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            return ApiError::database_unavailable();
-        }
-        match e.sqlstate() {
-            // query_canceled: statement_timeout fired.
-            Some("57014") => ApiError::new(ErrorCode::Timeout, "the query took too long"),
-            // insufficient_privilege (includes row-level security denials).
-            Some("42501") => ApiError::new(ErrorCode::Forbidden, "permission denied"),
-            // admin_shutdown, cannot_connect_now, crash_shutdown.
-            Some("57P01" | "57P02" | "57P03") => ApiError::database_unavailable(),
-            _ => {
-                tracing::error!(error = %e, "storage error");
-                ApiError::internal()
-            }
-        }
-    }
+/// How the pool connects: what `Store::new` needs of the settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Trusted CAs for TLS to Postgres (see `connect`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The pool plus what every query needs. Cheap to clone.
@@ -125,7 +116,8 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Build the pool. No connection is made until first use, so this succeeds while the
     /// database is down.
-    pub fn new(url: &str, settings: &DatabaseConfig) -> Result<Store, StoreError> {
+    pub fn new(url: &str, settings: impl Into<PoolSettings>) -> Result<Store, StoreError> {
+        let settings = settings.into();
         let mut pg_config = Connector::new(url, settings.ca_file.as_deref())?;
         pg_config.connect_timeout(settings.connect_timeout);
         pg_config.application_name("rowcast");
@@ -184,12 +176,13 @@ impl Store {
     /// The transaction commits when `f` returns `Ok` and rolls back otherwise.
     pub async fn as_identity<T>(
         &self,
-        identity: &Identity,
+        identity: impl Into<SessionIdentity>,
         f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let identity = identity.into();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        set_identity(&tx, identity).await?;
+        set_identity(&tx, &identity).await?;
         let out = f(&tx).await?;
         tx.commit().await?;
         Ok(out)
@@ -198,10 +191,12 @@ impl Store {
 
 /// Make the rest of transaction `tx` run as `identity`: role and verified claims set
 /// transaction-locally, so row-level security sees the caller.
-pub async fn set_identity(tx: &Transaction<'_>, identity: &Identity) -> Result<(), StoreError> {
-    let claims = identity.claims_json();
-    tx.execute(SET_IDENTITY, &[&identity.role.pg_role(), &claims])
-        .await?;
+pub async fn set_identity(
+    tx: &Transaction<'_>,
+    identity: &SessionIdentity,
+) -> Result<(), StoreError> {
+    let claims = identity.claims.to_string();
+    tx.execute(SET_IDENTITY, &[&identity.role, &claims]).await?;
     Ok(())
 }
 

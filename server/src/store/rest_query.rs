@@ -19,8 +19,7 @@ use super::{
         ReadResult, Resolution, Returning, RpcPlan, StoredResponse, UpdatePlan, WritePlan,
         WriteResult,
     },
-    session_identity::SessionIdentity,
-    Store, StoreError,
+    SessionIdentity, Store, StoreError,
 };
 
 /// Prepared statements kept per pooled connection before the cache is dropped, so that
@@ -587,7 +586,7 @@ async fn begin<'a>(
         .read_only(read_only)
         .start()
         .await?;
-    tx.execute(&set, &[&identity.role, &identity.claims])
+    tx.execute(&set, &[&identity.role, &identity.claims.to_string()])
         .await?;
     Ok(tx)
 }
@@ -618,7 +617,8 @@ pub async fn read(
         let set = client.prepare_cached(super::SET_IDENTITY).await?;
         let stmt = client.prepare_cached(&text).await?;
         let params = sql.param_refs();
-        let identity_params: [&(dyn ToSql + Sync); 2] = [&identity.role, &identity.claims];
+        let claims = identity.claims.to_string();
+        let identity_params: [&(dyn ToSql + Sync); 2] = [&identity.role, &claims];
         let (_, _, row, _) = tokio::try_join!(
             client.batch_execute("begin read only"),
             client.execute(&set, &identity_params),
@@ -948,7 +948,7 @@ pub async fn write<E>(
             return stored.ok_or(WriteError::KeyReused);
         }
     }
-    tx.execute(&set, &[&identity.role, &identity.claims])
+    tx.execute(&set, &[&identity.role, &identity.claims.to_string()])
         .await?;
     let stmt = tx.prepare_cached(&text).await?;
     let row = tx.query_one(&stmt, &sql.param_refs()).await?;

@@ -1,11 +1,21 @@
-//! The identity a statement runs as, as plain data: the Postgres role and the verified
-//! claims JSON. Domain layers (`auth::Identity`) convert into this, so `store` needs no
-//! domain type to take on a caller's identity.
+//! The identity a transaction takes on, as plain data: the Postgres role to switch to and
+//! the verified claims `rowcast.uid()` and policies read. `auth` builds it from a verified
+//! token; `store` only sets it.
 
-/// Who a transaction runs as: `role` is set as the Postgres role and `claims` as
-/// `rowcast.claims`, both transaction-locally (see `SET_IDENTITY`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a transaction runs as.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionIdentity {
+    /// A Postgres role name (one of the three API roles).
     pub role: String,
-    pub claims: String,
+    /// The verified claims, bound as JSON text into `rowcast.claims`.
+    pub claims: serde_json::Value,
+}
+
+impl SessionIdentity {
+    pub fn new(role: impl Into<String>, claims: serde_json::Value) -> SessionIdentity {
+        SessionIdentity {
+            role: role.into(),
+            claims,
+        }
+    }
 }

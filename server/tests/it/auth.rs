@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use rowcast::{
     auth::{
-        provider::{external_user_id, ExternalProvider},
+        provider::external_user_id,
         token::{public_rsa_jwk, SigningAlgorithm, TokenKeys},
         Identity,
     },
@@ -302,11 +302,12 @@ async fn forged_expired_and_misdirected_tokens_are_rejected_alike() {
     let jwks = json!({"keys": [public_rsa_jwk(&private_pem).unwrap()]});
     let provider_iss = "https://securetoken.google.com/demo-project";
     let app = spawn(|c| {
-        c.auth.providers =
-            vec![
-                ExternalProvider::from_jwks("firebase", provider_iss, "demo-project", &jwks)
-                    .unwrap(),
-            ];
+        c.auth.providers = vec![rowcast::config::ProviderConfig {
+            name: "firebase".into(),
+            issuer: provider_iss.into(),
+            audience: "demo-project".into(),
+            jwks: jwks.clone(),
+        }];
     })
     .await;
     let session = sign_up(&app, &unique_email(), PASSWORD).await;
@@ -996,7 +997,12 @@ async fn external_provider_tokens_are_verified_and_mapped_to_internal_users() {
 
     // The identity Postgres sees: uid() is the internal id, the original subject is kept.
     let identity = test_keys()
-        .with_providers(rowcast::config::parse_providers(&providers, "rowcast").unwrap())
+        .with_providers(
+            rowcast::auth::provider::from_config(
+                &rowcast::config::parse_providers(&providers, "rowcast").unwrap(),
+            )
+            .unwrap(),
+        )
         .verify(&token)
         .unwrap();
     let store = Store::new(&app.db_url, &Config::for_database(&app.db_url).database).unwrap();

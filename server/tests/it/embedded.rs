@@ -186,4 +186,19 @@ async fn a_wrong_setting_stops_the_process_naming_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ROWCAST_POOL_SIZE"));
+
+    // A malformed DATABASE_URL is named, and its password never echoed.
+    let out = Command::new(env!("CARGO_BIN_EXE_rowcast"))
+        .args(["serve"])
+        .env("DATABASE_URL", "postgres://u:s3cret@h:notaport/x")
+        .env(
+            "ROWCAST_JWT_SECRET",
+            "9f2c4e7a1b3d5f6e8a0c2e4f6a8b0d1c3e5f7a9b",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
 }

@@ -104,7 +104,14 @@ async fn an_edited_applied_migration_is_refused() {
     let mut config = Config::for_database(&url);
     config.database.app_migrations = Some(dir.path().to_path_buf());
     let app = TestApp::start(config).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::eventually(
+        Duration::from_secs(30),
+        "/ready reports the failed migrations",
+        || async {
+            app.get("/ready").await.json::<Value>().await.unwrap()["migrations"] == "failed"
+        },
+    )
+    .await;
     let r = app.get("/ready").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "not-ready");
@@ -141,8 +148,13 @@ async fn database_down_at_start_then_lost_and_recovered() {
     config.database.connect_timeout = Duration::from_secs(1);
     let app = TestApp::start(config).await;
 
-    // Down at start: alive, not ready, and it keeps trying.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Down at start: alive, not ready, and it keeps trying (a second attempt is a retry).
+    support::eventually(
+        Duration::from_secs(30),
+        "the server retries the database",
+        || async { proxy.refused() >= 2 },
+    )
+    .await;
     assert_eq!(app.get("/health").await.status(), 200);
     let r = app.get("/ready").await;
     assert_eq!(r.status(), 503);

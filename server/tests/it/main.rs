@@ -23,5 +23,6 @@ mod relational;
 mod rest;
 mod rest_grammar;
 mod rest_support;
+mod tidy;
 mod tls;
 mod typegen;

@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -17,6 +17,8 @@ use tokio::{
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    /// Connections turned away while down: evidence that a client is (re)trying.
+    refused: Arc<AtomicU64>,
     /// Bumped on every take-down so that open connections are cut.
     generation: watch::Sender<u64>,
 }
@@ -31,10 +33,13 @@ impl Proxy {
         let up_flag = Arc::new(AtomicBool::new(up));
         let (generation, _) = watch::channel(0u64);
         let flag = up_flag.clone();
+        let refused = Arc::new(AtomicU64::new(0));
+        let refused_count = refused.clone();
         let gen_tx = generation.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
+                    refused_count.fetch_add(1, Ordering::SeqCst);
                     drop(inbound);
                     continue;
                 }
@@ -53,8 +58,14 @@ impl Proxy {
         Proxy {
             addr,
             up: up_flag,
+            refused,
             generation,
         }
+    }
+
+    /// How many connections were turned away while the proxy was down.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     pub fn set_up(&self, up: bool) {
