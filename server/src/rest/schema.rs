@@ -205,3 +205,27 @@ impl Reloader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generation_bumps_on_each_install_and_not_for_a_stale_load() {
+        let handle = SchemaHandle::default();
+        let generation = handle.generation();
+        assert_eq!(*generation.borrow(), 0);
+        assert!(handle.get().is_none());
+        let slow = handle.ticket();
+        let fast = handle.ticket();
+        handle.set(fast, SchemaCache::default());
+        assert_eq!(*generation.borrow(), 1);
+        // The slow load began before the fast one: it neither replaces it nor bumps.
+        handle.set(slow, SchemaCache::default());
+        assert_eq!(*generation.borrow(), 1);
+        let next = handle.ticket();
+        handle.set(next, SchemaCache::default());
+        assert_eq!(*generation.borrow(), 2);
+        assert!(handle.get().is_some());
+    }
+}
