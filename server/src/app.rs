@@ -156,7 +156,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         config: config.rest.clone(),
         schema: Default::default(),
     };
-    crate::store::rest_schema::Listener {
+    crate::rest::schema::Reloader {
         store: store.clone(),
         schemas: config.rest.schemas.clone(),
         handle: rest.schema.clone(),

@@ -2,14 +2,19 @@
 //! exposed schemas, executed as the caller so that row-level security decides.
 //!
 //! Layers: [`query`] parses the request into a typed AST (no SQL, no catalog), [`schema`]
-//! is the catalog snapshot names are resolved against, [`plan`] validates the AST into a
-//! plan whose identifiers all come from that snapshot, `store::rest_query` turns a plan into
-//! SQL, and `http::rest` is the axum surface. [`response`] shapes results into responses.
+//! is the catalog snapshot names are resolved against (and the reloader that keeps it
+//! current), [`plan`] validates the AST into a plan whose identifiers all come from that
+//! snapshot (the plan types are `store::rest_plan`'s plain data), `store::rest_query` turns
+//! a plan into SQL, and [`response`] shapes its plain results into responses. [`Service`]
+//! is the entry point; `http::rest` only translates HTTP to it.
 
 pub mod plan;
 pub mod query;
 pub mod response;
 pub mod schema;
+pub mod service;
+
+pub use service::Service;
 
 use crate::{
     config::RestConfig,

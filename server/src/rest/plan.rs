@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{
     query::{
-        Accept, Cast, Condition, CountPref, IsValue, Nulls, Operand, Operator, OrderTarget, Prefer,
-        Query, Resolution, ReturnPref, SelectItem,
+        parse_query, Accept, Condition, IsValue, Operand, Operator, OrderTarget, Prefer, Query,
+        Resolution, ReturnPref, SelectItem,
     },
     schema::{ForeignKey, Function, Ident, JsonArg, SchemaCache, Table},
     RestError,
@@ -23,238 +23,10 @@ pub struct Limits {
     pub allow_unfiltered_writes: bool,
 }
 
-/// One table in the read tree: the URL's table or an embedded one.
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub table: Arc<Table>,
-    pub fields: Vec<Field>,
-    pub condition: Vec<Cond>,
-    pub order: Vec<Order>,
-    pub limit: Option<u64>,
-    pub offset: u64,
-}
-
-#[derive(Debug, Clone)]
-pub enum Field {
-    /// `key` is the JSON key (alias or column name); it is bound as a parameter.
-    Column {
-        key: String,
-        column: Ident,
-        /// `meta->tags->>0`: JSON steps after the column (empty for the column itself).
-        path: Vec<JsonStep>,
-        cast: Option<Cast>,
-    },
-    Embed(Box<Embed>),
-}
-
-/// One `->key` / `->>key` step into a JSON column. The key is bound as a parameter (a
-/// digit string as an array index, as PostgREST does).
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonStep {
-    pub key: String,
-    pub index: Option<i64>,
-    /// `->>`: the value as text.
-    pub as_text: bool,
-}
-
-/// A column, or a path into a JSON column.
-#[derive(Debug, Clone)]
-pub struct ColRef {
-    pub column: Ident,
-    pub path: Vec<JsonStep>,
-    /// The column is a `tsvector` (full-text search uses it as is, else `to_tsvector`).
-    pub tsvector: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Embed {
-    pub key: String,
-    /// The name the client used for the target (to address it in filters and order).
-    pub target: String,
-    pub join: Join,
-    pub to_one: bool,
-    pub inner: bool,
-    /// `...rel(...)`: the fields go into the parent's object (to-one only).
-    pub spread: bool,
-    pub node: Node,
-}
-
-/// Equalities `parent.col = child.col` along one foreign key, or (many-to-many) the
-/// junction table that links the two.
-#[derive(Debug, Clone)]
-pub struct Join {
-    pub pairs: Vec<(Ident, Ident)>,
-    pub via: Option<Via>,
-}
-
-/// A junction table: `parent.col = junction.col` pairs and `child.col = junction.col` pairs.
-#[derive(Debug, Clone)]
-pub struct Via {
-    pub junction: Arc<Table>,
-    pub parent: Vec<(Ident, Ident)>,
-    pub child: Vec<(Ident, Ident)>,
-}
-
-impl Join {
-    /// The parent's columns the join reads.
-    pub fn parent_columns(&self) -> impl Iterator<Item = &Ident> {
-        self.pairs.iter().map(|(p, _)| p).chain(
-            self.via
-                .iter()
-                .flat_map(|v| v.parent.iter().map(|(p, _)| p)),
-        )
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum Cond {
-    Pred {
-        column: ColRef,
-        negated: bool,
-        op: Operator,
-        operand: Operand,
-    },
-    And {
-        negated: bool,
-        items: Vec<Cond>,
-    },
-    Or {
-        negated: bool,
-        items: Vec<Cond>,
-    },
-    /// `rel=not.is.null` / `rel=is.null`: whether the embedding `key` of this node has a
-    /// row (with its own filters); the anti-join when `present` is false.
-    Exists {
-        key: String,
-        present: bool,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub enum OrderKey {
-    Column(ColRef),
-    /// A column of a to-one related table.
-    Related {
-        table: Arc<Table>,
-        join: Join,
-        column: Ident,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct Order {
-    pub key: OrderKey,
-    pub descending: bool,
-    pub nulls: Option<Nulls>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ReadPlan {
-    pub node: Node,
-    pub count: Option<CountPref>,
-    pub single: bool,
-    pub max_rows: u64,
-}
-
-/// What a write returns.
-#[derive(Debug, Clone)]
-pub enum Returning {
-    Minimal,
-    /// `return=headers-only`: the primary key, for the `Location` header.
-    Keys(Vec<Ident>),
-    Rows(Node),
-}
-
-#[derive(Debug, Clone)]
-pub struct Conflict {
-    pub columns: Vec<Ident>,
-    pub resolution: Resolution,
-    pub update: Vec<Ident>,
-}
-
-#[derive(Debug, Clone)]
-pub struct InsertPlan {
-    pub table: Arc<Table>,
-    pub columns: Vec<Ident>,
-    /// The rows as one JSON array text, bound as one parameter.
-    pub rows: String,
-    pub row_count: usize,
-    pub conflict: Option<Conflict>,
-    pub returning: Returning,
-    pub single: bool,
-    /// `Prefer: missing=default`: the rows split by the columns each one gives (one insert
-    /// per group, so that the columns a row leaves out take their defaults). Empty: one
-    /// insert of `columns` and `rows`.
-    pub groups: Vec<(Vec<Ident>, String)>,
-    /// A PUT: answers 200/204 (the row may have existed), not 201.
-    pub put: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct UpdatePlan {
-    pub table: Arc<Table>,
-    pub columns: Vec<Ident>,
-    /// The new values as one JSON object text, bound as one parameter.
-    pub values: String,
-    pub condition: Vec<Cond>,
-    pub returning: Returning,
-    pub single: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct DeletePlan {
-    pub table: Arc<Table>,
-    pub condition: Vec<Cond>,
-    pub returning: Returning,
-    pub single: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct RpcPlan {
-    pub function: Arc<Function>,
-    /// Named arguments with their values as text (`None` = SQL null).
-    pub args: Vec<(Ident, Option<String>)>,
-    /// A function with one unnamed `json`/`jsonb` argument gets the whole body.
-    pub body_arg: Option<(JsonArg, String)>,
-    pub single: bool,
-}
-
-#[derive(Debug, Clone)]
-pub enum WritePlan {
-    Insert(InsertPlan),
-    Update(UpdatePlan),
-    Delete(DeletePlan),
-    Rpc(RpcPlan),
-}
-
-impl WritePlan {
-    pub fn table(&self) -> Option<&Arc<Table>> {
-        match self {
-            WritePlan::Insert(p) => Some(&p.table),
-            WritePlan::Update(p) => Some(&p.table),
-            WritePlan::Delete(p) => Some(&p.table),
-            WritePlan::Rpc(_) => None,
-        }
-    }
-
-    pub fn returning(&self) -> Option<&Returning> {
-        match self {
-            WritePlan::Insert(p) => Some(&p.returning),
-            WritePlan::Update(p) => Some(&p.returning),
-            WritePlan::Delete(p) => Some(&p.returning),
-            WritePlan::Rpc(_) => None,
-        }
-    }
-
-    pub fn single(&self) -> bool {
-        match self {
-            WritePlan::Insert(p) => p.single,
-            WritePlan::Update(p) => p.single,
-            WritePlan::Delete(p) => p.single,
-            WritePlan::Rpc(p) => p.single,
-        }
-    }
-}
+pub use crate::store::rest_plan::{
+    ColRef, Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Join, JsonStep, Node, Order,
+    OrderKey, ReadPlan, Returning, RpcPlan, UpdatePlan, Via, WritePlan,
+};
 
 /// Pick the schema for a request: the `Accept-Profile`/`Content-Profile` header if given
 /// (it must be exposed), else the first exposed schema.
@@ -450,12 +222,6 @@ fn build_node(
                     .hint("raise ROWCAST_REST_MAX_EMBED_DEPTH or split the request"));
                 }
                 let (child, join, to_one) = relationship(cache, table, target, hint.as_deref())?;
-                if *spread && !to_one {
-                    return Err(RestError::Syntax(format!(
-                        "`...{target}` spreads a to-one relation only; `{target}` is to-many"
-                    ))
-                    .hint(format!("embed it as `{target}(...)` instead")));
-                }
                 let node = build_node(cache, &child, Some(items), depth + 1, limits)?;
                 if *spread
                     && node
@@ -761,10 +527,7 @@ fn node_at<'a>(node: &'a mut Node, path: &[String]) -> Result<&'a mut Node, Rest
 fn apply_scoped(cache: &SchemaCache, root: &mut Node, query: &Query) -> Result<(), RestError> {
     for c in &query.conditions {
         let node = node_at(root, &c.path)?;
-        let cond = match embed_presence(node, &c.item) {
-            Some(cond) => cond,
-            None => resolve_condition(&node.table, &c.item)?,
-        };
+        let cond = resolve_condition(&node.table, Some(&*node), &c.item)?;
         node.condition.push(cond);
     }
     for o in &query.order {
@@ -838,7 +601,16 @@ fn embed_presence(node: &Node, cond: &Condition) -> Option<Cond> {
     })
 }
 
-fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError> {
+/// Resolve a filter against `table`. With `node` (a read), `rel=is.null` on one of its
+/// embeddings, at any depth of `and(...)`/`or(...)`, is a filter on related rows.
+fn resolve_condition(
+    table: &Table,
+    node: Option<&Node>,
+    cond: &Condition,
+) -> Result<Cond, RestError> {
+    if let Some(presence) = node.and_then(|n| embed_presence(n, cond)) {
+        return Ok(presence);
+    }
     Ok(match cond {
         Condition::Pred(p) => {
             if p.op == Operator::In && matches!(&p.operand, Operand::List(l) if l.len() > 1000) {
@@ -857,14 +629,14 @@ fn resolve_condition(table: &Table, cond: &Condition) -> Result<Cond, RestError>
             negated: *negated,
             items: items
                 .iter()
-                .map(|i| resolve_condition(table, i))
+                .map(|i| resolve_condition(table, node, i))
                 .collect::<Result<_, _>>()?,
         },
         Condition::Or { negated, items } => Cond::Or {
             negated: *negated,
             items: items
                 .iter()
-                .map(|i| resolve_condition(table, i))
+                .map(|i| resolve_condition(table, node, i))
                 .collect::<Result<_, _>>()?,
         },
     })
@@ -887,7 +659,7 @@ fn write_conditions(
     let conds: Vec<Cond> = query
         .conditions
         .iter()
-        .map(|c| resolve_condition(table, &c.item))
+        .map(|c| resolve_condition(table, None, &c.item))
         .collect::<Result<_, _>>()?;
     check_size(conds.iter().map(values_in).sum())?;
     Ok(conds)
@@ -1233,6 +1005,7 @@ pub fn rpc(
             args: Vec::new(),
             body_arg: Some((kind, value.to_string())),
             single: accept == Accept::SingleObject,
+            read: None,
         });
     }
     let Value::Object(map) = value else {
@@ -1245,15 +1018,34 @@ pub fn rpc(
 
 /// Plan `GET /rpc/{function}?arg=value`: only stable and immutable functions, with named
 /// arguments from the query string (as text; Postgres converts them to the argument types).
+/// Other parameters (`select`, `order`, `limit`, `offset` and filters) apply to the rows a
+/// set-returning function gives, as on a table; a name that is an argument of the function
+/// is an argument.
 pub fn rpc_get(
     cache: &SchemaCache,
     schema: &str,
     name: &str,
     accept: Accept,
     raw_query: &str,
+    limits: Limits,
 ) -> Result<RpcPlan, RestError> {
+    let arg_names: Vec<&str> = cache
+        .functions(schema, name)
+        .iter()
+        .flat_map(|f| f.args.iter().map(|a| a.name.as_str()))
+        .collect();
     let mut map = serde_json::Map::new();
+    let mut shaping = form_urlencoded::Serializer::new(String::new());
+    let mut extras: Vec<(String, String)> = Vec::new();
+    let mut reserved_given = false;
     for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        let reserved = matches!(k.as_ref(), "select" | "order" | "limit" | "offset");
+        if reserved || !arg_names.contains(&k.as_ref()) {
+            reserved_given |= reserved;
+            shaping.append_pair(&k, &v);
+            extras.push((k.to_string(), v.to_string()));
+            continue;
+        }
         if map
             .insert(k.to_string(), Value::String(v.to_string()))
             .is_some()
@@ -1263,13 +1055,85 @@ pub fn rpc_get(
             )));
         }
     }
-    let plan = rpc_named(cache, schema, name, accept, map)?;
+    let gives_rows = cache
+        .functions(schema, name)
+        .iter()
+        .any(|f| f.returns_set && !f.result_columns.is_empty());
+    let mut shaped = !extras.is_empty();
+    if shaped && !reserved_given && !gives_rows {
+        // Names that are no argument, on a function without result rows to filter: a call
+        // with unknown arguments, refused as such.
+        for (k, v) in extras {
+            map.insert(k, Value::String(v));
+        }
+        shaped = false;
+    }
+    let mut plan = rpc_named(cache, schema, name, accept, map)?;
     if !plan.function.read_only {
         return Err(RestError::MethodNotAllowed(format!(
             "`{name}` is volatile (it may write); call it with POST"
         )));
     }
+    if shaped {
+        let query = parse_query(&shaping.finish())?;
+        plan.read = Some(result_node(cache, &plan.function, &query, limits)?);
+    }
     Ok(plan)
+}
+
+/// The read node over a set-returning function's result rows: `select`, filters, `order`
+/// and the page, checked against the result columns. Embedding is not offered there.
+fn result_node(
+    cache: &SchemaCache,
+    function: &Arc<Function>,
+    query: &Query,
+    limits: Limits,
+) -> Result<Node, RestError> {
+    if !function.returns_set || function.result_columns.is_empty() {
+        return Err(RestError::Syntax(format!(
+            "`select`, `order`, limits and filters apply to functions returning rows; `{}` returns a single value",
+            function.name.as_str()
+        )));
+    }
+    fn has_embed(items: &[SelectItem]) -> bool {
+        items.iter().any(|i| matches!(i, SelectItem::Embed { .. }))
+    }
+    if query.select.as_deref().is_some_and(has_embed)
+        || query.conditions.iter().any(|c| !c.path.is_empty())
+        || query.order.iter().any(|o| !o.path.is_empty())
+        || query.limit.iter().any(|l| !l.path.is_empty())
+        || query.offset.iter().any(|o| !o.path.is_empty())
+    {
+        return Err(RestError::Syntax(
+            "embedding is not supported on a function's result".into(),
+        ));
+    }
+    // The result rows, under the function's own name: never named in SQL, only resolved
+    // against.
+    let rows = Arc::new(Table {
+        schema: function.schema.clone(),
+        name: function.name.clone(),
+        columns: function.result_columns.clone(),
+        primary_key: Vec::new(),
+        insertable: false,
+    });
+    let mut node = build_node(cache, &rows, query.select.as_deref(), 1, limits)?;
+    apply_scoped(cache, &mut node, query)?;
+    if node
+        .order
+        .iter()
+        .any(|o| matches!(o.key, OrderKey::Related { .. }))
+    {
+        return Err(RestError::Syntax(
+            "embedding is not supported on a function's result".into(),
+        ));
+    }
+    node.limit = Some(
+        node.limit
+            .map_or(limits.max_rows, |l| l.min(limits.max_rows)),
+    );
+    check_size(values_in_node(&node))?;
+    Ok(node)
 }
 
 fn rpc_named(
@@ -1325,5 +1189,10 @@ fn rpc_named(
         args,
         body_arg: None,
         single: accept == Accept::SingleObject,
+        read: None,
     })
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -3,27 +3,7 @@
 //! here; [`super::plan`] resolves them against the schema cache. No SQL, no catalog.
 
 use super::RestError;
-
-/// A cast allowed in `select=col::type`. A closed list: the type never comes from the client
-/// as text, so the SQL for it is a fixed string chosen by the storage layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cast {
-    Text,
-    Int2,
-    Int4,
-    Int8,
-    Numeric,
-    Float4,
-    Float8,
-    Bool,
-    Json,
-    Jsonb,
-    Date,
-    Time,
-    Timestamp,
-    Timestamptz,
-    Uuid,
-}
+pub use crate::store::rest_plan::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution};
 
 impl Cast {
     pub fn parse(s: &str) -> Option<Cast> {
@@ -72,33 +52,6 @@ pub enum SelectItem {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operator {
-    Eq,
-    Neq,
-    Gt,
-    Gte,
-    Lt,
-    Lte,
-    Like,
-    Ilike,
-    Match,
-    Imatch,
-    In,
-    Is,
-    Contains,
-    ContainedIn,
-    Overlaps,
-    /// `isdistinct`: `is distinct from`, null-safe inequality.
-    IsDistinct,
-    /// Full-text search with `to_tsquery`, `plainto_tsquery`, `phraseto_tsquery`,
-    /// `websearch_to_tsquery`.
-    Fts,
-    Plfts,
-    Phfts,
-    Wfts,
-}
-
 impl Operator {
     fn parse(s: &str) -> Option<Operator> {
         Some(match s {
@@ -127,35 +80,6 @@ impl Operator {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IsValue {
-    Null,
-    NotNull,
-    True,
-    False,
-    Unknown,
-}
-
-/// The right-hand side of a filter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Operand {
-    /// A single value, always bound as a parameter.
-    Value(String),
-    /// `in.(a,b,"c,d")`
-    List(Vec<String>),
-    /// `is.null` and friends: keywords, not values.
-    Is(IsValue),
-    /// `eq(any).{a,b}` / `like(all).{a*,b*}`: the operator against every value, joined by
-    /// `any` or `all`.
-    Quantified { all: bool, values: Vec<String> },
-    /// `fts(english).query`: the query text and the optional text search configuration
-    /// (bound as a `regconfig` parameter, so Postgres checks the name).
-    Search {
-        language: Option<String>,
-        query: String,
-    },
-}
-
 /// `column=[not.]op.value`
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predicate {
@@ -177,12 +101,6 @@ pub enum Condition {
         negated: bool,
         items: Vec<Condition>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Nulls {
-    First,
-    Last,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -782,21 +700,6 @@ pub enum ReturnPref {
     Minimal,
     HeadersOnly,
     Representation,
-}
-
-/// What `Prefer: count=` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CountPref {
-    Exact,
-    Planned,
-    Estimated,
-}
-
-/// What `Prefer: resolution=` asks for on insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    MergeDuplicates,
-    IgnoreDuplicates,
 }
 
 /// The `Prefer` headers of a request. Unknown preferences are ignored, as RFC 7240 says.

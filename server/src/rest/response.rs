@@ -11,43 +11,9 @@ use super::{
 pub const JSON: &str = "application/json; charset=utf-8";
 pub const OBJECT: &str = "application/vnd.pgrst.object+json; charset=utf-8";
 
-/// A finished response, independent of the HTTP framework.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RestResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<String>,
-}
-
-/// What a read returned: the rows as one JSON array text, how many, and the total count
-/// if one was asked for.
-#[derive(Debug, Clone)]
-pub struct ReadResult {
-    pub body: String,
-    pub rows: i64,
-    pub total: Option<i64>,
-}
-
-/// What a write returned: the returned rows (or keys) as one JSON array text, and how many
-/// rows it touched.
-#[derive(Debug, Clone)]
-pub struct WriteResult {
-    pub body: String,
-    pub rows: i64,
-}
-
-/// What identifies a retried write: the client's key, who sent it, and where.
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey {
-    pub key: String,
-    pub subject: String,
-    pub method: &'static str,
-    pub path: String,
-    /// A digest of everything else in the request; a different request under the same key
-    /// is refused instead of being answered with the wrong stored response.
-    pub request_hash: String,
-    pub ttl: std::time::Duration,
-}
+pub use crate::store::rest_plan::{
+    IdempotencyKey, ReadResult, StoredResponse as RestResponse, WriteResult,
+};
 
 fn single_object(body: &str, rows: i64) -> Result<String, RestError> {
     if rows != 1 {
@@ -199,3 +165,7 @@ pub fn for_rpc(single: bool, body: Option<String>, rows: i64) -> Result<RestResp
         }
     }
 }
+
+#[cfg(test)]
+#[path = "response_tests.rs"]
+mod tests;

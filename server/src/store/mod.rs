@@ -9,6 +9,8 @@ pub mod email_tokens;
 pub mod embedded;
 pub mod migrate;
 pub mod realtime;
+pub mod rest_catalog;
+pub mod rest_plan;
 pub mod rest_query;
 pub mod rest_schema;
 pub mod session_identity;

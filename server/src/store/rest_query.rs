@@ -1,4 +1,4 @@
-//! SQL for the REST API: turns validated plans (`rest::plan`) into statements and runs them
+//! SQL for the REST API: turns validated plans (`rest_plan`, built by `rest::plan`) into statements and runs them
 //! in one transaction as the caller, so row-level security decides.
 //!
 //! Identifiers come only from plan [`Ident`]s (catalog names) and are always quoted. Every
@@ -11,19 +11,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
-use super::{Store, StoreError};
-use crate::{
-    auth::Identity,
-    protocol::ApiError,
-    rest::{
-        plan::{
-            ColRef, Cond, Conflict, DeletePlan, Embed, Field, InsertPlan, Join, JsonStep, Node,
-            OrderKey, ReadPlan, Returning, RpcPlan, UpdatePlan, WritePlan,
-        },
-        query::{Cast, CountPref, IsValue, Nulls, Operand, Operator, Resolution},
-        response::{IdempotencyKey, ReadResult, RestResponse, WriteResult},
-        schema::{Ident, JsonArg, Table},
+use super::{
+    rest_catalog::{Ident, JsonArg, Table},
+    rest_plan::{
+        Cast, ColRef, Cond, Conflict, CountPref, DeletePlan, Embed, Field, IdempotencyKey,
+        InsertPlan, IsValue, Join, JsonStep, Node, Nulls, Operand, Operator, OrderKey, ReadPlan,
+        ReadResult, Resolution, Returning, RpcPlan, StoredResponse, UpdatePlan, WritePlan,
+        WriteResult,
     },
+    SessionIdentity, Store, StoreError,
 };
 
 /// Prepared statements kept per pooled connection before the cache is dropped, so that
@@ -135,6 +131,8 @@ fn colref_sql(sql: &mut Sql, alias: &str, c: &ColRef) -> String {
 /// The JSON object of one row of `node`, whose table is aliased `alias`.
 fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
     let mut pairs = Vec::with_capacity(node.fields.len());
+    // To-many spreads: each a jsonb object of arrays merged into the row's object.
+    let mut merges = Vec::new();
     for f in &node.fields {
         match f {
             Field::Column {
@@ -153,6 +151,7 @@ fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
             }
             // `rel()`: only a filter, nothing in the output.
             Field::Embed(e) if e.node.fields.is_empty() => {}
+            Field::Embed(e) if e.spread && !e.to_one => merges.push(spread_many(sql, e, alias)),
             Field::Embed(e) if e.spread => spread(sql, e, alias, &mut pairs),
             Field::Embed(e) => {
                 let k = sql.bind(Some(e.key.clone()));
@@ -161,8 +160,16 @@ fn object(sql: &mut Sql, node: &Node, alias: &str) -> String {
             }
         }
     }
-    // json_build_object takes at most 100 arguments; wider objects are merged as jsonb.
-    if pairs.len() <= 50 {
+    // json_build_object takes at most 100 arguments; wider objects are merged as jsonb, as
+    // are objects with to-many spreads (whose keys then come in jsonb's order).
+    if !merges.is_empty() {
+        let mut parts: Vec<String> = pairs
+            .chunks(50)
+            .map(|c| format!("jsonb_build_object({})", c.join(", ")))
+            .collect();
+        parts.extend(merges);
+        format!("({})::json", parts.join(" || "))
+    } else if pairs.len() <= 50 {
         format!("json_build_object({})", pairs.join(", "))
     } else {
         let chunks: Vec<String> = pairs
@@ -206,6 +213,55 @@ fn spread(sql: &mut Sql, e: &Embed, parent: &str, pairs: &mut Vec<String>) {
             "{k}::text, (select {value} from {table} {a} where {where_} limit 1)"
         ));
     }
+}
+
+/// `...rel(a, b)` on a to-many relation: one jsonb object whose keys are the fields and
+/// whose values are arrays of them over the related rows (`[]` when there are none). One
+/// subquery yields every array, so they are correlated: the n-th elements come from the
+/// same row, in the embedding's order.
+fn spread_many(sql: &mut Sql, e: &Embed, parent: &str) -> String {
+    let a = sql.alias();
+    let mut conds = vec![join_sql(sql, &e.join, parent, &a)];
+    if let Some(w) = where_sql(sql, &e.node, &a) {
+        conds.push(w);
+    }
+    let mut columns = Vec::new();
+    let mut arrays = Vec::new();
+    for f in &e.node.fields {
+        let (key, value) = match f {
+            Field::Column {
+                key,
+                column,
+                path,
+                cast,
+            } => {
+                let v = path_sql(sql, &a, column, path);
+                let v = match cast {
+                    Some(c) => format!("({v})::{}", cast_sql(*c)),
+                    None => v,
+                };
+                (key, v)
+            }
+            Field::Embed(inner) if inner.node.fields.is_empty() => continue,
+            Field::Embed(inner) => (&inner.key, embed(sql, inner, &a)),
+        };
+        let k = sql.bind(Some(key.clone()));
+        let c = format!("c{}", columns.len());
+        arrays.push(format!("{k}::text, coalesce(json_agg(s{a}.{c}), '[]')"));
+        columns.push(format!("{value} as {c}"));
+    }
+    if columns.is_empty() {
+        return "'{}'::jsonb".to_string();
+    }
+    let order = order_sql(sql, &e.node, &a);
+    let page = page_sql(sql, e.node.limit, e.node.offset);
+    format!(
+        "(select jsonb_build_object({}) from (select {} from {} {a} where {}{order}{page}) s{a})",
+        arrays.join(", "),
+        columns.join(", "),
+        qualified(&e.node.table),
+        conds.join(" and ")
+    )
 }
 
 /// The condition relating a `child` row to its `parent` row: the foreign key's equalities,
@@ -521,7 +577,7 @@ fn read_sql(sql: &mut Sql, plan: &ReadPlan, exact: bool, role: &str) -> (String,
 /// Start a transaction on `client` and make it the caller's (see `Store::as_identity`).
 async fn begin<'a>(
     client: &'a mut deadpool_postgres::Object,
-    identity: &Identity,
+    identity: &SessionIdentity,
     read_only: bool,
 ) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
     let set = client.prepare_cached(super::SET_IDENTITY).await?;
@@ -530,7 +586,7 @@ async fn begin<'a>(
         .read_only(read_only)
         .start()
         .await?;
-    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+    tx.execute(&set, &[&identity.role, &identity.claims.to_string()])
         .await?;
     Ok(tx)
 }
@@ -549,21 +605,20 @@ fn trim_statement_cache(client: &deadpool_postgres::Object) {
 /// `current_user`, so were it ever to run before the identity it would return nothing.
 pub async fn read(
     store: &Store,
-    identity: &Identity,
+    identity: &SessionIdentity,
     plan: &ReadPlan,
 ) -> Result<ReadResult, StoreError> {
     let mut sql = Sql::default();
     let exact = plan.count == Some(CountPref::Exact);
-    let (text, count_text) = read_sql(&mut sql, plan, exact, identity.role.pg_role());
+    let (text, count_text) = read_sql(&mut sql, plan, exact, &identity.role);
     let mut client = store.client().await?;
     trim_statement_cache(&client);
     if matches!(plan.count, None | Some(CountPref::Exact)) {
         let set = client.prepare_cached(super::SET_IDENTITY).await?;
         let stmt = client.prepare_cached(&text).await?;
-        let role = identity.role.pg_role();
-        let claims = identity.claims_json();
         let params = sql.param_refs();
-        let identity_params: [&(dyn ToSql + Sync); 2] = [&role, &claims];
+        let claims = identity.claims.to_string();
+        let identity_params: [&(dyn ToSql + Sync); 2] = [&identity.role, &claims];
         let (_, _, row, _) = tokio::try_join!(
             client.batch_execute("begin read only"),
             client.execute(&set, &identity_params),
@@ -811,6 +866,16 @@ fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
     );
     if f.returns_void {
         format!("select null::text, 0::int8 from (select {call}) c")
+    } else if let Some(node) = &plan.read {
+        // Result rows shaped like a read: the function's rows stand in for a table.
+        let where_ = where_sql(sql, node, "t0").unwrap_or_else(|| "true".into());
+        let obj = object(sql, node, "t0");
+        let order = order_sql(sql, node, "t0");
+        let page = page_sql(sql, node.limit, node.offset);
+        format!(
+            "select coalesce(json_agg(s0.r), '[]')::text, count(*)::int8 \
+             from (select {obj} as r from {call} t0 where {where_}{order}{page}) s0"
+        )
     } else if f.returns_set {
         format!("select coalesce(json_agg(r), '[]')::text, count(*)::int8 from {call} r")
     } else {
@@ -818,18 +883,21 @@ fn rpc_sql(sql: &mut Sql, plan: &RpcPlan) -> String {
     }
 }
 
-/// Why a write did not produce a response.
+/// Why a write did not produce a response. `E` is the caller's refusal (from `respond`).
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub enum WriteError<E> {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The idempotency key was already used for a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
     /// Refused after running (e.g. a single object was asked for and two rows changed);
     /// the transaction was rolled back.
-    #[error("{0}")]
-    Refused(ApiError),
+    #[error("the write was refused after running")]
+    Refused(E),
 }
 
-impl From<tokio_postgres::Error> for WriteError {
+impl<E> From<tokio_postgres::Error> for WriteError<E> {
     fn from(e: tokio_postgres::Error) -> Self {
         WriteError::Store(StoreError::Db(e))
     }
@@ -839,13 +907,13 @@ impl From<tokio_postgres::Error> for WriteError {
 /// the write is rolled back. With an idempotency key, the response is stored in the same
 /// transaction, and a retry (even a concurrent one) gets the stored response instead of
 /// applying the write again.
-pub async fn write(
+pub async fn write<E>(
     store: &Store,
-    identity: &Identity,
+    identity: &SessionIdentity,
     plan: &WritePlan,
     idempotency: Option<&IdempotencyKey>,
-    respond: impl FnOnce(WriteResult) -> Result<RestResponse, ApiError>,
-) -> Result<RestResponse, WriteError> {
+    respond: impl FnOnce(WriteResult) -> Result<StoredResponse, E>,
+) -> Result<StoredResponse, WriteError<E>> {
     let mut sql = Sql::default();
     let text = match plan {
         WritePlan::Insert(p) => {
@@ -877,10 +945,10 @@ pub async fn write(
         // Claimed as the server's own role, before the caller's identity is taken on.
         if let Some(stored) = claim(&tx, key).await? {
             tx.commit().await?;
-            return stored.map_err(WriteError::Refused);
+            return stored.ok_or(WriteError::KeyReused);
         }
     }
-    tx.execute(&set, &[&identity.role.pg_role(), &identity.claims_json()])
+    tx.execute(&set, &[&identity.role, &identity.claims.to_string()])
         .await?;
     let stmt = tx.prepare_cached(&text).await?;
     let row = tx.query_one(&stmt, &sql.param_refs()).await?;
@@ -904,12 +972,13 @@ pub async fn write(
     Ok(response)
 }
 
-/// Take the key, or find the response stored under it. Waits for a concurrent request with
-/// the same key to finish (the unique index makes the second insert wait).
+/// Take the key (`None`), or find the response stored under it (`Some(None)` when the key
+/// was used for a different request). Waits for a concurrent request with the same key to
+/// finish (the unique index makes the second insert wait).
 async fn claim(
     tx: &deadpool_postgres::Transaction<'_>,
     key: &IdempotencyKey,
-) -> Result<Option<Result<RestResponse, ApiError>>, StoreError> {
+) -> Result<Option<Option<StoredResponse>>, StoreError> {
     let ttl = key.ttl.as_secs_f64();
     tx.execute(
         "delete from rowcast.rest_idempotency \
@@ -944,10 +1013,7 @@ async fn claim(
         .await?;
     let hash: String = row.get(0);
     if hash != key.request_hash {
-        return Ok(Some(Err(ApiError::new(
-            crate::protocol::ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was already used for a different request",
-        ))));
+        return Ok(Some(None));
     }
     let status: Option<i16> = row.get(1);
     let headers: Option<serde_json::Value> = row.get(2);
@@ -957,7 +1023,7 @@ async fn claim(
         .unwrap_or_default();
     let mut headers = headers;
     headers.push(("idempotent-replayed".into(), "true".into()));
-    Ok(Some(Ok(RestResponse {
+    Ok(Some(Some(StoredResponse {
         status: status.map_or(200, |s| s as u16),
         headers,
         body,
@@ -967,7 +1033,7 @@ async fn claim(
 async fn store_response(
     tx: &deadpool_postgres::Transaction<'_>,
     key: &IdempotencyKey,
-    response: &RestResponse,
+    response: &StoredResponse,
 ) -> Result<(), StoreError> {
     let headers = serde_json::to_value(&response.headers).unwrap_or_default();
     let status = response.status as i16;

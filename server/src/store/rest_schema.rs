@@ -1,20 +1,16 @@
 //! The REST schema cache's catalog side: reading tables, columns, keys, foreign keys and
-//! functions of the exposed schemas, and the task that reloads them when the DDL event
+//! functions of the exposed schemas, and the LISTEN connection on which the DDL event
 //! trigger (migration 0004) rings `rowcast_rest_schema`. The notification is only a
-//! doorbell: every wake-up (and every reconnect) reloads the whole snapshot.
+//! doorbell: `rest::schema` reloads the whole snapshot on every wake-up (and reconnect).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use tokio_postgres::AsyncMessage;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Store, StoreError};
-use crate::{
-    readiness::Readiness,
-    rest::schema::{
-        Column, ForeignKey, Function, FunctionArg, Ident, JsonArg, SchemaCache, SchemaHandle, Table,
-    },
+use super::{
+    rest_catalog::{Column, ForeignKey, Function, FunctionArg, Ident, JsonArg, SchemaCache, Table},
+    Store, StoreError,
 };
 
 /// The channel the DDL event trigger notifies.
@@ -22,11 +18,39 @@ pub const CHANNEL: &str = "rowcast_rest_schema";
 
 const RELKINDS: &str = "('r', 'p', 'v', 'm', 'f')";
 
-/// Read the exposed part of the catalog.
+/// Read the exposed part of the catalog: relations, then their columns and primary keys,
+/// then the foreign keys and functions between and in them.
 pub async fn load(
     client: &tokio_postgres::Client,
     schemas: &[String],
 ) -> Result<SchemaCache, StoreError> {
+    let mut by_oid = load_relations(client, schemas).await?;
+    load_columns(client, schemas, &mut by_oid).await?;
+    load_primary_keys(client, schemas, &mut by_oid).await?;
+    let foreign_keys = load_foreign_keys(client, schemas).await?;
+    let functions = load_functions(client, schemas).await?;
+    let tables = by_oid
+        .into_values()
+        .map(|t| {
+            (
+                (t.schema.as_str().to_string(), t.name.as_str().to_string()),
+                Arc::new(t),
+            )
+        })
+        .collect();
+    Ok(SchemaCache {
+        schemas: schemas.to_vec(),
+        tables,
+        foreign_keys,
+        functions,
+    })
+}
+
+/// Tables, views, materialized views and foreign tables, by oid, without columns yet.
+async fn load_relations(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+) -> Result<HashMap<u32, Table>, StoreError> {
     let rows = client
         .query(
             &format!(
@@ -39,19 +63,29 @@ pub async fn load(
             &[&schemas],
         )
         .await?;
-    let mut by_oid: HashMap<u32, Table> = HashMap::new();
-    for r in rows {
-        by_oid.insert(
-            r.get(0),
-            Table {
-                schema: Ident::from_catalog(r.get(1)),
-                name: Ident::from_catalog(r.get(2)),
-                columns: Vec::new(),
-                primary_key: Vec::new(),
-                insertable: r.get(3),
-            },
-        );
-    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Table {
+                    schema: Ident::from_catalog(r.get(1)),
+                    name: Ident::from_catalog(r.get(2)),
+                    columns: Vec::new(),
+                    primary_key: Vec::new(),
+                    insertable: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Each relation's live columns, in attribute order.
+async fn load_columns(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+    by_oid: &mut HashMap<u32, Table>,
+) -> Result<(), StoreError> {
     let cols = client
         .query(
             &format!(
@@ -77,6 +111,15 @@ pub async fn load(
             });
         }
     }
+    Ok(())
+}
+
+/// Each table's primary key columns, in key order.
+async fn load_primary_keys(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+    by_oid: &mut HashMap<u32, Table>,
+) -> Result<(), StoreError> {
     let pks = client
         .query(
             "select con.conrelid, array(select a.attname::text \
@@ -96,6 +139,14 @@ pub async fn load(
             t.primary_key = names.into_iter().map(Ident::from_catalog).collect();
         }
     }
+    Ok(())
+}
+
+/// Foreign keys whose both ends are in the exposed schemas, by constraint name.
+async fn load_foreign_keys(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+) -> Result<Vec<ForeignKey>, StoreError> {
     let fks = client
         .query(
             "select con.conname::text, n1.nspname::text, c1.relname::text, \
@@ -113,7 +164,7 @@ pub async fn load(
         )
         .await?;
     let ids = |v: Vec<String>| v.into_iter().map(Ident::from_catalog).collect::<Vec<_>>();
-    let foreign_keys = fks
+    Ok(fks
         .into_iter()
         .map(|r| ForeignKey {
             name: Ident::from_catalog(r.get(0)),
@@ -122,7 +173,15 @@ pub async fn load(
             ref_table: (Ident::from_catalog(r.get(4)), Ident::from_catalog(r.get(5))),
             ref_columns: ids(r.get(6)),
         })
-        .collect();
+        .collect())
+}
+
+/// Plain functions (not procedures, aggregates or trigger functions), grouped by name
+/// (overloads share one entry).
+async fn load_functions(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+) -> Result<HashMap<(String, String), Vec<Arc<Function>>>, StoreError> {
     let procs = client
         .query(
             "select n.nspname::text, p.proname::text, p.proretset, p.prorettype = 'void'::regtype, \
@@ -130,8 +189,18 @@ pub async fn load(
                p.pronargs::int4, p.pronargdefaults::int4, p.provolatile <> 'v', \
                case when p.pronargs = 1 and coalesce(p.proargnames[1], '') = '' \
                  then case p.proargtypes[0] when 'json'::regtype then 'json' \
-                   when 'jsonb'::regtype then 'jsonb' end end \
+                   when 'jsonb'::regtype then 'jsonb' end end, \
+               coalesce(rel.names, outs.names, '{}'), coalesce(rel.types, outs.types, '{}') \
              from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+               left join lateral (select array_agg(a.attname::text order by a.attnum) names, \
+                   array_agg(format_type(a.atttypid, a.atttypmod) order by a.attnum) types \
+                 from pg_type t join pg_attribute a on a.attrelid = t.typrelid \
+                 where t.oid = p.prorettype and t.typrelid <> 0 \
+                   and a.attnum > 0 and not a.attisdropped) rel on rel.names is not null \
+               left join lateral (select array_agg(x.name order by x.ord) names, \
+                   array_agg(format_type(p.proallargtypes[x.ord], null) order by x.ord) types \
+                 from unnest(p.proargnames, p.proargmodes::text[]) with ordinality x(name, mode, ord) \
+                 where x.mode in ('o', 'b', 't') and x.name is not null) outs on true \
              where n.nspname = any($1) and p.prokind = 'f' \
                and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)",
             &[&schemas],
@@ -139,32 +208,8 @@ pub async fn load(
         .await?;
     let mut functions: HashMap<(String, String), Vec<Arc<Function>>> = HashMap::new();
     for r in procs {
-        let names: Vec<String> = r.get(4);
-        let modes: Vec<String> = r.get(5);
-        let nargs: i32 = r.get(6);
-        let ndefaults: i32 = r.get(7);
-        let mut inputs: Vec<String> = Vec::new();
-        if modes.is_empty() {
-            for i in 0..nargs as usize {
-                inputs.push(names.get(i).cloned().unwrap_or_default());
-            }
-        } else {
-            for (i, m) in modes.iter().enumerate() {
-                if matches!(m.as_str(), "i" | "b" | "v") {
-                    inputs.push(names.get(i).cloned().unwrap_or_default());
-                }
-            }
-        }
-        let first_default = inputs.len().saturating_sub(ndefaults.max(0) as usize);
-        let has_unnamed_args = inputs.iter().any(String::is_empty);
-        let args = inputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| FunctionArg {
-                name: Ident::from_catalog(n),
-                has_default: i >= first_default,
-            })
-            .collect();
+        let args = function_args(r.get(4), r.get(5), r.get(6), r.get(7));
+        let has_unnamed_args = args.iter().any(|a| a.name.as_str().is_empty());
         let schema: String = r.get(0);
         let name: String = r.get(1);
         functions
@@ -183,46 +228,68 @@ pub async fn load(
                     Some("jsonb") => Some(JsonArg::Jsonb),
                     _ => None,
                 },
+                result_columns: result_columns(r.get(10), r.get(11)),
             }));
     }
-    let mut tables = HashMap::new();
-    for (_, t) in by_oid {
-        tables.insert(
-            (t.schema.as_str().to_string(), t.name.as_str().to_string()),
-            Arc::new(t),
-        );
-    }
-    Ok(SchemaCache {
-        schemas: schemas.to_vec(),
-        tables,
-        foreign_keys,
-        functions,
-    })
+    Ok(functions)
 }
 
-/// Swap in a new snapshot and forget the pooled connections' prepared statements: their
-/// parameter types were inferred from the old column types.
-fn install(store: &Store, handle: &SchemaHandle, ticket: u64, cache: SchemaCache) {
-    handle.set(ticket, cache);
+/// A function's input arguments (`in`, `inout`, `variadic`) from `proargnames`,
+/// `proargmodes` (empty when every argument is `in`), `pronargs` and `pronargdefaults`:
+/// the defaults are the last ones.
+fn function_args(
+    names: Vec<String>,
+    modes: Vec<String>,
+    nargs: i32,
+    ndefaults: i32,
+) -> Vec<FunctionArg> {
+    let mut inputs: Vec<String> = Vec::new();
+    if modes.is_empty() {
+        for i in 0..nargs as usize {
+            inputs.push(names.get(i).cloned().unwrap_or_default());
+        }
+    } else {
+        for (i, m) in modes.iter().enumerate() {
+            if matches!(m.as_str(), "i" | "b" | "v") {
+                inputs.push(names.get(i).cloned().unwrap_or_default());
+            }
+        }
+    }
+    let first_default = inputs.len().saturating_sub(ndefaults.max(0) as usize);
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| FunctionArg {
+            name: Ident::from_catalog(n),
+            has_default: i >= first_default,
+        })
+        .collect()
+}
+
+/// The columns of a function's result rows, from their names and `format_type` texts.
+fn result_columns(names: Vec<String>, types: Vec<String>) -> Vec<Column> {
+    names
+        .into_iter()
+        .zip(types)
+        .map(|(name, type_name)| Column {
+            name: Ident::from_catalog(name),
+            type_name,
+            nullable: true,
+            has_default: false,
+        })
+        .collect()
+}
+
+/// Forget the pooled connections' prepared statements: their parameter types were inferred
+/// from the catalog before a reload.
+pub fn forget_prepared_statements(store: &Store) {
     store.pool().manager().statement_caches.clear();
 }
 
-/// Reload the cache now on a pooled connection (the admin call).
-pub async fn reload(
-    store: &Store,
-    schemas: &[String],
-    handle: &SchemaHandle,
-) -> Result<(), StoreError> {
+/// Read the catalog now on a pooled connection (the admin call).
+pub async fn load_pooled(store: &Store, schemas: &[String]) -> Result<SchemaCache, StoreError> {
     let client = store.client().await?;
-    let ticket = handle.ticket();
-    let cache = load(&client, schemas).await?;
-    tracing::info!(
-        tables = cache.tables.len(),
-        functions = cache.functions.len(),
-        "REST schema cache reloaded on request"
-    );
-    handle.set(ticket, cache);
-    Ok(())
+    load(&client, schemas).await
 }
 
 /// Ask every running instance on the database at `pg_config` to reload its schema cache
@@ -242,110 +309,71 @@ pub async fn notify_reload(pg_config: &super::Connector) -> Result<(), StoreErro
     Ok(())
 }
 
-/// What the schema listener needs.
-#[derive(Debug, Clone)]
-pub struct Listener {
-    pub store: Store,
-    pub schemas: Vec<String>,
-    pub handle: SchemaHandle,
-    pub readiness: Arc<Readiness>,
-    pub idempotency_ttl: Duration,
+/// A dedicated connection that LISTENs on [`CHANNEL`]; it also reads the catalog and prunes
+/// idempotency keys, so a doorbell and the reload it causes share one connection.
+pub struct CatalogListener {
+    client: tokio_postgres::Client,
+    doorbells: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
-impl Listener {
-    /// Spawn the listener on `tasks`; it stops when `shutdown` is cancelled.
-    pub fn spawn(self, tasks: &TaskTracker, shutdown: CancellationToken) {
-        let tracker = tasks.clone();
-        tasks.spawn(async move { self.run(tracker, shutdown).await });
-    }
-
-    async fn run(self, tasks: TaskTracker, shutdown: CancellationToken) {
-        // The first load waits for migrations, so the cache sees the app's tables.
-        while !self.readiness.is_started() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.session(&tasks, &shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "schema listener lost its connection");
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-    }
-
-    /// One connection's life: LISTEN, load, reload on each doorbell. `Ok` means shutdown.
-    async fn session(
-        &self,
-        tasks: &TaskTracker,
-        shutdown: &CancellationToken,
-    ) -> Result<(), StoreError> {
-        let (client, mut connection) = self
-            .store
+impl CatalogListener {
+    /// Open the connection. The returned future drives it (and forwards notifications);
+    /// the caller spawns it before using the listener, and it ends when the listener is
+    /// dropped or the connection fails.
+    pub async fn connect(
+        store: &Store,
+    ) -> Result<(CatalogListener, impl Future<Output = ()> + Send + 'static), StoreError> {
+        let (client, mut connection) = store
             .pg_config()
             .connect()
             .await
             .map_err(|e| StoreError::Unavailable(super::connect::describe(&e)))?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
+        let (tx, doorbells) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let driver = async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    m = messages.next() => match m {
-                        Some(Ok(AsyncMessage::Notification(_))) => {
-                            if tx.send(()).is_err() {
-                                return;
-                            }
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        if tx.send(()).is_err() {
+                            return;
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => return,
                     }
+                    Ok(_) => {}
+                    Err(_) => return,
                 }
             }
-        });
-        client.batch_execute(&format!("listen {CHANNEL}")).await?;
-        let ticket = self.handle.ticket();
-        install(
-            &self.store,
-            &self.handle,
-            ticket,
-            load(&client, &self.schemas).await?,
-        );
-        tracing::info!("REST schema cache loaded");
-        let mut prune = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                m = rx.recv() => {
-                    if m.is_none() {
-                        return Err(StoreError::Unavailable("listener connection closed".into()));
-                    }
-                    // DDL comes in bursts (a migration); one reload covers them all.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    while rx.try_recv().is_ok() {}
-                    let ticket = self.handle.ticket();
-                    install(&self.store, &self.handle, ticket, load(&client, &self.schemas).await?);
-                    tracing::info!("REST schema cache reloaded");
-                }
-                _ = prune.tick() => {
-                    match super::rest_query::prune_idempotency(&client, self.idempotency_ttl).await {
-                        Ok(n) if n > 0 => tracing::debug!(deleted = n, "pruned idempotency keys"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
-                    }
-                }
-            }
-        }
+        };
+        Ok((CatalogListener { client, doorbells }, driver))
+    }
+
+    /// Start listening for the DDL doorbell.
+    pub async fn listen(&self) -> Result<(), StoreError> {
+        self.client
+            .batch_execute(&format!("listen {CHANNEL}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Read the exposed part of the catalog on this connection.
+    pub async fn load(&self, schemas: &[String]) -> Result<SchemaCache, StoreError> {
+        load(&self.client, schemas).await
+    }
+
+    /// Wait for the next doorbell; an error when the connection is gone.
+    pub async fn next_doorbell(&mut self) -> Result<(), StoreError> {
+        self.doorbells
+            .recv()
+            .await
+            .ok_or_else(|| StoreError::Unavailable("listener connection closed".into()))
+    }
+
+    /// Forget the doorbells already received (one reload covers them all).
+    pub fn drain_doorbells(&mut self) {
+        while self.doorbells.try_recv().is_ok() {}
+    }
+
+    /// Delete stored idempotent responses older than `ttl`.
+    pub async fn prune_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
+        super::rest_query::prune_idempotency(&self.client, ttl).await
     }
 }

@@ -5,7 +5,7 @@ use reqwest::Method;
 use rowcast::config::CorsOrigins;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 
-use crate::rest::Rest;
+use crate::rest_support::Rest;
 
 const APP: &str = "http://localhost:5173";
 

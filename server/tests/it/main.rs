@@ -22,6 +22,7 @@ mod realtime;
 mod relational;
 mod rest;
 mod rest_grammar;
+mod rest_support;
 mod tidy;
 mod tls;
 mod typegen;

@@ -4,203 +4,14 @@
 
 use std::time::Duration;
 
-use reqwest::{header::HeaderMap, Method};
-use rowcast::{
-    auth::{token::TokenKeys, Identity},
-    config::{self, Config},
-};
+use reqwest::Method;
+use rowcast::config::Config;
 use serde_json::{json, Value};
 
-use crate::support::{self, TestApp};
-
-/// The app schema the tests run against: users, posts (owner-only RLS), comments (visible
-/// when their post is), messages (two foreign keys to users), a canary, and functions.
-pub const SCHEMA: &str = r#"
-create table users (id uuid primary key, name text not null, email text unique);
-create table posts (
-  id bigserial primary key,
-  owner uuid not null default rowcast.uid() references users(id),
-  title text not null,
-  rating int,
-  published boolean not null default false,
-  tags text[] not null default '{}'
-);
-create table comments (
-  id bigserial primary key,
-  post_id bigint not null references posts(id) on delete cascade,
-  author_id uuid references users(id),
-  body text not null
-);
-create table messages (
-  id bigserial primary key,
-  sender uuid not null references users(id),
-  recipient uuid not null references users(id),
-  body text not null
-);
-create table canary (id int primary key, v text not null);
-insert into canary values (1, 'alive');
-
-alter table posts enable row level security;
-create policy posts_owner on posts using (owner = rowcast.uid()) with check (owner = rowcast.uid());
-alter table comments enable row level security;
-create policy comments_of_visible_posts on comments
-  using (exists (select 1 from posts p where p.id = post_id))
-  with check (exists (select 1 from posts p where p.id = post_id));
-
-grant select, insert, update, delete on users, posts, comments, messages to rowcast_authenticated, rowcast_service;
-grant select on canary to rowcast_authenticated, rowcast_anon;
-grant usage on all sequences in schema public to rowcast_authenticated, rowcast_service;
-grant select on users to rowcast_anon;
-
-create function add_numbers(a int, b int default 10) returns int language sql immutable as 'select a + b';
-create function posts_titled(q text) returns setof posts language sql stable
-  as $$ select * from posts where title ilike '%' || q || '%' order by id $$;
-create function fail_loudly() returns int language plpgsql as $$ begin raise exception 'custom failure'; end $$;
-create function touch_nothing() returns void language sql as 'select null';
-"#;
-
-pub struct Rest {
-    pub app: TestApp,
-    pub alice_id: String,
-    pub bob_id: String,
-    pub alice: String,
-    pub bob: String,
-    pub service: String,
-}
-
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-pub fn token(identity: &Identity) -> String {
-    TokenKeys::hs256(config::TEST_JWT_SECRET.as_bytes(), "rowcast", "rowcast")
-        .sign(identity, Duration::from_secs(3600))
-        .unwrap()
-}
-
-impl Rest {
-    pub async fn start() -> Rest {
-        Rest::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Rest {
-        let db_url = support::migrated_db().await;
-        let mut config = Config::for_database(&db_url);
-        tweak(&mut config);
-        let app = TestApp::spawn_with(config).await;
-        let alice_id = uuid::Uuid::new_v4().to_string();
-        let bob_id = uuid::Uuid::new_v4().to_string();
-        let db = app.db().await;
-        db.batch_execute("set search_path = public").await.unwrap();
-        db.batch_execute(SCHEMA).await.unwrap();
-        db.execute(
-            "insert into users (id, name, email) values ($1::text::uuid, 'Alice', 'a@x'), ($2::text::uuid, 'Bob', 'b@x')",
-            &[&alice_id, &bob_id],
-        )
-        .await
-        .unwrap();
-        // Two posts each, with comments, written as their owners would.
-        db.execute(
-            "insert into posts (owner, title, rating, published, tags) values
-               ($1::text::uuid, 'alice first', 5, true, '{rust,pg}'),
-               ($1::text::uuid, 'alice second', null, false, '{}'),
-               ($2::text::uuid, 'bob first', 3, true, '{pg}'),
-               ($2::text::uuid, 'bob secret', 1, false, '{}')",
-            &[&alice_id, &bob_id],
-        )
-        .await
-        .unwrap();
-        db.execute(
-            "insert into comments (post_id, author_id, body) values
-               (1, $2::text::uuid, 'nice one'), (1, $1::text::uuid, 'thanks'), (3, $1::text::uuid, 'hi bob'),
-               (4, $2::text::uuid, 'bob private note')",
-            &[&alice_id, &bob_id],
-        )
-        .await
-        .unwrap();
-        let rest = Rest {
-            alice: token(&Identity::user(&alice_id, json!({}))),
-            bob: token(&Identity::user(&bob_id, json!({}))),
-            service: token(&Identity::service()),
-            alice_id,
-            bob_id,
-            app,
-        };
-        rest.reload().await;
-        rest
-    }
-
-    pub async fn reload(&self) {
-        let r = self
-            .call(
-                Method::POST,
-                "/rest/v1/admin/reload-schema",
-                Some(&self.service),
-                &[],
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text);
-    }
-
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Reply {
-        let mut req = self.app.http.request(method, self.app.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
-    }
-
-    /// A direct connection as the admin, resolving names in `public` (the test user's own
-    /// schema, `rowcast`, would otherwise come first on the search path).
-    pub async fn db(&self) -> tokio_postgres::Client {
-        let db = self.app.db().await;
-        db.batch_execute("set search_path = public").await.unwrap();
-        db
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        self.call(Method::GET, path, token, &[], None).await
-    }
-}
+use crate::{
+    rest_support::{run_postgrest_js, Rest},
+    support::{self, TestApp},
+};
 
 fn titles(v: &Value) -> Vec<String> {
     v.as_array()
@@ -380,41 +191,32 @@ async fn rest_reads_select_embed_filter_order_and_page() {
     assert_eq!(r.body, json!([{"id": 2}, {"id": 3}]));
     assert_eq!(r.header("content-range"), Some("1-2/*"));
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/posts?select=id&order=id",
-            svc,
-            &[
-                ("range", "1-2"),
-                ("range-unit", "items"),
-                ("prefer", "count=exact"),
-            ],
-            None,
-        )
+        .request(Method::GET, "/rest/v1/posts?select=id&order=id")
+        .token(svc)
+        .headers(&[
+            ("range", "1-2"),
+            ("range-unit", "items"),
+            ("prefer", "count=exact"),
+        ])
+        .send()
         .await;
     assert_eq!(r.status, 206, "{}", r.text);
     assert_eq!(r.body, json!([{"id": 2}, {"id": 3}]));
     assert_eq!(r.header("content-range"), Some("1-2/4"));
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/posts?select=id&rating=gte.3",
-            svc,
-            &[("prefer", "count=exact")],
-            None,
-        )
+        .request(Method::GET, "/rest/v1/posts?select=id&rating=gte.3")
+        .token(svc)
+        .headers(&[("prefer", "count=exact")])
+        .send()
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-range"), Some("0-1/2"));
     for kind in ["planned", "estimated"] {
         let r = t
-            .call(
-                Method::GET,
-                "/rest/v1/posts?select=id&rating=gte.3",
-                svc,
-                &[("prefer", &format!("count={kind}"))],
-                None,
-            )
+            .request(Method::GET, "/rest/v1/posts?select=id&rating=gte.3")
+            .token(svc)
+            .headers(&[("prefer", &format!("count={kind}"))])
+            .send()
             .await;
         // An estimate above the rows returned makes it a partial response.
         assert!(r.status == 200 || r.status == 206, "{kind}: {}", r.text);
@@ -430,13 +232,10 @@ async fn rest_reads_select_embed_filter_order_and_page() {
     }
     // HEAD answers with the headers only.
     let r = t
-        .call(
-            Method::HEAD,
-            "/rest/v1/posts?select=id",
-            svc,
-            &[("prefer", "count=exact")],
-            None,
-        )
+        .request(Method::HEAD, "/rest/v1/posts?select=id")
+        .token(svc)
+        .headers(&[("prefer", "count=exact")])
+        .send()
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-range"), Some("0-3/4"));
@@ -444,13 +243,10 @@ async fn rest_reads_select_embed_filter_order_and_page() {
     // Single object.
     let object = [("accept", "application/vnd.pgrst.object+json")];
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/posts?select=title&id=eq.3",
-            svc,
-            &object,
-            None,
-        )
+        .request(Method::GET, "/rest/v1/posts?select=title&id=eq.3")
+        .token(svc)
+        .headers(&object)
+        .send()
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, json!({"title": "bob first"}));
@@ -460,25 +256,19 @@ async fn rest_reads_select_embed_filter_order_and_page() {
         .starts_with("application/vnd.pgrst.object+json"));
     for filter in ["id=eq.99", "id=gt.1"] {
         let r = t
-            .call(
-                Method::GET,
-                &format!("/rest/v1/posts?{filter}"),
-                svc,
-                &object,
-                None,
-            )
+            .request(Method::GET, &format!("/rest/v1/posts?{filter}"))
+            .token(svc)
+            .headers(&object)
+            .send()
             .await;
         assert_eq!(r.status, 406, "{filter}");
         assert_eq!(r.body["code"], "not-acceptable");
     }
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/posts",
-            svc,
-            &[("accept", "text/csv")],
-            None,
-        )
+        .request(Method::GET, "/rest/v1/posts")
+        .token(svc)
+        .headers(&[("accept", "text/csv")])
+        .send()
         .await;
     assert_eq!(r.status, 406);
     t.app.shutdown().await;
@@ -492,37 +282,30 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
 
     // One object, representation with select=.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts?select=title,rating",
-            alice,
-            &rep,
-            Some(r#"{"title":"new","rating":7}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts?select=title,rating")
+        .token(alice)
+        .headers(&rep)
+        .body(r#"{"title":"new","rating":7}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body, json!([{"title": "new", "rating": 7}]));
     // Minimal (the default) returns no body.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &[],
-            Some(r#"{"title":"quiet"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .body(r#"{"title":"quiet"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.text, "");
     // headers-only gives the Location of the new row.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &[("prefer", "return=headers-only")],
-            Some(r#"{"title":"located"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .headers(&[("prefer", "return=headers-only")])
+        .body(r#"{"title":"located"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let location = r.header("location").unwrap().to_string();
@@ -532,25 +315,20 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
 
     // Bulk insert of an array, in one statement: one bad row and none are written.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &rep,
-            Some(r#"[{"title":"b1","rating":1},{"title":"b2"}]"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .headers(&rep)
+        .body(r#"[{"title":"b1","rating":1},{"title":"b2"}]"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body.as_array().unwrap().len(), 2);
     assert_eq!(r.body[1]["rating"], Value::Null);
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &[],
-            Some(r#"[{"title":"c1"},{"title":null}]"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .body(r#"[{"title":"c1"},{"title":null}]"#)
+        .send()
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["code"], "constraint-violation");
@@ -558,13 +336,11 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
     assert_eq!(r.body, json!([]));
     // columns= limits what is inserted.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts?columns=title",
-            alice,
-            &rep,
-            Some(r#"{"title":"cols","rating":9}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts?columns=title")
+        .token(alice)
+        .headers(&rep)
+        .body(r#"{"title":"cols","rating":9}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body[0]["rating"], Value::Null);
@@ -572,8 +348,7 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
     // Upsert: merge and ignore, on the primary key and on_conflict=.
     let svc = Some(t.service.as_str());
     let r = t
-        .call(Method::POST, "/rest/v1/users", svc, &[("prefer", "return=representation,resolution=merge-duplicates")],
-              Some(&format!(r#"[{{"id":"{}","name":"Alice II","email":"a@x"}},{{"id":"{}","name":"Carol","email":"c@x"}}]"#, t.alice_id, uuid::Uuid::new_v4())))
+        .request(Method::POST, "/rest/v1/users").token(svc).headers(&[("prefer", "return=representation,resolution=merge-duplicates")]).body(&format!(r#"[{{"id":"{}","name":"Alice II","email":"a@x"}},{{"id":"{}","name":"Carol","email":"c@x"}}]"#, t.alice_id, uuid::Uuid::new_v4())).send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = t.get("/rest/v1/users?select=name&order=name", svc).await;
@@ -582,83 +357,72 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
         json!([{"name": "Alice II"}, {"name": "Bob"}, {"name": "Carol"}])
     );
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/users?on_conflict=email",
-            svc,
-            &[("prefer", "resolution=ignore-duplicates")],
-            Some(&format!(
-                r#"{{"id":"{}","name":"Impostor","email":"b@x"}}"#,
-                uuid::Uuid::new_v4()
-            )),
-        )
+        .request(Method::POST, "/rest/v1/users?on_conflict=email")
+        .token(svc)
+        .headers(&[("prefer", "resolution=ignore-duplicates")])
+        .body(&format!(
+            r#"{{"id":"{}","name":"Impostor","email":"b@x"}}"#,
+            uuid::Uuid::new_v4()
+        ))
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = t.get("/rest/v1/users?select=name&email=eq.b@x", svc).await;
     assert_eq!(r.body, json!([{"name": "Bob"}]));
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/users?on_conflict=email",
-            svc,
-            &[("prefer", "resolution=merge-duplicates")],
-            Some(&format!(
-                r#"{{"id":"{}","name":"Bobby","email":"b@x"}}"#,
-                t.bob_id
-            )),
-        )
+        .request(Method::POST, "/rest/v1/users?on_conflict=email")
+        .token(svc)
+        .headers(&[("prefer", "resolution=merge-duplicates")])
+        .body(&format!(
+            r#"{{"id":"{}","name":"Bobby","email":"b@x"}}"#,
+            t.bob_id
+        ))
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = t.get("/rest/v1/users?select=name&email=eq.b@x", svc).await;
     assert_eq!(r.body, json!([{"name": "Bobby"}]));
     // A plain duplicate is a conflict.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/users",
-            svc,
-            &[],
-            Some(&format!(r#"{{"id":"{}","name":"dup"}}"#, t.bob_id)),
-        )
+        .request(Method::POST, "/rest/v1/users")
+        .token(svc)
+        .body(&format!(r#"{{"id":"{}","name":"dup"}}"#, t.bob_id))
+        .send()
         .await;
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.body["code"], "conflict");
 
     // PATCH with filters and representation.
     let r = t
-        .call(
+        .request(
             Method::PATCH,
             "/rest/v1/posts?title=like.alice*&select=title,rating",
-            alice,
-            &rep,
-            Some(r#"{"rating":42}"#),
         )
+        .token(alice)
+        .headers(&rep)
+        .body(r#"{"rating":42}"#)
+        .send()
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body.as_array().unwrap().len(), 2);
     assert!(r.body.as_array().unwrap().iter().all(|p| p["rating"] == 42));
     let r = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/posts?id=eq.1",
-            alice,
-            &[],
-            Some(r#"{"rating":1}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/posts?id=eq.1")
+        .token(alice)
+        .body(r#"{"rating":1}"#)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     // Single object on a write that touches two rows is refused and rolled back.
     let r = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/posts?title=like.alice*",
-            alice,
-            &[
-                ("accept", "application/vnd.pgrst.object+json"),
-                ("prefer", "return=representation"),
-            ],
-            Some(r#"{"rating":0}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/posts?title=like.alice*")
+        .token(alice)
+        .headers(&[
+            ("accept", "application/vnd.pgrst.object+json"),
+            ("prefer", "return=representation"),
+        ])
+        .body(r#"{"rating":0}"#)
+        .send()
         .await;
     assert_eq!(r.status, 406, "{}", r.text);
     let r = t.get("/rest/v1/posts?select=rating&id=eq.2", alice).await;
@@ -666,25 +430,19 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
 
     // DELETE with filters; without any filter it is refused.
     let r = t
-        .call(
-            Method::DELETE,
-            "/rest/v1/posts?title=eq.quiet",
-            alice,
-            &rep,
-            None,
-        )
+        .request(Method::DELETE, "/rest/v1/posts?title=eq.quiet")
+        .token(alice)
+        .headers(&rep)
+        .send()
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(titles(&r.body), ["quiet"]);
     for method in [Method::DELETE, Method::PATCH] {
         let r = t
-            .call(
-                method.clone(),
-                "/rest/v1/posts",
-                alice,
-                &[],
-                Some(r#"{"rating":0}"#),
-            )
+            .request(method.clone(), "/rest/v1/posts")
+            .token(alice)
+            .body(r#"{"rating":0}"#)
+            .send()
             .await;
         assert_eq!(r.status, 400, "{method}: {}", r.text);
         assert_eq!(r.body["code"], "filter-required");
@@ -692,33 +450,24 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
 
     // RPC with named arguments: scalar, default argument, set-returning, void, raise.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/add_numbers",
-            alice,
-            &[],
-            Some(r#"{"a":1,"b":2}"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/add_numbers")
+        .token(alice)
+        .body(r#"{"a":1,"b":2}"#)
+        .send()
         .await;
     assert_eq!((r.status, r.body.clone()), (200, json!(3)), "{}", r.text);
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/add_numbers",
-            alice,
-            &[],
-            Some(r#"{"a":5}"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/add_numbers")
+        .token(alice)
+        .body(r#"{"a":5}"#)
+        .send()
         .await;
     assert_eq!(r.body, json!(15));
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/posts_titled",
-            alice,
-            &[],
-            Some(r#"{"q":"FIRST"}"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/posts_titled")
+        .token(alice)
+        .body(r#"{"q":"FIRST"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
@@ -727,39 +476,32 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
         "RLS applies inside functions too"
     );
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/touch_nothing",
-            alice,
-            &[],
-            Some("{}"),
-        )
+        .request(Method::POST, "/rest/v1/rpc/touch_nothing")
+        .token(alice)
+        .body("{}")
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = t
-        .call(Method::POST, "/rest/v1/rpc/fail_loudly", alice, &[], None)
+        .request(Method::POST, "/rest/v1/rpc/fail_loudly")
+        .token(alice)
+        .send()
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["message"], "custom failure");
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/add_numbers",
-            alice,
-            &[],
-            Some(r#"{"x":1}"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/add_numbers")
+        .token(alice)
+        .body(r#"{"x":1}"#)
+        .send()
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
     assert_eq!(r.body["code"], "unknown-function");
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/add_numbers",
-            alice,
-            &[],
-            Some(r#"{"a":"one"}"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/add_numbers")
+        .token(alice)
+        .body(r#"{"a":"one"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["code"], "invalid-value");
@@ -797,13 +539,10 @@ async fn rest_rls_owner_only_user_a_cannot_read_update_or_delete_bs_rows_by_any_
     let r = t.get("/rest/v1/posts?id=eq.3", alice).await;
     assert_eq!(r.body, json!([]));
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/posts?select=id",
-            alice,
-            &[("prefer", "count=exact")],
-            None,
-        )
+        .request(Method::GET, "/rest/v1/posts?select=id")
+        .token(alice)
+        .headers(&[("prefer", "count=exact")])
+        .send()
         .await;
     assert_eq!(r.header("content-range"), Some("0-1/2"));
     let r = t
@@ -831,66 +570,50 @@ async fn rest_rls_owner_only_user_a_cannot_read_update_or_delete_bs_rows_by_any_
     assert_eq!(r.body, json!([]));
     // Functions run as the caller.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/rpc/posts_titled",
-            alice,
-            &[],
-            Some(r#"{"q":"bob"}"#),
-        )
+        .request(Method::POST, "/rest/v1/rpc/posts_titled")
+        .token(alice)
+        .body(r#"{"q":"bob"}"#)
+        .send()
         .await;
     assert_eq!(r.body, json!([]));
 
     // Writes to Bob's rows touch nothing.
     let r = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/posts?id=eq.3",
-            alice,
-            &[("prefer", "return=representation")],
-            Some(r#"{"title":"pwned"}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/posts?id=eq.3")
+        .token(alice)
+        .headers(&[("prefer", "return=representation")])
+        .body(r#"{"title":"pwned"}"#)
+        .send()
         .await;
     assert_eq!((r.status, r.body.clone()), (200, json!([])), "{}", r.text);
     let r = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/posts?id=gt.0",
-            alice,
-            &[],
-            Some(r#"{"rating":0}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/posts?id=gt.0")
+        .token(alice)
+        .body(r#"{"rating":0}"#)
+        .send()
         .await;
     assert_eq!(r.status, 204);
     let r = t
-        .call(
+        .request(
             Method::DELETE,
             &format!("/rest/v1/posts?owner=eq.{}", t.bob_id),
-            alice,
-            &[],
-            None,
         )
+        .token(alice)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = t
-        .call(
-            Method::DELETE,
-            "/rest/v1/comments?id=eq.4",
-            alice,
-            &[],
-            None,
-        )
+        .request(Method::DELETE, "/rest/v1/comments?id=eq.4")
+        .token(alice)
+        .send()
         .await;
     assert_eq!(r.status, 204);
     // Creating a row owned by Bob, or taking his post over with an upsert, is a 403.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &[],
-            Some(&format!(r#"{{"title":"forged","owner":"{}"}}"#, t.bob_id)),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .body(&format!(r#"{{"title":"forged","owner":"{}"}}"#, t.bob_id))
+        .send()
         .await;
     assert_eq!(r.status, 403, "{}", r.text);
     assert_eq!(r.body["code"], "forbidden");
@@ -900,13 +623,11 @@ async fn rest_rls_owner_only_user_a_cannot_read_update_or_delete_bs_rows_by_any_
         r.text
     );
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &[("prefer", "resolution=merge-duplicates")],
-            Some(r#"{"id":3,"title":"mine now"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .headers(&[("prefer", "resolution=merge-duplicates")])
+        .body(r#"{"id":3,"title":"mine now"}"#)
+        .send()
         .await;
     assert!(
         r.status == 403 || r.status == 409,
@@ -915,24 +636,18 @@ async fn rest_rls_owner_only_user_a_cannot_read_update_or_delete_bs_rows_by_any_
         r.text
     );
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/comments",
-            alice,
-            &[],
-            Some(r#"{"post_id":4,"body":"sneaky"}"#),
-        )
+        .request(Method::POST, "/rest/v1/comments")
+        .token(alice)
+        .body(r#"{"post_id":4,"body":"sneaky"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 403, "{}", r.text);
     // Reassigning her own post to Bob is refused by WITH CHECK.
     let r = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/posts?id=eq.1",
-            alice,
-            &[],
-            Some(&format!(r#"{{"owner":"{}"}}"#, t.bob_id)),
-        )
+        .request(Method::PATCH, "/rest/v1/posts?id=eq.1")
+        .token(alice)
+        .body(&format!(r#"{{"owner":"{}"}}"#, t.bob_id))
+        .send()
         .await;
     assert_eq!(r.status, 403, "{}", r.text);
 
@@ -1123,7 +838,12 @@ async fn rest_errors_have_codes_statuses_and_no_database_text() {
         ),
     ];
     for (method, path, body, status, code) in cases {
-        let r = t.call(method.clone(), path, svc, &[], *body).await;
+        let r = t
+            .request(method.clone(), path)
+            .token(svc)
+            .body_opt(*body)
+            .send()
+            .await;
         assert_eq!(r.status, *status, "{method} {path}: {}", r.text);
         assert_eq!(r.body["code"], *code, "{method} {path}: {}", r.text);
         assert!(r.body["message"].is_string(), "{}", r.text);
@@ -1271,6 +991,57 @@ async fn rest_injection_corpus_in_every_position_only_gives_4xx_and_changes_noth
                 format!("/rest/v1/posts?select=id,comments()&{e}=not.is.null"),
                 None,
             ),
+            // To-many spreads, presence inside `or`/`and`, and a function's rows over GET.
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,...comments({e})"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/users?select=id,...{e}(title)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,...comments(body)&comments.{e}=eq.1"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,comments()&or=({e}.is.null,id.eq.0)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/posts?select=id,comments()&and=(comments.not.is.null,id.eq.{e})"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&select={e}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&{e}=eq.1"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&order={e}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q=zz&or=({e}.is.null)"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/rest/v1/rpc/posts_titled?q={e}&select=id&title=eq.{e}"),
+                None,
+            ),
             (
                 Method::PATCH,
                 format!("/rest/v1/posts?meta->>{e}=eq.1"),
@@ -1317,7 +1088,10 @@ async fn rest_injection_corpus_in_every_position_only_gives_4xx_and_changes_noth
         for (method, path, body) in reqs {
             for who in [svc, alice] {
                 let r = t
-                    .call(method.clone(), &path, who, &[], body.as_deref())
+                    .request(method.clone(), &path)
+                    .token(who)
+                    .body_opt(body.as_deref())
+                    .send()
                     .await;
                 // Values and aliases are data (bound parameters): a filter value may match
                 // nothing, and an alias comes back verbatim as a JSON key.
@@ -1357,23 +1131,19 @@ async fn rest_idempotency_key_replays_the_first_response_and_concurrent_duplicat
         ("prefer", "return=representation"),
     ];
     let first = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts?select=id,title",
-            alice,
-            &headers,
-            Some(r#"{"title":"once"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts?select=id,title")
+        .token(alice)
+        .headers(&headers)
+        .body(r#"{"title":"once"}"#)
+        .send()
         .await;
     assert_eq!(first.status, 201, "{}", first.text);
     let again = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts?select=id,title",
-            alice,
-            &headers,
-            Some(r#"{"title":"once"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts?select=id,title")
+        .token(alice)
+        .headers(&headers)
+        .body(r#"{"title":"once"}"#)
+        .send()
         .await;
     assert_eq!(again.status, 201);
     assert_eq!(
@@ -1386,24 +1156,20 @@ async fn rest_idempotency_key_replays_the_first_response_and_concurrent_duplicat
 
     // The same key for a different request is refused; for another user it is independent.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &headers,
-            Some(r#"{"title":"other"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .headers(&headers)
+        .body(r#"{"title":"other"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["code"], "idempotency-key-reused");
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            Some(&t.bob),
-            &headers,
-            Some(r#"{"title":"once"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .auth(&t.bob)
+        .headers(&headers)
+        .body(r#"{"title":"once"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201);
     assert_eq!(count("once").await, 2);
@@ -1411,49 +1177,41 @@ async fn rest_idempotency_key_replays_the_first_response_and_concurrent_duplicat
     // A failed write is not remembered: the retry runs again.
     let fail = [("idempotency-key", "k-2")];
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &fail,
-            Some(r#"{"title":null}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .headers(&fail)
+        .body(r#"{"title":null}"#)
+        .send()
         .await;
     assert_eq!(r.status, 400);
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts",
-            alice,
-            &fail,
-            Some(r#"{"title":null}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts")
+        .token(alice)
+        .headers(&fail)
+        .body(r#"{"title":null}"#)
+        .send()
         .await;
     assert_eq!(r.status, 400);
 
     // PATCH, DELETE and rpc replays.
     let k = [("idempotency-key", "k-3")];
     let r1 = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/posts?id=eq.1",
-            alice,
-            &k,
-            Some(r#"{"rating":100}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/posts?id=eq.1")
+        .token(alice)
+        .headers(&k)
+        .body(r#"{"rating":100}"#)
+        .send()
         .await;
     assert_eq!(r1.status, 204);
     db.execute("update posts set rating = 0 where id = 1", &[])
         .await
         .unwrap();
     let r2 = t
-        .call(
-            Method::PATCH,
-            "/rest/v1/posts?id=eq.1",
-            alice,
-            &k,
-            Some(r#"{"rating":100}"#),
-        )
+        .request(Method::PATCH, "/rest/v1/posts?id=eq.1")
+        .token(alice)
+        .headers(&k)
+        .body(r#"{"rating":100}"#)
+        .send()
         .await;
     assert_eq!(r2.status, 204);
     let rating: Option<i32> = db
@@ -1469,13 +1227,11 @@ async fn rest_idempotency_key_replays_the_first_response_and_concurrent_duplicat
         ("prefer", "return=representation"),
     ];
     let calls = (0..8).map(|_| {
-        t.call(
-            Method::POST,
-            "/rest/v1/posts?select=id",
-            alice,
-            &concurrent,
-            Some(r#"{"title":"raced"}"#),
-        )
+        t.request(Method::POST, "/rest/v1/posts?select=id")
+            .token(alice)
+            .headers(&concurrent)
+            .body(r#"{"title":"raced"}"#)
+            .send()
     });
     let replies = futures::future::join_all(calls).await;
     for r in &replies {
@@ -1491,18 +1247,49 @@ async fn rest_idempotency_key_replays_the_first_response_and_concurrent_duplicat
     // Expired keys are forgotten.
     db.execute("update rowcast.rest_idempotency set created_at = now() - interval '25 hours' where key = 'k-1'", &[]).await.unwrap();
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts?select=id,title",
-            alice,
-            &headers,
-            Some(r#"{"title":"once"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts?select=id,title")
+        .token(alice)
+        .headers(&headers)
+        .body(r#"{"title":"once"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201);
     assert!(r.header("idempotent-replayed").is_none());
     assert_eq!(count("once").await, 3);
     t.app.shutdown().await;
+}
+
+/// A connection of its own that LISTENs on `channels`; yields each notification's channel
+/// (for as long as the returned client lives).
+async fn listen(
+    url: &str,
+    channels: &[&str],
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use futures::StreamExt;
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                if tx.send(n.channel().to_string()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    for channel in channels {
+        client
+            .batch_execute(&format!("listen {channel}"))
+            .await
+            .unwrap();
+    }
+    (client, rx)
 }
 
 #[tokio::test]
@@ -1569,12 +1356,39 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
     )
     .await
     .unwrap();
-    // Let reloads rung by the DDL above finish first.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Let reloads rung by the DDL above finish first: ring the doorbell by hand after a
+    // marker table, and wait until a reload has seen the marker.
+    db.batch_execute(
+        "create table quiet_marker (id int primary key);
+         grant select on quiet_marker to rowcast_service;
+         select pg_notify('rowcast_rest_schema', '');",
+    )
+    .await
+    .unwrap();
+    support::eventually(Duration::from_secs(10), "marker table visible", || async {
+        t.get("/rest/v1/quiet_marker", svc).await.status == 200
+    })
+    .await;
+    // Our own listener hears the doorbell channel and a sentinel: Postgres delivers
+    // notifications in commit order, so once the sentinel arrives, a doorbell rung by the
+    // DDL before it would already have arrived.
+    let (_listening, mut heard) = listen(
+        &t.app.db_url,
+        &["rowcast_rest_schema", "rest_test_sentinel"],
+    )
+    .await;
     db.batch_execute("alter table posts add column quiet text default 'q'")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.batch_execute("notify rest_test_sentinel").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .expect("the sentinel notification arrives");
+    assert_eq!(
+        first.as_deref(),
+        Some("rest_test_sentinel"),
+        "the DDL rang the doorbell"
+    );
     assert_eq!(t.get("/rest/v1/posts?select=quiet", svc).await.status, 400);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rowcast"))
         .args(["reload-schema", "--database-url", &t.app.db_url])
@@ -1601,13 +1415,9 @@ async fn rest_schema_cache_picks_up_ddl_without_restart_and_on_admin_call() {
 
     // The admin call reloads synchronously, and only for the service role.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/admin/reload-schema",
-            Some(&t.alice),
-            &[],
-            None,
-        )
+        .request(Method::POST, "/rest/v1/admin/reload-schema")
+        .auth(&t.alice)
+        .send()
         .await;
     assert_eq!(r.status, 403);
     db.batch_execute("alter table later rename to renamed")
@@ -1706,7 +1516,10 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
     let svc = Some(t.service.as_str());
     let big = json!({ "title": "x".repeat(500) }).to_string();
     let r = t
-        .call(Method::POST, "/rest/v1/posts", svc, &[], Some(&big))
+        .request(Method::POST, "/rest/v1/posts")
+        .token(svc)
+        .body(&big)
+        .send()
         .await;
     assert_eq!(r.status, 413, "{}", r.text);
     assert_eq!(r.body["code"], "payload-too-large");
@@ -1724,13 +1537,10 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
     let r = t.get("/rest/v1/rest_idempotency", svc).await;
     assert_eq!(r.status, 404);
     let r = t
-        .call(
-            Method::GET,
-            "/rest/v1/schema_migrations",
-            svc,
-            &[("accept-profile", "rowcast")],
-            None,
-        )
+        .request(Method::GET, "/rest/v1/schema_migrations")
+        .token(svc)
+        .headers(&[("accept-profile", "rowcast")])
+        .send()
         .await;
     assert_eq!(r.status, 406, "{}", r.text);
 
@@ -1756,26 +1566,20 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
     assert!(r.text.contains("filter values"), "{}", r.text);
     let many = (0..5100).map(|_| "id.eq.1").collect::<Vec<_>>().join(",");
     let r = t
-        .call(
-            Method::DELETE,
-            &format!("/rest/v1/posts?or=({many})"),
-            svc,
-            &[],
-            None,
-        )
+        .request(Method::DELETE, &format!("/rest/v1/posts?or=({many})"))
+        .token(svc)
+        .send()
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("filter values"), "{}", r.text);
 
     // on_conflict needs a unique index.
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/users?on_conflict=name",
-            svc,
-            &[("prefer", "resolution=merge-duplicates")],
-            Some(r#"{"id":"00000000-0000-0000-0000-000000000009","name":"x"}"#),
-        )
+        .request(Method::POST, "/rest/v1/users?on_conflict=name")
+        .token(svc)
+        .headers(&[("prefer", "resolution=merge-duplicates")])
+        .body(r#"{"id":"00000000-0000-0000-0000-000000000009","name":"x"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
 
@@ -1789,14 +1593,19 @@ async fn rest_limits_body_size_rows_embed_depth_and_exposed_schemas() {
         .unwrap();
     t.reload().await;
     let r = t
-        .call(Method::POST, "/rest/v1/rpc/slow", svc, &[], Some("{}"))
+        .request(Method::POST, "/rest/v1/rpc/slow")
+        .token(svc)
+        .body("{}")
+        .send()
         .await;
     assert_eq!(r.status, 504, "{}", r.text);
     assert_eq!(r.body["code"], "timeout");
 
     // With ROWCAST_REST_ALLOW_UNFILTERED_WRITES an unfiltered DELETE is allowed.
     let r = t
-        .call(Method::DELETE, "/rest/v1/comments", svc, &[], None)
+        .request(Method::DELETE, "/rest/v1/comments")
+        .token(svc)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(t.get("/rest/v1/comments", svc).await.body, json!([]));
@@ -1814,34 +1623,25 @@ async fn rest_writes_to_a_synced_table_are_captured_in_order() {
         .unwrap();
     t.reload().await;
     let r = t
-        .call(
-            Method::POST,
-            "/rest/v1/posts?select=id",
-            alice,
-            &[("prefer", "return=representation")],
-            Some(r#"{"title":"synced"}"#),
-        )
+        .request(Method::POST, "/rest/v1/posts?select=id")
+        .token(alice)
+        .headers(&[("prefer", "return=representation")])
+        .body(r#"{"title":"synced"}"#)
+        .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.body[0]["id"].as_i64().unwrap();
     let r = t
-        .call(
-            Method::PATCH,
-            &format!("/rest/v1/posts?id=eq.{id}"),
-            alice,
-            &[],
-            Some(r#"{"rating":2}"#),
-        )
+        .request(Method::PATCH, &format!("/rest/v1/posts?id=eq.{id}"))
+        .token(alice)
+        .body(r#"{"rating":2}"#)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = t
-        .call(
-            Method::DELETE,
-            &format!("/rest/v1/posts?id=eq.{id}"),
-            alice,
-            &[],
-            None,
-        )
+        .request(Method::DELETE, &format!("/rest/v1/posts?id=eq.{id}"))
+        .token(alice)
+        .send()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let ops: Vec<String> = db
@@ -1856,48 +1656,6 @@ async fn rest_writes_to_a_synced_table_are_captured_in_order() {
         .collect();
     assert_eq!(ops, ["I", "U", "D"]);
     t.app.shutdown().await;
-}
-
-/// Run one file of the postgrest-js suite (compat/postgrest-js/test) against `t`; returns
-/// node's output. `env` adds variables (e.g. expected results computed by SQL).
-pub async fn run_postgrest_js(t: &Rest, file: &str, env: &[(&str, String)]) -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compat/postgrest-js");
-    let install = tokio::process::Command::new("npm")
-        .args([
-            "ci",
-            "--prefer-offline",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-        ])
-        .current_dir(&dir)
-        .output()
-        .await
-        .expect("npm (Node 20+) is needed for the postgrest-js compatibility suite");
-    assert!(
-        install.status.success(),
-        "npm ci failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.args(["--test", file])
-        .current_dir(&dir)
-        .env("ROWCAST_REST_URL", t.app.url("/rest/v1"))
-        .env("ROWCAST_ALICE_TOKEN", &t.alice)
-        .env("ROWCAST_BOB_TOKEN", &t.bob)
-        .env("ROWCAST_SERVICE_TOKEN", &t.service)
-        .env("ROWCAST_BOB_ID", &t.bob_id);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let run = cmd.output().await.expect("run node --test");
-    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
-    assert!(
-        run.status.success(),
-        "postgrest-js suite {file} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    stdout
 }
 
 /// The same requests through `@supabase/postgrest-js` (compat/postgrest-js), against this
