@@ -8,7 +8,6 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::{
-    api_error_from_store,
     plan::{self, Limits, WritePlan},
     query::{self, Accept},
     response::{self, IdempotencyKey, RestResponse},
@@ -168,7 +167,7 @@ impl<'a> Service<'a> {
         )?;
         let result = rest_query::read(self.store, &session_identity(identity), &read_plan)
             .await
-            .map_err(api_error_from_store)?;
+            .map_err(ApiError::from)?;
         match response::for_read(&read_plan, result) {
             Ok(r) => Ok(r),
             Err(e @ RestError::RangeNotSatisfiable(_, total)) => Err(Failure {
@@ -287,7 +286,7 @@ impl<'a> Service<'a> {
         .await
         .map_err(|e| -> Failure {
             match e {
-                WriteError::Store(e) => api_error_from_store(e).into(),
+                WriteError::Store(e) => ApiError::from(e).into(),
                 WriteError::KeyReused => ApiError::new(
                     ErrorCode::IdempotencyKeyReused,
                     "this Idempotency-Key was already used for a different request",
