@@ -7,20 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
-use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::backoff::Backoff;
-
-#[derive(Debug, thiserror::Error)]
-enum ListenError {
-    #[error("{}", crate::store::connect::describe(.0))]
-    Pg(#[from] tokio_postgres::Error),
-    #[error("the server closed the connection")]
-    Closed,
-}
+use crate::{
+    backoff::Backoff,
+    store::{listen::Listener, Connector, StoreError},
+};
 
 /// The channel the doorbell trigger notifies (see migration 0002).
 pub const CHANNEL: &str = "rowcast_changes";
@@ -29,7 +22,7 @@ pub const APPLICATION_NAME: &str = "rowcast-listen";
 
 pub(super) async fn run(
     shared: Arc<Shared>,
-    mut pg_config: crate::store::Connector,
+    mut pg_config: Connector,
     shutdown: CancellationToken,
 ) {
     pg_config.application_name(APPLICATION_NAME);
@@ -57,31 +50,19 @@ pub(super) async fn run(
 /// One connection's life. `Ok` only on shutdown.
 async fn listen(
     shared: &Shared,
-    pg_config: &crate::store::Connector,
+    pg_config: &Connector,
     shutdown: &CancellationToken,
-) -> Result<(), ListenError> {
-    let (client, mut connection) = tokio::select! {
+) -> Result<(), StoreError> {
+    let (mut listener, driver) = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        c = pg_config.connect() => c?,
+        c = Listener::connect(pg_config) => c?,
     };
-    // The connection must be polled for the client's LISTEN to complete, and polling it
-    // through poll_message is what surfaces notifications.
-    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    {
-        let sql = format!("listen {CHANNEL}");
-        let listen = client.batch_execute(&sql);
-        tokio::pin!(listen);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                r = &mut listen => { r?; break; }
-                m = messages.next() => match m {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(ListenError::Closed),
-                },
-            }
-        }
+    // The driver is polled here rather than spawned, so it ends with this function.
+    tokio::pin!(driver);
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = listener.listen(CHANNEL) => r?,
+        r = &mut driver => return Err(ended(r)),
     }
     shared.stats.listener_connects.fetch_add(1, Relaxed);
     tracing::info!("listening for change notifications");
@@ -90,15 +71,21 @@ async fn listen(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            m = messages.next() => match m {
-                Some(Ok(AsyncMessage::Notification(_))) => {
+            d = listener.next() => match d {
+                Some(()) => {
                     shared.stats.notifications.fetch_add(1, Relaxed);
                     shared.ring();
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(ListenError::Closed),
+                None => return Err(ended((&mut driver).await)),
             },
+            r = &mut driver => return Err(ended(r)),
         }
     }
+}
+
+/// The error a connection's driver ended with (it only ends on its own when the connection
+/// is lost).
+fn ended(r: Result<(), StoreError>) -> StoreError {
+    r.err()
+        .unwrap_or_else(|| StoreError::Unavailable("the server closed the connection".into()))
 }

@@ -16,10 +16,8 @@ use super::{
 use crate::{
     policy::{compile::Visibility, Lookup},
     protocol::realtime::ChangeOp,
-    store::{
-        realtime::{TableCatalog, VisibilityCheck},
-        Store, StoreError,
-    },
+    realtime::catalog::{TableCatalog, VERSION_COLUMN},
+    store::{realtime::VisibilityCheck, SessionIdentity, Store, StoreError},
 };
 
 /// What a subscription gets from one transaction.
@@ -105,7 +103,10 @@ impl SqlAnswers {
         let checks: Vec<VisibilityCheck> = groups
             .iter()
             .map(|((_, expr), ids)| VisibilityCheck {
-                identities: ids.iter().map(|(_, i)| i.clone()).collect(),
+                identities: ids
+                    .iter()
+                    .map(|(_, i)| SessionIdentity::from(&**i))
+                    .collect(),
                 expr: expr.clone(),
                 rows: rows.clone(),
             })
@@ -122,7 +123,7 @@ impl SqlAnswers {
                 }
             })
             .sum();
-        let flags = store.visible_rows(table, &checks).await?;
+        let flags = store.visible_rows(table.table(), &checks).await?;
         for (((_, expr), ids), per_identity) in groups.into_iter().zip(flags) {
             for ((ik, _), f) in ids.into_iter().zip(per_identity) {
                 let pairs = f
@@ -219,7 +220,7 @@ pub fn move_items(
             _ => continue,
         };
         let v = row
-            .get(crate::store::realtime::VERSION_COLUMN)
+            .get(VERSION_COLUMN)
             .and_then(Value::as_i64)
             .unwrap_or(0)
             .max(floor);

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::{
     policy::{CmpOp, ColumnKind, IsWhat, Pred},
     protocol::{ApiError, ErrorCode},
-    store::realtime::TableCatalog,
+    realtime::catalog::TableCatalog,
 };
 
 /// Bounds that keep one filter cheap to evaluate for every change.
@@ -15,14 +15,7 @@ const MAX_NODES: usize = 64;
 const MAX_DEPTH: usize = 8;
 const MAX_IN_VALUES: usize = 1000;
 
-/// An equality condition the snapshot query can use (and an index can serve): the column
-/// (from the catalog), its SQL type (from the catalog), and the values as text parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pushdown {
-    pub column: String,
-    pub sql_type: String,
-    pub values: Vec<String>,
-}
+pub use crate::store::realtime::Pushdown;
 
 /// Parse and validate a filter. `None` (no filter) matches every row.
 pub fn compile_filter(filter: Option<&Value>, table: &TableCatalog) -> Result<Pred, ApiError> {

@@ -3,13 +3,14 @@
 //! ([`session`]), the snapshot → catch-up → live hand-off of each subscription
 //! ([`subscription`]), filters ([`filter`]) and the evaluation of changes against filters and
 //! visibility rules ([`evaluate`]). The WebSocket transport itself is `http::realtime`; SQL
-//! is in `store::realtime`; policies are compiled by `policy`.
+//! is in `store::realtime`, whose catalog facts [`catalog`] compiles (with `policy`).
 //!
 //! Guarantees (see docs/realtime.md): a subscription sees every change after its snapshot or
 //! cursor exactly in log order, grouped by transaction; nothing is skipped silently (a
 //! client that cannot keep up is closed with "lagging" and resumes from its cursor); the
 //! router never waits on a client or runs a query per subscriber.
 
+pub mod catalog;
 pub mod evaluate;
 pub mod feed;
 pub mod filter;
@@ -32,12 +33,13 @@ use std::{
 use futures::stream::BoxStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use self::catalog::TableCatalog;
 use crate::{
     auth::{service::Auth, token::TokenKeys, Identity},
     capture::LogId,
     policy::{compile::Visibility, Pred},
     protocol::ApiError,
-    store::{realtime::TableCatalog, Store, StoreError},
+    store::{Store, StoreError},
 };
 use feed::{ChangeBatch, Cursor, TableName};
 use router::Router;
@@ -382,10 +384,15 @@ impl Realtime {
                 }
             }
         }
-        let Some(c) = self.store.table_catalog(schema, name).await? else {
+        let referenced = |sql: &str| crate::policy::parse::referenced_tables(sql);
+        let Some((facts, refs)) = self
+            .store
+            .realtime_tables(schema, name, &referenced)
+            .await?
+        else {
             return Ok(None);
         };
-        let c = Arc::new(c);
+        let c = Arc::new(TableCatalog::build(facts, refs));
         self.log_path(&c);
         let mut cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 1000 {

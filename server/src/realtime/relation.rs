@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::feed::{Change, Op};
 use crate::{
     policy::{CmpOp, ExistsPred, IsWhat, Lookup, Pred},
-    store::realtime::RefTable,
+    realtime::catalog::{RefTable, VERSION_COLUMN},
 };
 
 pub type TableKey = (String, String);
@@ -135,7 +135,7 @@ impl RelTable {
             .kinds
             .iter()
             // The row version is never compared by a policy: not worth an index.
-            .filter(|(c, k)| k.exact() && c.as_str() != crate::store::realtime::VERSION_COLUMN)
+            .filter(|(c, k)| k.exact() && c.as_str() != VERSION_COLUMN)
             .map(|(c, _)| (c.clone(), HashMap::new()))
             .collect();
         RelTable {

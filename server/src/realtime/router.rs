@@ -28,7 +28,8 @@ use super::{
 use crate::{
     policy::{compile::Visibility, ColumnKind, Pred},
     protocol::realtime::ServerMessage,
-    store::{realtime::RefTable, Store},
+    realtime::catalog::RefTable,
+    store::Store,
 };
 
 pub type ConnId = u64;
@@ -212,7 +213,13 @@ impl Router {
         for t in wanted {
             let rows = self
                 .store
-                .rows_at(&t.schema, &t.name, &t.primary_key, position, None)
+                .rows_at(
+                    &t.schema,
+                    &t.name,
+                    &t.primary_key,
+                    (position.xid(), position.id()),
+                    None,
+                )
                 .await
                 .map_err(|e| match e {
                     crate::store::realtime::RowsAtError::Store(e) => e,
@@ -610,7 +617,7 @@ impl Router {
                         &table.schema,
                         &table.name,
                         &plan.catalog.primary_key,
-                        cursor,
+                        (cursor.xid(), cursor.id()),
                         Some((&col, &sql_type, &vals)),
                     )
                     .await

@@ -30,7 +30,8 @@ use crate::{
         realtime::{ChangeItem, ChangeOp, ServerMessage},
         ApiError, ErrorCode,
     },
-    store::realtime::{SnapshotError, VERSION_COLUMN},
+    realtime::catalog::VERSION_COLUMN,
+    store::{realtime::SnapshotError, SessionIdentity},
 };
 
 /// What the client asked for.
@@ -328,15 +329,22 @@ async fn run(
     let mut from = match start {
         Some(c) => c,
         None => {
-            let select_cols: Vec<String> = match &plan.columns {
+            let mut select_cols: Vec<String> = match &plan.columns {
                 None => catalog.columns.iter().map(|c| c.name.clone()).collect(),
                 Some(_) => needed.clone(),
             };
+            // The version orders the snapshot's rows against the live changes after it.
+            if catalog.column(VERSION_COLUMN).is_some()
+                && !select_cols.iter().any(|c| c == VERSION_COLUMN)
+            {
+                select_cols.push(VERSION_COLUMN.to_string());
+            }
             let pushed = pushdown(&plan.filter, &catalog);
             let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<Value>>(1);
+            let session_identity = SessionIdentity::from(&*identity);
             let read = rt.store.snapshot(
-                &identity,
-                &catalog,
+                &session_identity,
+                catalog.table(),
                 &select_cols,
                 &pushed,
                 SNAPSHOT_CHUNK_ROWS,
@@ -380,7 +388,7 @@ async fn run(
             };
             let (read, forwarded) = tokio::join!(read, forward);
             forwarded?;
-            let cursor = read.map_err(|e| match e {
+            let cursor = read.map(Cursor::before_xid).map_err(|e| match e {
                 SnapshotError::Store(e) => End::Error(e.into()),
                 SnapshotError::Stopped => End::Gone,
             })?;

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod cursors;
 pub mod email_tokens;
 pub mod embedded;
+pub mod listen;
 pub mod migrate;
 pub mod realtime;
 pub mod rest_catalog;
@@ -198,6 +199,11 @@ pub async fn set_identity(
     let claims = identity.claims.to_string();
     tx.execute(SET_IDENTITY, &[&identity.role, &claims]).await?;
     Ok(())
+}
+
+/// Quote an identifier (one that came from the catalog, or was validated against it).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// The statement that takes on an identity: `$1` the role, `$2` the claims JSON.

@@ -1,84 +1,117 @@
-//! SQL of realtime subscriptions: reading a table's columns, key, grants and row-level
-//! security policies from the catalog; the snapshot read (as the subscriber, in one
-//! REPEATABLE READ READ ONLY transaction whose snapshot also yields the watermark cursor);
-//! and the batched visibility check for policies outside the fast path.
+//! SQL of realtime subscriptions: the catalog facts of a table and of the tables its
+//! policies read (columns, key, grants, row-level security, policy text), returned as plain
+//! data for `realtime::catalog` to compile; the snapshot read (as the subscriber, in one
+//! REPEATABLE READ READ ONLY transaction whose snapshot also yields the watermark); a
+//! table's rows rolled back to a log position; and the batched visibility check for
+//! policies outside the fast path.
 //!
 //! Identifiers in these statements come from the catalog and are quoted; policy expressions
 //! come from `pg_get_expr` (written by the schema's owner), never from a client. Every
 //! client value is a bound parameter.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use serde_json::Value;
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{IsolationLevel, Transaction};
 
-use super::{Store, StoreError};
-use crate::{
-    auth::{Identity, Role},
-    policy::{
-        compile::{Access, Policy},
-        parse::{parse_policy_in, referenced_tables},
-        visibility::{policy_disjuncts, sub_selects_unaffected, RefRows},
-        ColumnKind,
-    },
-    realtime::{feed::Cursor, filter::Pushdown},
-};
+use super::{quote_ident, SessionIdentity, Store, StoreError, SET_IDENTITY};
 
 /// The row-version column change capture keeps on every synced table.
 pub const VERSION_COLUMN: &str = "_v";
 
-#[derive(Debug, Clone)]
-pub struct ColumnInfo {
+/// The API roles, in the order of every per-role array in these facts.
+pub const API_ROLES: [&str; 3] = ["rowcast_anon", "rowcast_authenticated", "rowcast_service"];
+
+/// The most tables the policies of one table may read and still be looked up.
+const MAX_REFERENCED: usize = 8;
+
+/// One column as the catalog has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnFacts {
     pub name: String,
     /// `format_type(atttypid, atttypmod)`, used for casts of bound text parameters.
     pub sql_type: String,
-    pub kind: ColumnKind,
-    /// SELECT privilege for anon, authenticated, service.
-    selectable: [bool; 3],
+    /// `pg_type.typname`.
+    pub typname: String,
+    /// Whether its collation compares by bytes (always true for non-text types).
+    pub deterministic: bool,
+    /// SELECT privilege, per API role.
+    pub selectable: [bool; 3],
 }
 
-/// What realtime needs to know about one table.
-#[derive(Debug, Clone)]
-pub struct TableCatalog {
-    pub schema: String,
-    pub name: String,
-    pub columns: Vec<ColumnInfo>,
-    pub primary_key: Vec<String>,
-    /// Whether change capture is enabled on the table.
-    pub synced: bool,
-    access: [Access; 3],
-    /// The tables the fast-path policies' sub-selects read, with what the server needs to
-    /// keep them in memory (see `realtime::relation`).
-    pub refs: Vec<RefTable>,
-}
-
-/// A table a relational policy reads (e.g. `members`), as the membership index keeps it.
+/// One policy that applies to SELECT (command SELECT or ALL) and has a USING expression.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RefTable {
+pub struct PolicyFacts {
+    pub name: String,
+    pub permissive: bool,
+    /// `pg_get_expr(polqual, polrelid)` with only `pg_catalog` on the search path, so every
+    /// name in it is qualified.
+    pub sql: String,
+    /// Whether it applies, per API role.
+    pub applies: [bool; 3],
+}
+
+/// What the catalog says about one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableFacts {
     pub schema: String,
     pub name: String,
+    /// An ordinary table without inheritance children (not partitioned, not a parent).
+    pub plain: bool,
+    /// Row-level security is enabled.
+    pub rls: bool,
+    /// Change capture's trigger is installed.
+    pub synced: bool,
+    /// Per API role: whether its reads skip row-level security (BYPASSRLS, or owning the
+    /// table while security is not forced).
+    pub bypass: [bool; 3],
+    pub columns: Vec<ColumnFacts>,
     pub primary_key: Vec<String>,
-    pub kinds: HashMap<String, ColumnKind>,
-    /// `format_type` of each column, for casts of bound text parameters.
-    pub sql_types: HashMap<String, String>,
+    pub policies: Vec<PolicyFacts>,
 }
 
-impl RefTable {
-    pub fn key(&self) -> (String, String) {
-        (self.schema.clone(), self.name.clone())
-    }
+/// An equality condition the snapshot query can use (and an index can serve): the column
+/// (from the catalog), its SQL type (from the catalog), and the values as text parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushdown {
+    pub column: String,
+    pub sql_type: String,
+    pub values: Vec<String>,
 }
 
-/// Facts about a referenced table, per role: its columns the role may read and what its
-/// row-level security lets the role see, or `None` if the server may not evaluate
-/// sub-selects over it for that role.
-struct RefFacts {
-    table: RefTable,
-    per_role: [Option<(HashMap<String, ColumnKind>, RefRows)>; 3],
-}
+const TABLE_SQL: &str =
+    "select c.oid, c.relkind in ('r', 'p'), c.relkind = 'r' and not c.relhassubclass,
+            c.relrowsecurity, c.relforcerowsecurity,
+            exists (select 1 from pg_trigger g
+                    where g.tgrelid = c.oid and g.tgname = 'zz_rowcast_capture'),
+            coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_anon'), false),
+            coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_authenticated'), false),
+            coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_service'), false),
+            pg_has_role('rowcast_anon', c.relowner, 'USAGE'),
+            pg_has_role('rowcast_authenticated', c.relowner, 'USAGE'),
+            pg_has_role('rowcast_service', c.relowner, 'USAGE')
+     from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = $1 and c.relname = $2";
 
-/// A table's policies that apply to SELECT (commands SELECT and ALL), with the roles they
-/// apply to. A policy without USING adds nothing to reads.
+const COLUMNS_SQL: &str =
+    "select a.attname::text, format_type(a.atttypid, a.atttypmod), ty.typname::text,
+            coalesce(co.collisdeterministic, true),
+            has_column_privilege('rowcast_anon', a.attrelid, a.attnum, 'SELECT'),
+            has_column_privilege('rowcast_authenticated', a.attrelid, a.attnum, 'SELECT'),
+            has_column_privilege('rowcast_service', a.attrelid, a.attnum, 'SELECT')
+     from pg_attribute a join pg_type ty on ty.oid = a.atttypid
+     left join pg_collation co on co.oid = a.attcollation
+     where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped
+     order by a.attnum";
+
+const PRIMARY_KEY_SQL: &str = "select a.attname::text
+     from pg_index i
+     cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+     join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+     where i.indrelid = $1 and i.indisprimary
+     order by k.ord";
+
+/// A policy without USING adds nothing to reads, so only those with one are listed.
 const SELECT_POLICIES_SQL: &str =
     "select p.polname::text, p.polpermissive, pg_get_expr(p.polqual, p.polrelid),
             0::oid = any(p.polroles) or exists (select 1 from unnest(p.polroles) r where pg_has_role('rowcast_anon', r, 'MEMBER')),
@@ -88,177 +121,77 @@ const SELECT_POLICIES_SQL: &str =
      where p.polrelid = $1 and p.polcmd in ('r', '*') and p.polqual is not null
      order by p.polname";
 
-fn role_index(role: Role) -> usize {
-    match role {
-        Role::Anon => 0,
-        Role::Authenticated => 1,
-        Role::Service => 2,
-    }
+fn three(r: &tokio_postgres::Row, first: usize) -> Result<[bool; 3], StoreError> {
+    Ok([
+        r.try_get(first)?,
+        r.try_get(first + 1)?,
+        r.try_get(first + 2)?,
+    ])
 }
 
-const ROLES: [Role; 3] = [Role::Anon, Role::Authenticated, Role::Service];
-
-impl TableCatalog {
-    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
-        self.columns.iter().find(|c| c.name == name)
-    }
-
-    /// `schema.table` for messages.
-    pub fn qualified(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
-    }
-
-    /// The quoted identifier for SQL.
-    fn sql_name(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-
-    pub fn access(&self, role: Role) -> &Access {
-        &self.access[role_index(role)]
-    }
-
-    pub fn can_select(&self, role: Role, column: &str) -> bool {
-        self.column(column)
-            .is_some_and(|c| c.selectable[role_index(role)])
-    }
-}
-
-const COLUMNS_SQL: &str =
-    "select a.attname::text, format_type(a.atttypid, a.atttypmod), ty.typname::text,
-            has_column_privilege('rowcast_anon', a.attrelid, a.attnum, 'SELECT'),
-            has_column_privilege('rowcast_authenticated', a.attrelid, a.attnum, 'SELECT'),
-            has_column_privilege('rowcast_service', a.attrelid, a.attnum, 'SELECT'),
-            coalesce(co.collisdeterministic, true)
-     from pg_attribute a join pg_type ty on ty.oid = a.atttypid
-     left join pg_collation co on co.oid = a.attcollation
-     where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped
-     order by a.attnum";
-
-fn column_info(r: &tokio_postgres::Row) -> Result<ColumnInfo, StoreError> {
-    let typname: String = r.try_get(2)?;
-    let deterministic: bool = r.try_get(6)?;
-    let mut kind = ColumnKind::from_typname(&typname);
-    // A nondeterministic collation makes `=` on text differ from byte equality.
-    if kind == ColumnKind::Text && !deterministic {
-        kind = ColumnKind::Other;
-    }
-    Ok(ColumnInfo {
-        name: r.try_get(0)?,
-        sql_type: r.try_get(1)?,
-        kind,
-        selectable: [r.try_get(3)?, r.try_get(4)?, r.try_get(5)?],
-    })
-}
-
-/// The facts of a table a policy's sub-select reads. Per role, it may be evaluated in the
-/// server only when Postgres would read it exactly as the server's copy has it: a plain
-/// table (no inheritance children, not partitioned), synced (so the server follows its
-/// changes), only the columns the role may read, and no restrictive policy for the role.
-/// Its permissive policies are kept so that `visibility` can tell whether they can change
-/// a given sub-select's result.
-async fn ref_facts_of(
-    client: &tokio_postgres::Transaction<'_>,
+/// The facts of `schema.name` (any relation kind; `None` if there is none), read in `tx`.
+async fn table_facts(
+    tx: &Transaction<'_>,
     schema: &str,
     name: &str,
-) -> Result<Option<RefFacts>, StoreError> {
-    let Some(t) = client
-        .query_opt(
-            "select c.oid, c.relkind = 'r' and not c.relhassubclass
-                        and exists (select 1 from pg_trigger g
-                                    where g.tgrelid = c.oid and g.tgname = 'zz_rowcast_capture'),
-                    c.relrowsecurity, c.relforcerowsecurity,
-                    coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_anon'), false),
-                    coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_authenticated'), false),
-                    coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_service'), false),
-                    pg_has_role('rowcast_anon', c.relowner, 'USAGE'),
-                    pg_has_role('rowcast_authenticated', c.relowner, 'USAGE'),
-                    pg_has_role('rowcast_service', c.relowner, 'USAGE')
-             from pg_class c join pg_namespace n on n.oid = c.relnamespace
-             where n.nspname = $1 and c.relname = $2",
-            &[&schema, &name],
-        )
-        .await?
-    else {
+) -> Result<Option<(bool, TableFacts)>, StoreError> {
+    let Some(t) = tx.query_opt(TABLE_SQL, &[&schema, &name]).await? else {
         return Ok(None);
     };
     let oid: u32 = t.try_get(0)?;
-    let eligible: bool = t.try_get(1)?;
-    let rls: bool = t.try_get(2)?;
-    // As for the subscribed table: bypassrls, or the owner while security is not forced.
-    let force: bool = t.try_get(3)?;
-    let mut bypass = [false; 3];
-    for (i, b) in bypass.iter_mut().enumerate() {
-        let owner: bool = t.try_get(7 + i)?;
-        *b = t.try_get::<_, bool>(4 + i)? || (owner && !force);
-    }
-    let columns = client
+    let table_like: bool = t.try_get(1)?;
+    let force: bool = t.try_get(4)?;
+    let bypassrls = three(&t, 6)?;
+    let owner = three(&t, 9)?;
+    // A table's owner is not subject to its row-level security unless it is forced.
+    let bypass = [0, 1, 2].map(|i| bypassrls[i] || (owner[i] && !force));
+    let columns = tx
         .query(COLUMNS_SQL, &[&oid])
         .await?
         .iter()
-        .map(column_info)
+        .map(|r| {
+            Ok(ColumnFacts {
+                name: r.try_get(0)?,
+                sql_type: r.try_get(1)?,
+                typname: r.try_get(2)?,
+                deterministic: r.try_get(3)?,
+                selectable: three(r, 4)?,
+            })
+        })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let primary_key = client
-        .query(
-            "select a.attname::text
-             from pg_index i
-             cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-             join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-             where i.indrelid = $1 and i.indisprimary
-             order by k.ord",
-            &[&oid],
-        )
+    let primary_key = tx
+        .query(PRIMARY_KEY_SQL, &[&oid])
         .await?
         .iter()
         .map(|r| r.try_get(0))
         .collect::<Result<Vec<String>, _>>()?;
-    let kinds: HashMap<String, ColumnKind> =
-        columns.iter().map(|c| (c.name.clone(), c.kind)).collect();
-    // Per role: `None` if a restrictive policy applies (refused), else the disjuncts of
-    // its permissive policies in the fast-path subset.
-    let mut visible: [Option<Vec<_>>; 3] = [Some(Vec::new()), Some(Vec::new()), Some(Vec::new())];
-    if rls {
-        for r in client.query(SELECT_POLICIES_SQL, &[&oid]).await? {
-            let permissive: bool = r.try_get(1)?;
-            let sql: String = r.try_get(2)?;
-            for (i, v) in visible.iter_mut().enumerate() {
-                if !r.try_get::<_, bool>(3 + i)? {
-                    continue;
-                }
-                match v {
-                    Some(ds) if permissive => ds.extend(policy_disjuncts(&sql, name, &kinds)),
-                    _ => *v = None,
-                }
-            }
-        }
-    }
-    let per_role = [0, 1, 2].map(|i| {
-        let rows = if !rls || bypass[i] {
-            RefRows::All
-        } else {
-            RefRows::AnyOf(visible[i].take()?)
-        };
-        (eligible && !primary_key.is_empty()).then(|| {
-            let cols = columns
-                .iter()
-                .filter(|c| c.selectable[i])
-                .map(|c| (c.name.clone(), c.kind))
-                .collect::<HashMap<_, _>>();
-            (cols, rows)
+    let policies = tx
+        .query(SELECT_POLICIES_SQL, &[&oid])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PolicyFacts {
+                name: r.try_get(0)?,
+                permissive: r.try_get(1)?,
+                sql: r.try_get(2)?,
+                applies: three(r, 3)?,
+            })
         })
-    });
-    Ok(Some(RefFacts {
-        table: RefTable {
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some((
+        table_like,
+        TableFacts {
             schema: schema.to_string(),
             name: name.to_string(),
+            plain: t.try_get(2)?,
+            rls: t.try_get(3)?,
+            synced: t.try_get(5)?,
+            bypass,
+            columns,
             primary_key,
-            kinds: columns.iter().map(|c| (c.name.clone(), c.kind)).collect(),
-            sql_types: columns
-                .iter()
-                .map(|c| (c.name.clone(), c.sql_type.clone()))
-                .collect(),
+            policies,
         },
-        per_role,
-    }))
+    )))
 }
 
 /// Why [`Store::rows_at`] could not answer.
@@ -271,11 +204,6 @@ pub enum RowsAtError {
     Truncated,
 }
 
-/// Quote an identifier that came from the catalog.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// Why a snapshot stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -286,168 +214,64 @@ pub enum SnapshotError {
     Stopped,
 }
 
+/// `"schema"."name"` for SQL.
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
 impl Store {
-    /// The catalog facts about `schema.name`, or `None` if there is no such table.
-    pub async fn table_catalog(
+    /// The facts of table `schema.name` (`None` if there is no such table or partitioned
+    /// table) and of the tables its policies read, as named by `referenced` from a
+    /// policy's text (at most [`MAX_REFERENCED`]; names that are not relations are left
+    /// out). One transaction, so the facts agree with each other.
+    pub async fn realtime_tables(
         &self,
         schema: &str,
         name: &str,
-    ) -> Result<Option<TableCatalog>, StoreError> {
+        referenced: &(dyn Fn(&str) -> Vec<(String, String)> + Sync),
+    ) -> Result<Option<(TableFacts, Vec<TableFacts>)>, StoreError> {
         let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
         // With only pg_catalog on the search path, pg_get_expr qualifies every name
         // (rowcast.uid(), public.f()), so the text means the same in any session.
-        let client = conn.transaction().await?;
-        client
-            .execute("select set_config('search_path', 'pg_catalog', true)", &[])
+        tx.execute("select set_config('search_path', 'pg_catalog', true)", &[])
             .await?;
-        let Some(t) = client
-            .query_opt(
-                "select c.oid, c.relrowsecurity,
-                        exists (select 1 from pg_trigger g
-                                where g.tgrelid = c.oid and g.tgname = 'zz_rowcast_capture'),
-                        coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_anon'), false),
-                        coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_authenticated'), false),
-                        coalesce((select r.rolbypassrls from pg_roles r where r.rolname = 'rowcast_service'), false),
-                        c.relforcerowsecurity,
-                        pg_has_role('rowcast_anon', c.relowner, 'USAGE'),
-                        pg_has_role('rowcast_authenticated', c.relowner, 'USAGE'),
-                        pg_has_role('rowcast_service', c.relowner, 'USAGE')
-                 from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                 where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')",
-                &[&schema, &name],
-            )
-            .await?
-        else {
+        let Some((true, main)) = table_facts(&tx, schema, name).await? else {
             return Ok(None);
         };
-        let oid: u32 = t.try_get(0)?;
-        let rls: bool = t.try_get(1)?;
-        let synced: bool = t.try_get(2)?;
-        let mut bypass: [bool; 3] = [t.try_get(3)?, t.try_get(4)?, t.try_get(5)?];
-        // A table's owner is not subject to its row-level security unless it is forced.
-        let force: bool = t.try_get(6)?;
-        for (i, b) in bypass.iter_mut().enumerate() {
-            let owner: bool = t.try_get(7 + i)?;
-            *b |= owner && !force;
-        }
-
-        let columns = client
-            .query(COLUMNS_SQL, &[&oid])
-            .await?
-            .iter()
-            .map(column_info)
-            .collect::<Result<Vec<_>, StoreError>>()?;
-
-        let primary_key = client
-            .query(
-                "select a.attname::text
-                 from pg_index i
-                 cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-                 join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-                 where i.indrelid = $1 and i.indisprimary
-                 order by k.ord",
-                &[&oid],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<Vec<String>, _>>()?;
-
-        let policies = client.query(SELECT_POLICIES_SQL, &[&oid]).await?;
-        let kinds: HashMap<String, ColumnKind> =
-            columns.iter().map(|c| (c.name.clone(), c.kind)).collect();
-        // The tables sub-selects read, and whether each role's reads of them can be
-        // evaluated in the server.
-        let mut ref_facts: HashMap<(String, String), RefFacts> = HashMap::new();
-        for r in &policies {
-            let sql: String = r.try_get(2)?;
-            for (rs, rn) in referenced_tables(&sql) {
-                if ref_facts.contains_key(&(rs.clone(), rn.clone())) || ref_facts.len() >= 8 {
+        let mut refs: Vec<TableFacts> = Vec::new();
+        let mut looked_up: Vec<(String, String)> = Vec::new();
+        for p in &main.policies {
+            for key in referenced(&p.sql) {
+                if looked_up.contains(&key) || looked_up.len() >= MAX_REFERENCED {
                     continue;
                 }
-                if let Some(f) = ref_facts_of(&client, &rs, &rn).await? {
-                    ref_facts.insert((rs, rn), f);
+                if let Some((_, f)) = table_facts(&tx, &key.0, &key.1).await? {
+                    refs.push(f);
                 }
+                looked_up.push(key);
             }
         }
-        let mut per_role: [Vec<Policy>; 3] = Default::default();
-        let mut used_refs: Vec<(String, String)> = Vec::new();
-        for r in &policies {
-            let sql: String = r.try_get(2)?;
-            for (i, list) in per_role.iter_mut().enumerate() {
-                if !r.try_get::<_, bool>(3 + i)? {
-                    continue;
-                }
-                let resolve = |s: &str, n: &str| {
-                    ref_facts
-                        .get(&(s.to_string(), n.to_string()))
-                        .and_then(|f| f.per_role[i].as_ref().map(|(cols, _)| cols.clone()))
-                };
-                // A sub-select over a table with row-level security stays in the server
-                // only where that security cannot change its result.
-                let rows = |s: &str, n: &str| {
-                    ref_facts
-                        .get(&(s.to_string(), n.to_string()))
-                        .and_then(|f| f.per_role[i].as_ref().map(|(_, rows)| rows.clone()))
-                };
-                let fast = parse_policy_in(&sql, name, &kinds, &resolve)
-                    .filter(|f| sub_selects_unaffected(f, &rows));
-                if let Some(f) = &fast {
-                    for t in crate::policy::compile::tables_read(f) {
-                        if !used_refs.contains(&t) {
-                            used_refs.push(t);
-                        }
-                    }
-                }
-                list.push(Policy {
-                    name: r.try_get(0)?,
-                    permissive: r.try_get(1)?,
-                    sql: sql.clone(),
-                    fast,
-                });
-            }
-        }
-        let refs: Vec<RefTable> = used_refs
-            .iter()
-            .filter_map(|k| ref_facts.get(k).map(|f| f.table.clone()))
-            .collect();
-        let access = ROLES.map(|role| {
-            let i = role_index(role);
-            if !columns.iter().any(|c| c.selectable[i]) {
-                Access::Denied
-            } else if !rls || bypass[i] {
-                Access::AllRows
-            } else {
-                Access::Policies(std::mem::take(&mut per_role[i]))
-            }
-        });
-        client.commit().await?;
-        Ok(Some(TableCatalog {
-            schema: schema.to_string(),
-            name: name.to_string(),
-            columns,
-            primary_key,
-            synced,
-            access,
-            refs,
-        }))
+        tx.commit().await?;
+        Ok(Some((main, refs)))
     }
 
-    /// Read the rows of `table` that `identity` may see and that satisfy `pushdown`, as
-    /// JSON objects of `columns` (plus the version column), in chunks of `chunk_rows`
-    /// sent to `chunks`. Runs in one REPEATABLE READ READ ONLY transaction as the
-    /// identity (so row-level security applies exactly as for REST); the returned cursor is
-    /// that snapshot's watermark, so replaying the log after it covers every transaction the
-    /// snapshot did not see.
+    /// Read the rows of `schema.name` that `identity` may see and that satisfy `pushdown`,
+    /// as JSON objects of `columns`, in chunks of `chunk_rows` sent to `chunks`. Runs in
+    /// one REPEATABLE READ READ ONLY transaction as the identity (so row-level security
+    /// applies exactly as for REST). Returns that snapshot's xmin: every transaction with a
+    /// smaller id is in the snapshot, so replaying the log from it covers every
+    /// transaction the snapshot did not see.
+    #[allow(clippy::too_many_arguments)]
     pub async fn snapshot(
         &self,
-        identity: &Identity,
-        table: &TableCatalog,
+        identity: &SessionIdentity,
+        (schema, name): (&str, &str),
         columns: &[String],
         pushdown: &[Pushdown],
         chunk_rows: usize,
         chunks: tokio::sync::mpsc::Sender<Vec<Value>>,
-    ) -> Result<Cursor, SnapshotError> {
+    ) -> Result<u64, SnapshotError> {
         let mut client = self.client().await?;
         let tx = client
             .build_transaction()
@@ -456,12 +280,12 @@ impl Store {
             .start()
             .await
             .map_err(StoreError::from)?;
-        // The first statement fixes the transaction's snapshot; its xmin is the cursor.
+        // The first statement fixes the transaction's snapshot; its xmin is the watermark.
         let row = tx
             .query_one(
                 "select set_config('role', $1, true), set_config('rowcast.claims', $2, true),
                         pg_snapshot_xmin(pg_current_snapshot())::text",
-                &[&identity.role.pg_role(), &identity.claims_json()],
+                &[&identity.role, &identity.claims.to_string()],
             )
             .await
             .map_err(StoreError::from)?;
@@ -470,10 +294,7 @@ impl Store {
             .parse()
             .map_err(|_| StoreError::Config(format!("unexpected xmin {xmin:?}")))?;
 
-        let mut select: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-        if table.column(VERSION_COLUMN).is_some() && !columns.iter().any(|c| c == VERSION_COLUMN) {
-            select.push(quote_ident(VERSION_COLUMN));
-        }
+        let select: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         let mut conditions = Vec::new();
         let mut params: Vec<Vec<String>> = Vec::new();
         for p in pushdown {
@@ -488,7 +309,7 @@ impl Store {
         let sql = format!(
             "select to_jsonb(s) from (select {} from {} t{}{}) s",
             select.join(", "),
-            table.sql_name(),
+            qualified(schema, name),
             if conditions.is_empty() { "" } else { " where " },
             conditions.join(" and ")
         );
@@ -516,11 +337,11 @@ impl Store {
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(Cursor::before_xid(xmin))
+        Ok(xmin)
     }
 
     /// For policies outside the fast path: which of `rows` (row images as captured) each
-    /// identity may see under `expr` (the combined policy expression of `table` for that
+    /// identity may see under `expr` (the combined policy expression of `schema.name` for that
     /// identity's role). One transaction for the whole batch. A check whose expression reads
     /// the identity only through `rowcast.uid()`, `rowcast.claims()` and `rowcast.role()`
     /// (see [`identity_free`]) evaluates all its identities (one role) in one statement,
@@ -529,7 +350,7 @@ impl Store {
     /// transaction-locally. Answers: per check, per identity, per row.
     pub async fn visible_rows(
         &self,
-        table: &TableCatalog,
+        (schema, name): (&str, &str),
         checks: &[VisibilityCheck],
     ) -> Result<Vec<Vec<Vec<bool>>>, StoreError> {
         let mut client = self.client().await?;
@@ -543,15 +364,15 @@ impl Store {
             };
             let mut per_identity = vec![vec![false; check.rows.len()]; check.identities.len()];
             let batched = check.identities.len() > 1 && identity_free(&check.expr).is_some();
-            tx.execute(
-                "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
-                &[&first.role.pg_role(), &first.claims_json()],
-            )
-            .await?;
+            tx.execute(SET_IDENTITY, &[&first.role, &first.claims.to_string()])
+                .await?;
             if batched {
                 let expr = identity_free(&check.expr).unwrap_or_default();
-                let claims: Vec<String> =
-                    check.identities.iter().map(|i| i.claims_json()).collect();
+                let claims: Vec<String> = check
+                    .identities
+                    .iter()
+                    .map(|i| i.claims.to_string())
+                    .collect();
                 let sql = format!(
                     "select __rowcast_id.__rowcast_n, __rowcast_e.__rowcast_i
                      from (select __rowcast_u.n as __rowcast_n, __rowcast_u.t::jsonb as __rowcast_c
@@ -559,8 +380,8 @@ impl Store {
                      cross join jsonb_array_elements($1::jsonb) with ordinality as __rowcast_e(__rowcast_r, __rowcast_i)
                      cross join lateral jsonb_populate_record(null::{}, __rowcast_e.__rowcast_r) as {}
                      where {}",
-                    table.sql_name(),
-                    quote_ident(&table.name),
+                    qualified(schema, name),
+                    quote_ident(name),
                     expr
                 );
                 for r in tx.query(&sql, &[&rows, &claims]).await? {
@@ -582,15 +403,15 @@ impl Store {
                  from jsonb_array_elements($1::jsonb) with ordinality as __rowcast_e(__rowcast_r, __rowcast_i)
                  cross join lateral jsonb_populate_record(null::{}, __rowcast_e.__rowcast_r) as {}
                  where {}",
-                table.sql_name(),
-                quote_ident(&table.name),
+                qualified(schema, name),
+                quote_ident(name),
                 check.expr
             );
             for (n, identity) in check.identities.iter().enumerate() {
                 if n > 0 {
                     tx.execute(
-                        "select set_config('role', $1, true), set_config('rowcast.claims', $2, true)",
-                        &[&identity.role.pg_role(), &identity.claims_json()],
+                        SET_IDENTITY,
+                        &[&identity.role, &identity.claims.to_string()],
                     )
                     .await?;
                 }
@@ -717,10 +538,10 @@ pub fn identity_free(expr: &str) -> Option<String> {
 }
 
 impl Store {
-    /// The rows of `schema.name` as they were at `cursor` (the log position the router has
-    /// reached), optionally only those whose `column` is one of `values`: the table read
-    /// now, rolled back with the change log. For every key changed after `cursor` (in the
-    /// same snapshot), its state at `cursor` is the old image of its first later change (by
+    /// The rows of `schema.name` as they were at log position `(xid, id)` (where the router
+    /// has reached), optionally only those whose `column` is one of `values`: the table read
+    /// now, rolled back with the change log. For every key changed after that position
+    /// (in the same snapshot), its state there is the old image of its first later change (by
     /// version; absent for an insert). Read as the server's own role with row security
     /// off, so a policy on the table fails loudly instead of hiding rows.
     pub async fn rows_at(
@@ -728,7 +549,7 @@ impl Store {
         schema: &str,
         name: &str,
         primary_key: &[String],
-        cursor: Cursor,
+        (xid, id): (u64, i64),
         only: Option<(&str, &str, &[String])>,
     ) -> Result<Vec<serde_json::Map<String, Value>>, RowsAtError> {
         let mut client = self.client().await?;
@@ -742,7 +563,7 @@ impl Store {
         tx.execute("select set_config('row_security', 'off', true)", &[])
             .await
             .map_err(StoreError::from)?;
-        let table = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let table = qualified(schema, name);
         let (rows, log) = match only {
             None => {
                 let rows = tx
@@ -755,7 +576,7 @@ impl Store {
                          where table_schema = $1 and table_name = $2
                            and (xid, id) > ($3::text::xid8, $4::int8)
                          order by version",
-                        &[&schema, &name, &cursor.xid().to_string(), &cursor.id()],
+                        &[&schema, &name, &xid.to_string(), &id],
                     )
                     .await
                     .map_err(StoreError::from)?;
@@ -780,14 +601,7 @@ impl Store {
                            and (xid, id) > ($3::text::xid8, $4::int8)
                            and (op = 'T' or old_row ->> $5 = any($6) or new_row ->> $5 = any($6))
                          order by version",
-                        &[
-                            &schema,
-                            &name,
-                            &cursor.xid().to_string(),
-                            &cursor.id(),
-                            &column,
-                            &values,
-                        ],
+                        &[&schema, &name, &xid.to_string(), &id, &column, &values],
                     )
                     .await
                     .map_err(StoreError::from)?;
@@ -853,7 +667,7 @@ impl Store {
 /// Identities of one role, and the rows to check against their combined policy expression.
 #[derive(Debug, Clone)]
 pub struct VisibilityCheck {
-    pub identities: Vec<Arc<Identity>>,
+    pub identities: Vec<SessionIdentity>,
     pub expr: String,
     pub rows: Vec<Value>,
 }

@@ -83,7 +83,7 @@ impl Sql {
 }
 
 fn ident(i: &Ident) -> String {
-    format!("\"{}\"", i.as_str().replace('"', "\"\""))
+    super::quote_ident(i.as_str())
 }
 
 fn qualified(t: &Table) -> String {

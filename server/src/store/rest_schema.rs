@@ -5,9 +5,6 @@
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use futures::StreamExt;
-use tokio_postgres::AsyncMessage;
-
 use super::{
     rest_catalog::{Column, ForeignKey, Function, FunctionArg, Ident, JsonArg, SchemaCache, Table},
     Store, StoreError,
@@ -312,8 +309,7 @@ pub async fn notify_reload(pg_config: &super::Connector) -> Result<(), StoreErro
 /// A dedicated connection that LISTENs on [`CHANNEL`]; it also reads the catalog and prunes
 /// idempotency keys, so a doorbell and the reload it causes share one connection.
 pub struct CatalogListener {
-    client: tokio_postgres::Client,
-    doorbells: tokio::sync::mpsc::UnboundedReceiver<()>,
+    listener: super::listen::Listener,
 }
 
 impl CatalogListener {
@@ -322,58 +318,42 @@ impl CatalogListener {
     /// dropped or the connection fails.
     pub async fn connect(
         store: &Store,
-    ) -> Result<(CatalogListener, impl Future<Output = ()> + Send + 'static), StoreError> {
-        let (client, mut connection) = store
-            .pg_config()
-            .connect()
-            .await
-            .map_err(|e| StoreError::Unavailable(super::connect::describe(&e)))?;
-        let (tx, doorbells) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let driver = async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(m) = messages.next().await {
-                match m {
-                    Ok(AsyncMessage::Notification(_)) => {
-                        if tx.send(()).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        };
-        Ok((CatalogListener { client, doorbells }, driver))
+    ) -> Result<
+        (
+            CatalogListener,
+            impl Future<Output = Result<(), StoreError>> + Send + 'static,
+        ),
+        StoreError,
+    > {
+        let (listener, driver) = super::listen::Listener::connect(store.pg_config()).await?;
+        Ok((CatalogListener { listener }, driver))
     }
 
     /// Start listening for the DDL doorbell.
     pub async fn listen(&self) -> Result<(), StoreError> {
-        self.client
-            .batch_execute(&format!("listen {CHANNEL}"))
-            .await?;
-        Ok(())
+        self.listener.listen(CHANNEL).await
     }
 
     /// Read the exposed part of the catalog on this connection.
     pub async fn load(&self, schemas: &[String]) -> Result<SchemaCache, StoreError> {
-        load(&self.client, schemas).await
+        load(self.listener.client(), schemas).await
     }
 
     /// Wait for the next doorbell; an error when the connection is gone.
     pub async fn next_doorbell(&mut self) -> Result<(), StoreError> {
-        self.doorbells
-            .recv()
+        self.listener
+            .next()
             .await
             .ok_or_else(|| StoreError::Unavailable("listener connection closed".into()))
     }
 
     /// Forget the doorbells already received (one reload covers them all).
     pub fn drain_doorbells(&mut self) {
-        while self.doorbells.try_recv().is_ok() {}
+        self.listener.drain();
     }
 
     /// Delete stored idempotent responses older than `ttl`.
     pub async fn prune_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
-        super::rest_query::prune_idempotency(&self.client, ttl).await
+        super::rest_query::prune_idempotency(self.listener.client(), ttl).await
     }
 }
