@@ -20,10 +20,11 @@ DATABASE_URL_SECRET ?= rowcast-database-url
 JWT_SECRET_SECRET ?= rowcast-jwt-secret
 K8S_MANIFEST ?= deploy/k8s/rowcast.yaml
 # Benchmarks other parts of the project define; `make bench` runs the ones that exist.
-BENCHES ?= bench-capture bench-rest bench-realtime
+BENCHES ?= bench-capture bench-rest bench-realtime bench-yardstick
 
 .PHONY: dev serve migrate test fmt lint check build clean psql token bench image \
-	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-capture bench-rest bench-realtime
+	need-project deploy-cloudrun deploy-appengine deploy-k8s bench-capture bench-rest bench-realtime \
+	bench-yardstick
 
 ## Run the server for development (embedded Postgres in ./.rowcast unless DATABASE_URL is set)
 ## with the todo example: its migrations, and its page on http://127.0.0.1:5173 (examples/todo).
@@ -148,6 +149,16 @@ bench-rest:
 bench-realtime:
 	$(CARGO) build --release --locked --bin rowcast -p rowcast
 	ulimit -n $$(ulimit -Hn) && $(CARGO) run --release --locked -p rowcast-bench --bin rowcast-bench-realtime
+
+## Realtime yardstick (issue 13): the naive Node server in bench/yardstick (pg LISTEN on a
+## row_to_json trigger, ws broadcast) and Rowcast under the same load, side by side, with
+## ratios. Sizes: BENCH_YARD_SIZES=100x200,1000x20,5000x4,1000x100 (subscribers x writes/s),
+## BENCH_YARD_ROUNDS=3 BENCH_YARD_SECONDS=10. Results go in docs/benchmarks.md.
+bench-yardstick:
+	$(CARGO) build --release --locked -p rowcast -p rowcast-bench
+	cd bench/yardstick && { cmp -s package-lock.json node_modules/.rowcast-installed-lock || \
+	  { npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.rowcast-installed-lock; }; }
+	ulimit -n $$(ulimit -Hn) && BENCH_SCENARIOS=yardstick target/release/rowcast-bench-realtime
 
 ## The todo example (examples/todo): its page, built with Vite on the SDK's sources
 ## (client-sdk-ts/src), and its browser tests (Playwright driving Debian's Chromium at

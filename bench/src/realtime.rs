@@ -17,6 +17,8 @@
 //!   users joining and leaving lists) for S seconds. Reports Postgres CPU (postmaster and
 //!   backends) next to the server's; compare with `owner` at the same sizes
 //!   (`BENCH_OWNER_CONNS`, `BENCH_OWNER_RATE`), whose report carries Postgres CPU too.
+//! - yardstick: the same public-table load against a naive Node server (bench/yardstick)
+//!   and against Rowcast in one run, side by side, with ratios; see `yardstick.rs`.
 
 use std::{
     path::{Path, PathBuf},
@@ -27,6 +29,9 @@ use std::{
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+#[path = "realtime/yardstick.rs"]
+mod yardstick;
 
 use futures::{SinkExt, StreamExt};
 use rowcast::{
@@ -39,7 +44,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const SECRET: &str = "rowcast-bench-secret-0123456789abcdef0123456789";
+// A fixed random secret (the server refuses guessable ones such as runs of characters).
+const SECRET: &str = "1116bca840f96997f8c672aae926076e781c874c7d747342847b6153ca5f8e34";
 
 struct Sizes {
     owner_conns: usize,
@@ -124,12 +130,21 @@ impl Server {
             .env("ROWCAST_LISTEN", format!("127.0.0.1:{port}"))
             .env("ROWCAST_JWT_SECRET", SECRET)
             .env("ROWCAST_WS_MAX_CONNECTIONS", "50000")
+            // Every client of the load generator comes from 127.0.0.1: the per-address
+            // admission limits (500 sockets, 32 before `hello`) are for untrusted clients.
+            .env("ROWCAST_WS_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
+            .env("ROWCAST_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", "1000000")
             .env("ROWCAST_POOL_SIZE", "16")
             .env("ROWCAST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let s = Server { child, port };
+        Server { child, port }.ready().await
+    }
+
+    /// Waits until `GET /ready` answers 200 (the process is killed on failure, by `Drop`).
+    async fn ready(self) -> Result<Server, Error> {
+        let s = self;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if s.http_get("/ready")
@@ -338,6 +353,9 @@ async fn run_scenario(
     bin: &Path,
     z: &Sizes,
 ) -> Result<String, Error> {
+    if name == "yardstick" {
+        return yardstick::run(pg, bin).await;
+    }
     let admin = pg.database_url();
     let (a, conn) = tokio_postgres::connect(&admin, NoTls).await?;
     tokio::spawn(conn);
