@@ -251,6 +251,8 @@ fn ticks_per_sec() -> f64 {
 struct Collector {
     latencies_us: Mutex<Vec<i64>>,
     delivered: AtomicU64,
+    /// Frames that carried rows (the yardstick scenario: rows per frame).
+    frames: AtomicU64,
     connected: AtomicU64,
     live: AtomicU64,
     closed: AtomicU64,

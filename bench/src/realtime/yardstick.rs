@@ -40,6 +40,7 @@ struct Round {
     max_ms: f64,
     expected: u64,
     delivered: u64,
+    frames: u64,
     msgs_per_s: f64,
     server_us_per_msg: f64,
     server_cpu_s: f64,
@@ -121,11 +122,12 @@ pub(super) async fn run(pg: &EmbeddedPostgres, bin: &Path) -> Result<String, Err
             let rounds = run_side(side, pg, &admin, bin, &z, conns, rate).await?;
             for (i, r) in rounds.iter().enumerate() {
                 eprintln!(
-                    "  {} {conns}x{rate} round {}: delivered {}/{} p50 {:.1} p99 {:.1} max {:.1} ms, {:.0} msgs/s, server {:.2} s = {:.2} µs/msg, load generator {:.2} s, Postgres {:.2} s",
+                    "  {} {conns}x{rate} round {}: delivered {}/{} in {} frames, p50 {:.1} p99 {:.1} max {:.1} ms, {:.0} msgs/s, server {:.2} s = {:.2} µs/msg, load generator {:.2} s, Postgres {:.2} s",
                     side.name(),
                     i + 1,
                     r.delivered,
                     r.expected,
+                    r.frames,
                     r.p50_ms,
                     r.p99_ms,
                     r.max_ms,
@@ -157,13 +159,15 @@ fn report(conns: usize, rate: u64, z: &Settings, y: &[Round], r: &[Round]) -> St
     let line = |name: &str, rs: &[Round]| {
         let expected: u64 = rs.iter().map(|r| r.expected).sum();
         let delivered: u64 = rs.iter().map(|r| r.delivered).sum();
+        let frames: u64 = rs.iter().map(|r| r.frames).sum();
         format!(
-            "\n  {name:<9}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms  loss {:>6} of {:>8}  {:>7.0} msgs/s  server {:>6.2} µs/msg ({:.2} s)  load generator {:.2} s  Postgres {:.2} s  p99 by round {}",
+            "\n  {name:<9}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms  loss {:>6} of {:>8}  {:>5.2} rows/frame  {:>7.0} msgs/s  server {:>6.2} µs/msg ({:.2} s)  load generator {:.2} s  Postgres {:.2} s  p99 by round {}",
             m(rs, |r| r.p50_ms),
             m(rs, |r| r.p99_ms),
             m(rs, |r| r.max_ms),
             expected.saturating_sub(delivered),
             expected,
+            delivered as f64 / frames.max(1) as f64,
             m(rs, |r| r.msgs_per_s),
             m(rs, |r| r.server_us_per_msg),
             m(rs, |r| r.server_cpu_s),
@@ -302,6 +306,7 @@ async fn round(
         dbs.push(wdb);
     }
     let delivered0 = c.delivered.load(Relaxed);
+    let frames0 = c.frames.load(Relaxed);
     let (_, server0) = server.proc_stat();
     let own0 = own_ticks();
     let pg0 = pg_ticks(pg.data_dir());
@@ -356,6 +361,7 @@ async fn round(
         max_ms: pct(&mut lat, 1.0),
         expected,
         delivered,
+        frames: c.frames.load(Relaxed) - frames0,
         msgs_per_s: delivered as f64 / elapsed.as_secs_f64(),
         server_us_per_msg: server_cpu_s * 1e6 / delivered.max(1) as f64,
         server_cpu_s,
@@ -428,6 +434,7 @@ async fn subscriber(
         if !rows {
             continue;
         }
+        c.frames.fetch_add(1, Relaxed);
         let mut rest = t;
         let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(i) = rest.find(r#""sent_us":"#) {
