@@ -38,7 +38,7 @@ use crate::{
     auth::{service::Auth, token::TokenKeys, Identity},
     capture::LogId,
     policy::{compile::Visibility, Pred},
-    protocol::ApiError,
+    protocol::{realtime::changes::EncodedId, ApiError},
     store::{Store, StoreError},
 };
 use feed::{ChangeBatch, Cursor, TableName};
@@ -119,7 +119,7 @@ pub struct SubPlan {
     /// The client's id for the subscription.
     pub id: String,
     /// `id` as a JSON string literal, ready to splice into frames.
-    pub id_json: String,
+    pub encoded_id: EncodedId,
     pub table: TableName,
     pub catalog: Arc<TableCatalog>,
     pub filter: Pred,

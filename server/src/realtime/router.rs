@@ -20,14 +20,17 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    evaluate::{changes_frame, evaluate_items, move_items, pk_text, ItemCache, Rel, SqlAnswers},
+    evaluate::{evaluate_items, move_items, pk_text, ItemCache, Rel, SqlAnswers},
     feed::{Change, ChangeBatch, Cursor, TableName},
     relation::{self, Before, Relations, Route, TableKey},
     RealtimeStats, SubPlan,
 };
 use crate::{
     policy::{compile::Visibility, ColumnKind, Pred},
-    protocol::realtime::ServerMessage,
+    protocol::realtime::{
+        changes::{changes_frame, EncodedItem},
+        ServerMessage,
+    },
     realtime::catalog::RefTable,
     store::Store,
 };
@@ -36,7 +39,7 @@ pub type ConnId = u64;
 pub type SubKey = u64;
 
 /// A subscription's items from one transaction, or why it must resync.
-type ItemsOr = Result<Vec<Arc<str>>, &'static str>;
+type ItemsOr = Result<Vec<EncodedItem>, &'static str>;
 
 /// The subscriptions one table's changes may concern (index into the batch's tables).
 type Candidates = Vec<(usize, Vec<(SubKey, Arc<SubPlan>)>)>;
@@ -742,7 +745,7 @@ impl Router {
                 Ok(items) => items,
             };
             let n = items.len() as u64;
-            let frame = changes_frame(&sub.plan.id_json, sub.plan.log.wire(cursor), &items);
+            let frame = changes_frame(&sub.plan.encoded_id, sub.plan.log.wire(cursor), &items);
             match &mut sub.state {
                 State::Buffering { frames, overflowed } => {
                     if *overflowed {

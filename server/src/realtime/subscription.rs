@@ -27,7 +27,7 @@ use crate::{
     capture::{LogId, WireCursor},
     policy::{compile::Visibility, Pred},
     protocol::{
-        realtime::{ChangeItem, ChangeOp, ServerMessage},
+        realtime::{changes::EncodedId, ChangeItem, ChangeOp, ServerMessage},
         ApiError, ErrorCode,
     },
     realtime::catalog::VERSION_COLUMN,
@@ -301,7 +301,7 @@ async fn run(
     };
     let plan = Arc::new(SubPlan {
         id: req.id.clone(),
-        id_json: serde_json::to_string(&req.id).unwrap_or_else(|_| "\"\"".into()),
+        encoded_id: EncodedId::new(&req.id),
         table: TableName {
             schema: schema.clone(),
             name: name.clone(),
