@@ -17,12 +17,17 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::SinkExt;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::{
+    sync::mpsc,
+    time::{Instant, MissedTickBehavior},
+};
+use tokio_util::sync::CancellationToken;
 
 use super::{HttpError, HttpState};
 use crate::{
     protocol::{realtime::CloseCode, ApiError, ErrorCode},
     realtime::{
+        router::Outbound,
         session::{Control, Session},
         ConnectionSlot, Realtime, Refused,
     },
@@ -73,10 +78,44 @@ pub async fn websocket(
         })
 }
 
+/// One connection: run the session until something ends it, then close with the code that
+/// says why.
 async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
     let (mut session, mut queue, lagging) = Session::new(rt.clone(), slot);
-    let settings = rt.settings.clone();
-    let shutdown = rt.shutdown.clone();
+    let close = run_session(&mut socket, &rt, &mut session, &mut queue, &lagging).await;
+    tracing::debug!(close = ?close.map(CloseCode::code), "realtime connection ends");
+    if let Some(code) = close {
+        close_with(&mut socket, &mut queue, code).await;
+    }
+    drop(session);
+}
+
+/// What a turn of the connection loop decided.
+enum Turn {
+    Continue,
+    /// End the connection, with this close code (`None`: the peer is gone, no close frame).
+    End(Option<CloseCode>),
+}
+
+impl From<Control> for Turn {
+    fn from(c: Control) -> Turn {
+        match c {
+            Control::Continue => Turn::Continue,
+            Control::Close(code) => Turn::End(Some(code)),
+        }
+    }
+}
+
+/// Read frames into the session and write its queue out until shutdown, a lagging queue,
+/// the peer, a deadline or the session ends the connection; returns the close code.
+async fn run_session(
+    socket: &mut WebSocket,
+    rt: &Realtime,
+    session: &mut Session,
+    queue: &mut mpsc::Receiver<Outbound>,
+    lagging: &CancellationToken,
+) -> Option<CloseCode> {
+    let settings = &rt.settings;
     let mut ticker = tokio::time::interval_at(
         Instant::now() + settings.heartbeat_interval,
         settings.heartbeat_interval,
@@ -84,17 +123,16 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let opened = Instant::now();
     let mut last_seen = Instant::now();
-    let send_timeout = settings.heartbeat_timeout;
 
     // Created once and polled by reference: re-creating them on every turn of the loop
     // registers and deregisters waiters for each frame.
-    let stopping = shutdown.cancelled();
+    let stopping = rt.shutdown.cancelled();
     let overflowing = lagging.cancelled();
     // A socket that never says `hello` holds a slot of its address's small share of
     // unauthenticated sockets; it gets only this long.
     let hello_deadline = tokio::time::sleep(settings.hello_timeout);
     tokio::pin!(stopping, overflowing, hello_deadline);
-    let close = loop {
+    loop {
         let expiry = session.until_expiry();
         let expired = async {
             match expiry {
@@ -102,122 +140,162 @@ async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let turn = tokio::select! {
             biased;
-            _ = &mut stopping => break Some(CloseCode::Restarting),
-            _ = &mut overflowing => break Some(CloseCode::Lagging),
-            out = queue.recv() => {
-                let Some(mut out) = out else { break None };
-                // Write what is already queued in one go (bounded), then flush once.
-                let mut written = 0;
-                let ok = loop {
-                    let Ok(text) = Utf8Bytes::try_from(out.frame) else {
-                        tracing::error!("a realtime frame was not UTF-8; dropping the connection");
-                        break false;
-                    };
-                    let fed = tokio::time::timeout(send_timeout, socket.feed(Message::Text(text))).await;
-                    drop(out.permit);
-                    if !matches!(fed, Ok(Ok(()))) {
-                        break false;
-                    }
-                    written += 1;
-                    let next = if written < 64 { queue.try_recv().ok() } else { None };
-                    match next {
-                        Some(next) => out = next,
-                        None => break matches!(
-                            tokio::time::timeout(send_timeout, socket.flush()).await,
-                            Ok(Ok(()))
-                        ),
-                    }
-                };
+            _ = &mut stopping => Turn::End(Some(CloseCode::Restarting)),
+            _ = &mut overflowing => Turn::End(Some(CloseCode::Lagging)),
+            out = queue.recv() => match out {
+                None => Turn::End(None),
                 // The peer is gone or stopped reading long enough to fill TCP buffers.
-                if !ok {
-                    break None;
-                }
-            }
+                Some(out) => if write_queued(socket, out, queue, settings.heartbeat_timeout).await {
+                    Turn::Continue
+                } else {
+                    Turn::End(None)
+                },
+            },
             msg = socket.recv() => {
                 last_seen = Instant::now();
-                let control = match msg {
-                    Some(Ok(Message::Text(t))) => session.on_text(t.as_str()).await,
-                    Some(Ok(Message::Binary(b))) => {
-                        if b.len() > settings.max_message_bytes {
-                            session.on_oversized()
-                        } else {
-                            session.on_binary()
-                        }
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Control::Continue,
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(e)) => {
-                        // tungstenite refuses frames over max_message_size with a capacity
-                        // error ("Space limit exceeded").
-                        let too_big = e.to_string().contains("Space limit exceeded");
-                        break too_big.then_some(CloseCode::TooBig);
-                    }
-                };
-                if let Control::Close(code) = control {
-                    break Some(code);
-                }
+                read_frame(session, msg, settings.max_message_bytes).await
             }
             // After `socket.recv()` in this biased order: a `hello` that has arrived is
             // handled even if this task is scheduled late (a loaded machine).
-            _ = &mut hello_deadline, if !session.greeted() => break Some(CloseCode::HelloRequired),
-            _ = ticker.tick() => {
-                if last_seen.elapsed() > settings.heartbeat_timeout {
-                    rt.stats.heartbeat_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    break Some(CloseCode::HeartbeatTimeout);
-                }
-                if !session.greeted() && opened.elapsed() > settings.heartbeat_timeout {
-                    break Some(CloseCode::HelloRequired);
-                }
-                let ping = socket.send(Message::Ping(bytes::Bytes::new()));
-                if !matches!(tokio::time::timeout(send_timeout, ping).await, Ok(Ok(()))) {
-                    break None;
-                }
-            }
-            _ = expired => {
-                if let Control::Close(code) = session.on_expired() {
-                    break Some(code);
-                }
-            }
-        }
-    };
-    tracing::debug!(close = ?close.map(CloseCode::code), "realtime connection ends");
-    if let Some(code) = close {
-        // Flush what is already queued for a polite close (replies, resync notices), but
-        // never the backlog of a lagging connection.
-        if code != CloseCode::Lagging {
-            let flush = async {
-                while let Ok(out) = queue.try_recv() {
-                    let Ok(text) = Utf8Bytes::try_from(out.frame) else {
-                        break;
-                    };
-                    if socket.send(Message::Text(text)).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
-        }
-        let frame = CloseFrame {
-            code: code.code(),
-            reason: Utf8Bytes::from(code.reason()),
+            _ = &mut hello_deadline, if !session.greeted() => Turn::End(Some(CloseCode::HelloRequired)),
+            _ = ticker.tick() => heartbeat(socket, rt, session, last_seen, opened).await,
+            _ = expired => session.on_expired().into(),
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            socket.send(Message::Close(Some(frame))),
-        )
-        .await;
-        // Wait briefly for the peer's close reply, reading what it still sends: closing a
-        // TCP socket with unread data resets it, and the peer would never see the code.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(m) = socket.recv().await {
-                if matches!(m, Ok(Message::Close(_))) {
+        if let Turn::End(close) = turn {
+            return close;
+        }
+    }
+}
+
+/// Write `first` and what is already queued behind it in one go (bounded), then flush
+/// once. `false` if the peer did not take it within `send_timeout`.
+async fn write_queued(
+    socket: &mut WebSocket,
+    first: Outbound,
+    queue: &mut mpsc::Receiver<Outbound>,
+    send_timeout: Duration,
+) -> bool {
+    let mut out = first;
+    let mut written = 0;
+    loop {
+        let Ok(text) = Utf8Bytes::try_from(out.frame) else {
+            tracing::error!("a realtime frame was not UTF-8; dropping the connection");
+            return false;
+        };
+        let fed = tokio::time::timeout(send_timeout, socket.feed(Message::Text(text))).await;
+        drop(out.permit);
+        if !matches!(fed, Ok(Ok(()))) {
+            return false;
+        }
+        written += 1;
+        let next = if written < 64 {
+            queue.try_recv().ok()
+        } else {
+            None
+        };
+        match next {
+            Some(next) => out = next,
+            None => {
+                return matches!(
+                    tokio::time::timeout(send_timeout, socket.flush()).await,
+                    Ok(Ok(()))
+                )
+            }
+        }
+    }
+}
+
+/// Hand a frame from the peer to the session.
+async fn read_frame(
+    session: &mut Session,
+    msg: Option<Result<Message, axum::Error>>,
+    max_message_bytes: usize,
+) -> Turn {
+    match msg {
+        Some(Ok(Message::Text(t))) => session.on_text(t.as_str()).await.into(),
+        Some(Ok(Message::Binary(b))) => {
+            if b.len() > max_message_bytes {
+                session.on_oversized().into()
+            } else {
+                session.on_binary().into()
+            }
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Turn::Continue,
+        Some(Ok(Message::Close(_))) | None => Turn::End(None),
+        Some(Err(e)) => {
+            // tungstenite refuses frames over max_message_size with a capacity error
+            // ("Space limit exceeded").
+            let too_big = e.to_string().contains("Space limit exceeded");
+            Turn::End(too_big.then_some(CloseCode::TooBig))
+        }
+    }
+}
+
+/// A heartbeat tick: close a peer silent for the heartbeat timeout (or one that never said
+/// `hello` in that time), else ping it.
+async fn heartbeat(
+    socket: &mut WebSocket,
+    rt: &Realtime,
+    session: &Session,
+    last_seen: Instant,
+    opened: Instant,
+) -> Turn {
+    let settings = &rt.settings;
+    if last_seen.elapsed() > settings.heartbeat_timeout {
+        rt.stats
+            .heartbeat_closes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Turn::End(Some(CloseCode::HeartbeatTimeout));
+    }
+    if !session.greeted() && opened.elapsed() > settings.heartbeat_timeout {
+        return Turn::End(Some(CloseCode::HelloRequired));
+    }
+    let ping = socket.send(Message::Ping(bytes::Bytes::new()));
+    if !matches!(
+        tokio::time::timeout(settings.heartbeat_timeout, ping).await,
+        Ok(Ok(()))
+    ) {
+        return Turn::End(None);
+    }
+    Turn::Continue
+}
+
+/// Close with `code`: flush what is already queued for a polite close (replies, resync
+/// notices; never the backlog of a lagging connection), send the close frame, and wait
+/// briefly for the peer's reply.
+async fn close_with(socket: &mut WebSocket, queue: &mut mpsc::Receiver<Outbound>, code: CloseCode) {
+    if code != CloseCode::Lagging {
+        let flush = async {
+            while let Ok(out) = queue.try_recv() {
+                let Ok(text) = Utf8Bytes::try_from(out.frame) else {
+                    break;
+                };
+                if socket.send(Message::Text(text)).await.is_err() {
                     break;
                 }
             }
-        })
-        .await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
     }
-    drop(session);
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from(code.reason()),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+    // Read what the peer still sends until its close reply: closing a TCP socket with
+    // unread data resets it, and the peer would never see the code.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(m) = socket.recv().await {
+            if matches!(m, Ok(Message::Close(_))) {
+                break;
+            }
+        }
+    })
+    .await;
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     evaluate::{evaluate_items, move_items, pk_text, ItemCache, Rel, SqlAnswers},
     feed::{Change, ChangeBatch, Cursor, TableName},
-    relation::{self, Before, Relations, Route, TableKey},
+    relation::{self, Before, Prior, Relations, Route, TableKey},
     RealtimeStats, SubPlan,
 };
 use crate::{
@@ -441,37 +441,14 @@ impl Router {
     pub async fn dispatch(&self, batch: &ChangeBatch) {
         let cursor = batch.cursor();
         let mut rel = self.relations.write().await;
-        if let Err(e) = self.load_missing(&mut rel).await {
-            // Without the index, relational subscriptions cannot be judged: they resync.
-            tracing::warn!(error = %e, "membership index load failed; resyncing relational subscriptions");
-            self.resync_relational(None, "membership index unavailable");
-        }
-        let mut by_table: Vec<(&TableName, Vec<&Change>)> = Vec::new();
-        for c in &batch.changes {
-            match by_table.iter_mut().find(|(t, _)| **t == c.table) {
-                Some((_, list)) => list.push(c),
-                None => by_table.push((&c.table, vec![c])),
-            }
-        }
+        self.load_index_or_resync(&mut rel).await;
+        let by_table = group_by_table(batch);
         let tracked: Vec<&Change> = batch
             .changes
             .iter()
             .filter(|c| rel.has(&(c.table.schema.clone(), c.table.name.clone())))
             .collect();
-        let mut truncated = Vec::new();
-        let prior = if tracked.is_empty() {
-            HashMap::new()
-        } else {
-            rel.apply(&tracked, &mut truncated)
-        };
-        for t in &truncated {
-            self.resync_relational(Some(t), "truncate");
-        }
-        if !tracked.is_empty() {
-            self.stats
-                .relation_rows
-                .store(rel.row_count() as u64, Relaxed);
-        }
+        let prior = self.apply_to_index(&mut rel, &tracked);
         let rel: &Relations = &rel;
         let before = Before {
             now: rel,
@@ -484,191 +461,138 @@ impl Router {
         // The referenced changes' largest version: moved rows carry at least this one.
         let floor = tracked.iter().map(|c| c.version).max().unwrap_or(0);
 
-        // Collect candidates under the lock, and advance the position in the same critical
-        // section: a subscription registered after this point catches this transaction up
-        // from the log; one registered before is a candidate here.
-        let mut work: Candidates = Vec::new();
-        // (subscription, link column) → values of the link column whose rows may move.
-        let mut moves: HashMap<(SubKey, String), (Arc<SubPlan>, HashSet<String>)> = HashMap::new();
-        let mut sql_resync: HashSet<SubKey> = HashSet::new();
-        {
-            let mut reg = self.lock();
-            reg.position = cursor.max(reg.position);
-            if !reg.sql_reads.is_empty() {
-                for c in &batch.changes {
-                    let t = (c.table.schema.clone(), c.table.name.clone());
-                    if let Some(set) = reg.sql_reads.get(&t) {
-                        sql_resync.extend(set.iter().copied());
-                    }
-                }
-            }
-            for (ti, (table, changes)) in by_table.iter().enumerate() {
-                let Some(ts) = reg.tables.get(*table) else {
-                    continue;
-                };
-                let mut keys: HashSet<SubKey> = ts.scan.clone();
-                for c in changes {
-                    for row in [&c.old_row, &c.new_row].into_iter().flatten() {
-                        let Some(obj) = row.as_object() else { continue };
-                        for (col, (kind, _)) in &ts.eq_columns {
-                            if let Some(k) = obj.get(col).and_then(|v| kind.index_key(v)) {
-                                if let Some(set) = ts.by_eq.get(&(col.clone(), k)) {
-                                    keys.extend(set.iter().copied());
-                                }
-                            }
-                        }
-                        for (route, by_key) in &ts.by_rel {
-                            for lookup in [view.before, view.after] {
-                                for k in relation::row_keys(lookup, route, obj) {
-                                    if let Some(set) = by_key.get(&k) {
-                                        keys.extend(set.iter().copied());
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                let subs: Vec<(SubKey, Arc<SubPlan>)> = keys
-                    .into_iter()
-                    .filter(|k| !sql_resync.contains(k))
-                    .filter_map(|k| reg.subs.get(&k).map(|s| (k, s.plan.clone())))
-                    .collect();
-                if !subs.is_empty() {
-                    work.push((ti, subs));
-                }
-            }
-            if !tracked.is_empty() {
-                for (route, by_key) in &reg.movers {
-                    for (h, hop) in route.hops.iter().enumerate() {
-                        for c in tracked.iter().filter(|c| {
-                            c.table.schema == hop.table.0 && c.table.name == hop.table.1
-                        }) {
-                            for img in [&c.old_row, &c.new_row].into_iter().flatten() {
-                                let Some(img) = img.as_object() else { continue };
-                                for lookup in [view.before, view.after] {
-                                    let (ks, vals) = relation::affected(lookup, route, h, img);
-                                    if vals.is_empty() {
-                                        continue;
-                                    }
-                                    let subs: Vec<SubKey> = match ks {
-                                        None => by_key
-                                            .get(&None)
-                                            .map(|s| s.iter().copied().collect())
-                                            .unwrap_or_default(),
-                                        Some(ks) => ks
-                                            .into_iter()
-                                            .filter_map(|k| by_key.get(&Some(k)))
-                                            .flat_map(|s| s.iter().copied())
-                                            .collect(),
-                                    };
-                                    for sk in subs {
-                                        let Some(sub) = reg.subs.get(&sk) else {
-                                            continue;
-                                        };
-                                        moves
-                                            .entry((sk, route.hops[0].outer.clone()))
-                                            .or_insert_with(|| (sub.plan.clone(), HashSet::new()))
-                                            .1
-                                            .extend(vals.iter().cloned());
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for key in &sql_resync {
+        let found = self.collect_candidates(batch, &by_table, &tracked, &view);
+        for key in &found.sql_resync {
             self.resync(*key, "policy input changed");
         }
-        if work.is_empty() && moves.is_empty() {
+        if found.work.is_empty() && found.moves.is_empty() {
             return;
         }
+        self.record_lag(batch);
+        let moved = self.read_moved_rows(cursor, &found.moves).await;
+        let mut out = self.evaluate_candidates(&by_table, found.work, &view).await;
+        self.add_move_items(&mut out, &found.moves, &moved, &by_table, &view, floor);
+        if !out.is_empty() {
+            self.deliver(cursor, out);
+        }
+    }
+
+    /// Bring the membership index up to date with the tables subscriptions need; without
+    /// it relational subscriptions cannot be judged, so they resync.
+    async fn load_index_or_resync(&self, rel: &mut Relations) {
+        if let Err(e) = self.load_missing(rel).await {
+            tracing::warn!(error = %e, "membership index load failed; resyncing relational subscriptions");
+            self.resync_relational(None, "membership index unavailable");
+        }
+    }
+
+    /// Apply the transaction's changes to referenced tables to the membership index;
+    /// returns those rows as they were before it. A truncated referenced table resyncs the
+    /// subscriptions whose policy reads it.
+    fn apply_to_index(&self, rel: &mut Relations, tracked: &[&Change]) -> Prior {
+        if tracked.is_empty() {
+            return Prior::new();
+        }
+        let mut truncated = Vec::new();
+        let prior = rel.apply(tracked, &mut truncated);
+        for t in &truncated {
+            self.resync_relational(Some(t), "truncate");
+        }
+        self.stats
+            .relation_rows
+            .store(rel.row_count() as u64, Relaxed);
+        prior
+    }
+
+    /// Collect candidates under the lock, and advance the position in the same critical
+    /// section: a subscription registered after this point catches this transaction up
+    /// from the log; one registered before is a candidate here.
+    fn collect_candidates(
+        &self,
+        batch: &ChangeBatch,
+        by_table: &ByTable<'_>,
+        tracked: &[&Change],
+        view: &Rel<'_>,
+    ) -> Found {
+        let mut reg = self.lock();
+        reg.position = batch.cursor().max(reg.position);
+        let sql_resync = sql_policy_inputs_changed(&reg, batch);
+        let work = table_candidates(&reg, by_table, &sql_resync, view);
+        let moves = if tracked.is_empty() {
+            Moves::new()
+        } else {
+            move_candidates(&reg, tracked, view)
+        };
+        Found {
+            work,
+            moves,
+            sql_resync,
+        }
+    }
+
+    fn record_lag(&self, batch: &ChangeBatch) {
         let lag_ms = (chrono::Utc::now() - batch.started_at)
             .num_milliseconds()
             .max(0) as u64;
         self.stats.lag_ms.store(lag_ms, Relaxed);
+    }
 
-        // Rows of the subscribed tables that may move, as of this position: one read per
-        // table and link column.
-        let mut moved_rows: HashMap<
-            (TableName, String),
-            Vec<serde_json::Map<String, serde_json::Value>>,
-        > = HashMap::new();
-        let mut failed_moves: HashSet<(TableName, String)> = HashSet::new();
-        {
-            let mut wanted: HashMap<(TableName, String), (Arc<SubPlan>, HashSet<String>)> =
-                HashMap::new();
-            for ((_, col), (plan, vals)) in &moves {
-                wanted
-                    .entry((plan.table.clone(), col.clone()))
-                    .or_insert_with(|| (plan.clone(), HashSet::new()))
-                    .1
-                    .extend(vals.iter().cloned());
-            }
-            for ((table, col), (plan, vals)) in wanted {
-                let sql_type = plan
-                    .catalog
-                    .column(&col)
-                    .map(|c| c.sql_type.clone())
-                    .unwrap_or_else(|| "text".into());
-                let vals: Vec<String> = vals.into_iter().collect();
-                self.stats.move_reads.fetch_add(1, Relaxed);
-                match self
-                    .store
-                    .rows_at(
-                        &table.schema,
-                        &table.name,
-                        &plan.catalog.primary_key,
-                        (cursor.xid(), cursor.id()),
-                        Some((&col, &sql_type, &vals)),
-                    )
-                    .await
-                {
-                    Ok(rows) => {
-                        moved_rows.insert((table, col), rows);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading rows that moved failed; resyncing their subscribers");
-                        failed_moves.insert((table, col));
-                    }
+    /// Rows of the subscribed tables that may move, as of this position: one read per
+    /// table and link column. A failed read is recorded, so its subscribers resync.
+    async fn read_moved_rows(&self, cursor: Cursor, moves: &Moves) -> MovedRows {
+        let mut wanted: HashMap<(TableName, String), (Arc<SubPlan>, HashSet<String>)> =
+            HashMap::new();
+        for ((_, col), (plan, vals)) in moves {
+            wanted
+                .entry((plan.table.clone(), col.clone()))
+                .or_insert_with(|| (plan.clone(), HashSet::new()))
+                .1
+                .extend(vals.iter().cloned());
+        }
+        let mut moved = MovedRows::default();
+        for ((table, col), (plan, vals)) in wanted {
+            let sql_type = plan
+                .catalog
+                .column(&col)
+                .map(|c| c.sql_type.clone())
+                .unwrap_or_else(|| "text".into());
+            let vals: Vec<String> = vals.into_iter().collect();
+            self.stats.move_reads.fetch_add(1, Relaxed);
+            match self
+                .store
+                .rows_at(
+                    &table.schema,
+                    &table.name,
+                    &plan.catalog.primary_key,
+                    (cursor.xid(), cursor.id()),
+                    Some((&col, &sql_type, &vals)),
+                )
+                .await
+            {
+                Ok(rows) => {
+                    moved.rows.insert((table, col), rows);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading rows that moved failed; resyncing their subscribers");
+                    moved.failed.insert((table, col));
                 }
             }
         }
+        moved
+    }
 
+    /// Each candidate's items for its table's changes (visibility checked in SQL, in one
+    /// batch per table, for policies outside the fast path).
+    async fn evaluate_candidates(
+        &self,
+        by_table: &ByTable<'_>,
+        work: Candidates,
+        view: &Rel<'_>,
+    ) -> Vec<(SubKey, ItemsOr)> {
         let mut out: Vec<(SubKey, ItemsOr)> = Vec::new();
         for (ti, subs) in work {
             let changes = &by_table[ti].1;
-            let slow: Vec<&Arc<SubPlan>> = subs
-                .iter()
-                .map(|(_, p)| p)
-                .filter(|p| matches!(p.visibility, Visibility::Sql(_)))
-                .collect();
-            let answers = match slow.first() {
-                None => SqlAnswers::default(),
-                Some(first) => {
-                    self.stats.sql_checks.fetch_add(1, Relaxed);
-                    match SqlAnswers::fetch(&self.store, &first.catalog, changes, &slow).await {
-                        Ok(a) => {
-                            self.stats
-                                .sql_statements
-                                .fetch_add(a.statements as u64, Relaxed);
-                            a
-                        }
-                        Err(e) => {
-                            // Without an answer nothing may be sent to these subscribers, and
-                            // skipping silently would lose changes: they resync instead.
-                            tracing::warn!(error = %e, "visibility check failed; resyncing its subscribers");
-                            for (key, plan) in &subs {
-                                if matches!(plan.visibility, Visibility::Sql(_)) {
-                                    out.push((*key, Err("visibility check failed")));
-                                }
-                            }
-                            SqlAnswers::default()
-                        }
-                    }
-                }
-            };
+            let answers = self.sql_answers(changes, &subs, &mut out).await;
             let mut cache = ItemCache::default();
             for (key, plan) in &subs {
                 if matches!(plan.visibility, Visibility::Sql(_)) {
@@ -683,19 +607,70 @@ impl Router {
                         .fast_evaluations
                         .fetch_add(changes.len() as u64, Relaxed);
                 }
-                let items = evaluate_items(plan, changes, &answers, &view, &mut cache);
+                let items = evaluate_items(plan, changes, &answers, view, &mut cache);
                 if !matches!(&items, Ok(i) if i.is_empty()) {
                     out.push((*key, items));
                 }
             }
         }
-        for ((key, col), (plan, vals)) in &moves {
+        out
+    }
+
+    /// The SQL visibility answers for the candidates whose policy is checked in SQL. If the
+    /// check fails, nothing may be sent to them, and skipping silently would lose changes:
+    /// they resync instead (pushed to `out`).
+    async fn sql_answers(
+        &self,
+        changes: &[&Change],
+        subs: &[(SubKey, Arc<SubPlan>)],
+        out: &mut Vec<(SubKey, ItemsOr)>,
+    ) -> SqlAnswers {
+        let slow: Vec<&Arc<SubPlan>> = subs
+            .iter()
+            .map(|(_, p)| p)
+            .filter(|p| matches!(p.visibility, Visibility::Sql(_)))
+            .collect();
+        let Some(first) = slow.first() else {
+            return SqlAnswers::default();
+        };
+        self.stats.sql_checks.fetch_add(1, Relaxed);
+        match SqlAnswers::fetch(&self.store, &first.catalog, changes, &slow).await {
+            Ok(a) => {
+                self.stats
+                    .sql_statements
+                    .fetch_add(a.statements as u64, Relaxed);
+                a
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "visibility check failed; resyncing its subscribers");
+                for (key, plan) in subs {
+                    if matches!(plan.visibility, Visibility::Sql(_)) {
+                        out.push((*key, Err("visibility check failed")));
+                    }
+                }
+                SqlAnswers::default()
+            }
+        }
+    }
+
+    /// The rows that moved in (`insert`) or out (`remove`) of each subscription a
+    /// membership change concerns, appended to its items.
+    fn add_move_items(
+        &self,
+        out: &mut Vec<(SubKey, ItemsOr)>,
+        moves: &Moves,
+        moved: &MovedRows,
+        by_table: &ByTable<'_>,
+        view: &Rel<'_>,
+        floor: i64,
+    ) {
+        for ((key, col), (plan, vals)) in moves {
             let slot = (plan.table.clone(), col.clone());
-            if failed_moves.contains(&slot) {
+            if moved.failed.contains(&slot) {
                 out.push((*key, Err("visibility check failed")));
                 continue;
             }
-            let Some(rows) = moved_rows.get(&slot) else {
+            let Some(rows) = moved.rows.get(&slot) else {
                 continue;
             };
             let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
@@ -716,7 +691,7 @@ impl Router {
             self.stats
                 .fast_evaluations
                 .fetch_add(rows.len() as u64, Relaxed);
-            let items = move_items(plan, &rows, &changed, &view, floor);
+            let items = move_items(plan, &rows, &changed, view, floor);
             if items.is_empty() {
                 continue;
             }
@@ -726,9 +701,12 @@ impl Router {
                 None => out.push((*key, Ok(items))),
             }
         }
-        if out.is_empty() {
-            return;
-        }
+    }
+
+    /// Write each subscription's frame: held while it is buffering, queued when it is live
+    /// (never waiting: a full queue closes that connection with "lagging"), or
+    /// `resync-required` in its place.
+    fn deliver(&self, cursor: Cursor, out: Vec<(SubKey, ItemsOr)>) {
         let mut reg = self.lock();
         let mut lagging: Vec<ConnId> = Vec::new();
         let mut resync: Vec<(SubKey, &str)> = Vec::new();
@@ -854,6 +832,150 @@ impl Router {
             }
         }
     }
+}
+
+/// One transaction's changes grouped by table, tables in order of first appearance.
+type ByTable<'a> = Vec<(&'a TableName, Vec<&'a Change>)>;
+
+/// (subscription, link column) → values of the link column whose rows may move.
+type Moves = HashMap<(SubKey, String), (Arc<SubPlan>, HashSet<String>)>;
+
+/// What one transaction concerns, collected under the registry lock.
+struct Found {
+    /// Subscriptions of each changed table the changes may reach.
+    work: Candidates,
+    /// Subscriptions rows may move in or out of.
+    moves: Moves,
+    /// Subscriptions whose SQL-checked policy reads a changed table.
+    sql_resync: HashSet<SubKey>,
+}
+
+/// Rows read for the moves, per (subscribed table, link column); reads that failed.
+#[derive(Default)]
+struct MovedRows {
+    rows: HashMap<(TableName, String), Vec<serde_json::Map<String, serde_json::Value>>>,
+    failed: HashSet<(TableName, String)>,
+}
+
+fn group_by_table(batch: &ChangeBatch) -> ByTable<'_> {
+    let mut by_table: ByTable<'_> = Vec::new();
+    for c in &batch.changes {
+        match by_table.iter_mut().find(|(t, _)| **t == c.table) {
+            Some((_, list)) => list.push(c),
+            None => by_table.push((&c.table, vec![c])),
+        }
+    }
+    by_table
+}
+
+/// Subscriptions checked in SQL whose policy's sub-selects read a table this transaction
+/// changed: what they see may have changed without any change to their own table.
+fn sql_policy_inputs_changed(reg: &Registry, batch: &ChangeBatch) -> HashSet<SubKey> {
+    let mut out = HashSet::new();
+    if reg.sql_reads.is_empty() {
+        return out;
+    }
+    for c in &batch.changes {
+        let t = (c.table.schema.clone(), c.table.name.clone());
+        if let Some(set) = reg.sql_reads.get(&t) {
+            out.extend(set.iter().copied());
+        }
+    }
+    out
+}
+
+/// Per changed table, the subscriptions its changes may concern: those on the scan list,
+/// those filed under an equality a row image carries, and those filed under an identity a
+/// row reaches through a relational route (before or after the transaction).
+fn table_candidates(
+    reg: &Registry,
+    by_table: &ByTable<'_>,
+    skip: &HashSet<SubKey>,
+    view: &Rel<'_>,
+) -> Candidates {
+    let mut work: Candidates = Vec::new();
+    for (ti, (table, changes)) in by_table.iter().enumerate() {
+        let Some(ts) = reg.tables.get(*table) else {
+            continue;
+        };
+        let mut keys: HashSet<SubKey> = ts.scan.clone();
+        for c in changes {
+            for row in [&c.old_row, &c.new_row].into_iter().flatten() {
+                let Some(obj) = row.as_object() else { continue };
+                for (col, (kind, _)) in &ts.eq_columns {
+                    if let Some(k) = obj.get(col).and_then(|v| kind.index_key(v)) {
+                        if let Some(set) = ts.by_eq.get(&(col.clone(), k)) {
+                            keys.extend(set.iter().copied());
+                        }
+                    }
+                }
+                for (route, by_key) in &ts.by_rel {
+                    for lookup in [view.before, view.after] {
+                        for k in relation::row_keys(lookup, route, obj) {
+                            if let Some(set) = by_key.get(&k) {
+                                keys.extend(set.iter().copied());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let subs: Vec<(SubKey, Arc<SubPlan>)> = keys
+            .into_iter()
+            .filter(|k| !skip.contains(k))
+            .filter_map(|k| reg.subs.get(&k).map(|s| (k, s.plan.clone())))
+            .collect();
+        if !subs.is_empty() {
+            work.push((ti, subs));
+        }
+    }
+    work
+}
+
+/// The subscriptions whose rows a change to a referenced table may move in or out, with
+/// the link-column values of the rows to re-check.
+fn move_candidates(reg: &Registry, tracked: &[&Change], view: &Rel<'_>) -> Moves {
+    let mut moves = Moves::new();
+    for (route, by_key) in &reg.movers {
+        for (h, hop) in route.hops.iter().enumerate() {
+            for c in tracked
+                .iter()
+                .filter(|c| c.table.schema == hop.table.0 && c.table.name == hop.table.1)
+            {
+                for img in [&c.old_row, &c.new_row].into_iter().flatten() {
+                    let Some(img) = img.as_object() else { continue };
+                    for lookup in [view.before, view.after] {
+                        let (ks, vals) = relation::affected(lookup, route, h, img);
+                        if vals.is_empty() {
+                            continue;
+                        }
+                        let subs: Vec<SubKey> = match ks {
+                            None => by_key
+                                .get(&None)
+                                .map(|s| s.iter().copied().collect())
+                                .unwrap_or_default(),
+                            Some(ks) => ks
+                                .into_iter()
+                                .filter_map(|k| by_key.get(&Some(k)))
+                                .flat_map(|s| s.iter().copied())
+                                .collect(),
+                        };
+                        for sk in subs {
+                            let Some(sub) = reg.subs.get(&sk) else {
+                                continue;
+                            };
+                            moves
+                                .entry((sk, route.hops[0].outer.clone()))
+                                .or_insert_with(|| (sub.plan.clone(), HashSet::new()))
+                                .1
+                                .extend(vals.iter().cloned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    moves
 }
 
 /// The equality condition to file a subscription under: one that every row it can see
