@@ -197,7 +197,7 @@ async fn run(
     let catalog = load_catalog(rt, &table).await?;
     let visibility = check_access(&catalog, &identity, &table.shown)?;
     let filter = compile_filter(req.filter.as_ref(), &catalog)?;
-    let (columns, needed) = check_columns(&catalog, &identity, &filter, &req.columns, &table)?;
+    let columns = check_columns(&catalog, &identity, &filter, &req.columns, &table)?;
     let cursor = parse_cursor(req.cursor.as_deref())?;
     let log = rt.log_id().await.map_err(ApiError::from)?;
     let start = match cursor {
@@ -212,13 +212,13 @@ async fn run(
         filter,
         visibility,
         identity,
-        columns,
+        columns: columns.sent,
         log,
     });
     track_referenced_tables(rt, &plan).await?;
     let from = match start {
         Some(c) => c,
-        None => send_snapshot(rt, outlet, &plan, &needed, handle).await?,
+        None => send_snapshot(rt, outlet, &plan, &columns.needed, handle).await?,
     };
     register_and_go_live(rt, outlet, &plan, from, handle).await
 }
@@ -296,15 +296,22 @@ fn check_access(
     Ok(visibility)
 }
 
-/// The columns to send (`None`: all) and every column the subscription reads (key, filter,
-/// requested), each checked against the role's column grants.
+/// The columns a subscription sends and reads.
+struct Columns {
+    /// The columns to send (`None`: all).
+    sent: Option<Arc<[String]>>,
+    /// Every column it reads: key, filter, requested.
+    needed: Vec<String>,
+}
+
+/// The subscription's [`Columns`], each checked against the role's column grants.
 fn check_columns(
     catalog: &TableCatalog,
     identity: &Identity,
     filter: &Pred,
     requested: &Option<Vec<String>>,
     table: &Target,
-) -> Result<(Option<Arc<[String]>>, Vec<String>), End> {
+) -> Result<Columns, End> {
     let role = identity.role;
     let shown = &table.shown;
     let mut needed: Vec<String> = catalog.primary_key.clone();
@@ -348,7 +355,10 @@ fn check_columns(
             )));
         }
     }
-    Ok((columns, needed))
+    Ok(Columns {
+        sent: columns,
+        needed,
+    })
 }
 
 /// The client's cursor, if it sent one and it is one this server's format issued.
