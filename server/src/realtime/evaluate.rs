@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{
     feed::{Change, Cursor, Op},
+    rows::RowSource,
     SubPlan,
 };
 use crate::{
@@ -21,7 +22,7 @@ use crate::{
         ChangeOp,
     },
     realtime::catalog::{TableCatalog, VERSION_COLUMN},
-    store::{realtime::VisibilityCheck, SessionIdentity, Store, StoreError},
+    store::{realtime::VisibilityCheck, SessionIdentity, StoreError},
 };
 
 /// What a subscription gets from one transaction.
@@ -64,7 +65,7 @@ impl SqlAnswers {
     /// distinct identity of that role (see `Store::visible_rows` for when they share one
     /// statement).
     pub async fn fetch(
-        store: &Store,
+        rows: &dyn RowSource,
         table: &TableCatalog,
         changes: &[&Change],
         plans: &[&Arc<SubPlan>],
@@ -99,10 +100,10 @@ impl SqlAnswers {
             Some(v @ Value::Object(_)) => v.clone(),
             _ => Value::Object(Map::new()),
         };
-        let mut rows = Vec::with_capacity(changes.len() * 2);
+        let mut images = Vec::with_capacity(changes.len() * 2);
         for c in changes {
-            rows.push(image(&c.old_row));
-            rows.push(image(&c.new_row));
+            images.push(image(&c.old_row));
+            images.push(image(&c.new_row));
         }
         let checks: Vec<VisibilityCheck> = groups
             .iter()
@@ -112,7 +113,7 @@ impl SqlAnswers {
                     .map(|(_, i)| SessionIdentity::from(&**i))
                     .collect(),
                 expr: expr.clone(),
-                rows: rows.clone(),
+                rows: images.clone(),
             })
             .collect();
         out.statements = checks
@@ -127,7 +128,7 @@ impl SqlAnswers {
                 }
             })
             .sum();
-        let flags = store.visible_rows(table.table(), &checks).await?;
+        let flags = rows.visible_rows(table.table(), &checks).await?;
         for (((_, expr), ids), per_identity) in groups.into_iter().zip(flags) {
             for ((ik, _), f) in ids.into_iter().zip(per_identity) {
                 let pairs = f

@@ -3,7 +3,8 @@
 //! ([`session`]), the snapshot → catch-up → live hand-off of each subscription
 //! ([`subscription`]), filters ([`filter`]) and the evaluation of changes against filters and
 //! visibility rules ([`evaluate`]). The WebSocket transport itself is `http::realtime`; SQL
-//! is in `store::realtime`, whose catalog facts [`catalog`] compiles (with `policy`).
+//! is in `store::realtime`, whose catalog facts [`catalog`] compiles (with `policy`) and
+//! whose row reads the router takes through [`rows::RowSource`].
 //!
 //! Guarantees (see docs/realtime.md): a subscription sees every change after its snapshot or
 //! cursor exactly in log order, grouped by transaction; nothing is skipped silently (a
@@ -17,6 +18,7 @@ pub mod filter;
 pub mod live;
 pub mod relation;
 pub mod router;
+pub mod rows;
 pub mod session;
 mod subscription;
 
@@ -246,7 +248,7 @@ impl Realtime {
         // A buffering subscription may hold up to half a queue of frames; beyond that it
         // falls back to the log (bounded memory whatever the snapshot takes).
         let router = Arc::new(Router::new(
-            store.clone(),
+            Arc::new(store.clone()),
             stats.clone(),
             (settings.queue_len / 2).max(1),
         ));

@@ -23,6 +23,7 @@ use super::{
     evaluate::{evaluate_items, move_items, pk_text, ItemCache, Rel, SqlAnswers},
     feed::{Change, ChangeBatch, Cursor, TableName},
     relation::{self, Before, Prior, Relations, Route, TableKey},
+    rows::{LinkValues, RowSource, RowsAt},
     RealtimeStats, SubPlan,
 };
 use crate::{
@@ -32,7 +33,6 @@ use crate::{
         ServerMessage,
     },
     realtime::catalog::RefTable,
-    store::Store,
 };
 
 pub type ConnId = u64;
@@ -148,7 +148,8 @@ pub struct Router {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
     stats: Arc<RealtimeStats>,
-    store: Store,
+    /// Table rows as of a position, and SQL visibility checks.
+    rows: Arc<dyn RowSource>,
     /// Frames a buffering subscription may hold before it falls back to the log.
     buffer_limit: usize,
     ready: tokio::sync::watch::Sender<bool>,
@@ -169,12 +170,12 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    pub fn new(store: Store, stats: Arc<RealtimeStats>, buffer_limit: usize) -> Router {
+    pub fn new(rows: Arc<dyn RowSource>, stats: Arc<RealtimeStats>, buffer_limit: usize) -> Router {
         Router {
             registry: Mutex::new(Registry::default()),
             next_id: AtomicU64::new(1),
             stats,
-            store,
+            rows,
             buffer_limit: buffer_limit.max(1),
             ready: tokio::sync::watch::Sender::new(false),
             relations: tokio::sync::RwLock::new(Relations::default()),
@@ -215,14 +216,14 @@ impl Router {
         let position = self.position();
         for t in wanted {
             let rows = self
-                .store
-                .rows_at(
-                    &t.schema,
-                    &t.name,
-                    &t.primary_key,
-                    (position.xid(), position.id()),
-                    None,
-                )
+                .rows
+                .rows_at(RowsAt {
+                    schema: &t.schema,
+                    name: &t.name,
+                    primary_key: &t.primary_key,
+                    at: position,
+                    only: None,
+                })
                 .await
                 .map_err(|e| match e {
                     crate::store::realtime::RowsAtError::Store(e) => e,
@@ -558,17 +559,18 @@ impl Router {
                 .unwrap_or_else(|| "text".into());
             let vals: Vec<String> = vals.into_iter().collect();
             self.stats.move_reads.fetch_add(1, Relaxed);
-            match self
-                .store
-                .rows_at(
-                    &table.schema,
-                    &table.name,
-                    &plan.catalog.primary_key,
-                    (cursor.xid(), cursor.id()),
-                    Some((&col, &sql_type, &vals)),
-                )
-                .await
-            {
+            let query = RowsAt {
+                schema: &table.schema,
+                name: &table.name,
+                primary_key: &plan.catalog.primary_key,
+                at: cursor,
+                only: Some(LinkValues {
+                    column: &col,
+                    sql_type: &sql_type,
+                    values: &vals,
+                }),
+            };
+            match self.rows.rows_at(query).await {
                 Ok(rows) => {
                     moved.rows.insert((table, col), rows);
                 }
@@ -634,7 +636,7 @@ impl Router {
             return SqlAnswers::default();
         };
         self.stats.sql_checks.fetch_add(1, Relaxed);
-        match SqlAnswers::fetch(&self.store, &first.catalog, changes, &slow).await {
+        match SqlAnswers::fetch(&*self.rows, &first.catalog, changes, &slow).await {
             Ok(a) => {
                 self.stats
                     .sql_statements
@@ -1078,3 +1080,6 @@ fn remove_conn(reg: &mut Registry, id: ConnId, stats: &RealtimeStats) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
