@@ -16,7 +16,7 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use futures::SinkExt;
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::{
     sync::mpsc,
     time::{Instant, MissedTickBehavior},
@@ -78,6 +78,17 @@ pub async fn websocket(
         })
 }
 
+/// What the connection loop needs of a WebSocket: axum's, or the unit tests' in-memory one.
+trait Socket:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin
+{
+}
+
+impl<T> Socket for T where
+    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin
+{
+}
+
 /// One connection: run the session until something ends it, then close with the code that
 /// says why.
 async fn serve(mut socket: WebSocket, rt: Arc<Realtime>, slot: ConnectionSlot) {
@@ -109,7 +120,7 @@ impl From<Control> for Turn {
 /// Read frames into the session and write its queue out until shutdown, a lagging queue,
 /// the peer, a deadline or the session ends the connection; returns the close code.
 async fn run_session(
-    socket: &mut WebSocket,
+    socket: &mut impl Socket,
     rt: &Realtime,
     session: &mut Session,
     queue: &mut mpsc::Receiver<Outbound>,
@@ -153,11 +164,11 @@ async fn run_session(
                     Turn::End(None)
                 },
             },
-            msg = socket.recv() => {
+            msg = socket.next() => {
                 last_seen = Instant::now();
                 read_frame(session, msg, settings.max_message_bytes).await
             }
-            // After `socket.recv()` in this biased order: a `hello` that has arrived is
+            // After `socket.next()` in this biased order: a `hello` that has arrived is
             // handled even if this task is scheduled late (a loaded machine).
             _ = &mut hello_deadline, if !session.greeted() => Turn::End(Some(CloseCode::HelloRequired)),
             _ = ticker.tick() => heartbeat(socket, rt, session, last_seen, opened).await,
@@ -172,7 +183,7 @@ async fn run_session(
 /// Write `first` and what is already queued behind it in one go (bounded), then flush
 /// once. `false` if the peer did not take it within `send_timeout`.
 async fn write_queued(
-    socket: &mut WebSocket,
+    socket: &mut impl Socket,
     first: Outbound,
     queue: &mut mpsc::Receiver<Outbound>,
     send_timeout: Duration,
@@ -236,7 +247,7 @@ async fn read_frame(
 /// A heartbeat tick: close a peer silent for the heartbeat timeout (or one that never said
 /// `hello` in that time), else ping it.
 async fn heartbeat(
-    socket: &mut WebSocket,
+    socket: &mut impl Socket,
     rt: &Realtime,
     session: &Session,
     last_seen: Instant,
@@ -265,7 +276,11 @@ async fn heartbeat(
 /// Close with `code`: flush what is already queued for a polite close (replies, resync
 /// notices; never the backlog of a lagging connection), send the close frame, and wait
 /// briefly for the peer's reply.
-async fn close_with(socket: &mut WebSocket, queue: &mut mpsc::Receiver<Outbound>, code: CloseCode) {
+async fn close_with(
+    socket: &mut impl Socket,
+    queue: &mut mpsc::Receiver<Outbound>,
+    code: CloseCode,
+) {
     if code != CloseCode::Lagging {
         let flush = async {
             while let Ok(out) = queue.try_recv() {
@@ -291,11 +306,324 @@ async fn close_with(socket: &mut WebSocket, queue: &mut mpsc::Receiver<Outbound>
     // Read what the peer still sends until its close reply: closing a TCP socket with
     // unread data resets it, and the peer would never see the code.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(m) = socket.recv().await {
+        while let Some(m) = socket.next().await {
             if matches!(m, Ok(Message::Close(_))) {
                 break;
             }
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection loop over an in-memory socket, on paused time: heartbeats and token
+    //! expiry without a network, a database or real waiting.
+
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use futures::{
+        channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender},
+        stream::BoxStream,
+    };
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::{
+        auth::{
+            mail::Mailer,
+            service::{Auth, AuthRuntime},
+            token::TokenKeys,
+            Identity,
+        },
+        protocol::realtime::ServerMessage,
+        realtime::{
+            feed::{ChangeBatch, Cursor},
+            ChangeSource, RealtimeSettings, SourceError,
+        },
+        store::{PoolSettings, Store},
+    };
+
+    /// Nothing here reads the change log (no subscription is started).
+    struct NoChanges;
+
+    impl ChangeSource for NoChanges {
+        fn changes_between(
+            &self,
+            _after: Cursor,
+            _until: Cursor,
+        ) -> BoxStream<'static, Result<ChangeBatch, SourceError>> {
+            futures::stream::empty().boxed()
+        }
+    }
+
+    /// The server's end of a WebSocket: what the peer sent, and where the server's frames go.
+    struct MemorySocket {
+        incoming: UnboundedReceiver<Message>,
+        outgoing: UnboundedSender<Message>,
+    }
+
+    impl Stream for MemorySocket {
+        type Item = Result<Message, axum::Error>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Pin::new(&mut self.incoming)
+                .poll_next(cx)
+                .map(|m| m.map(Ok))
+        }
+    }
+
+    impl Sink<Message> for MemorySocket {
+        type Error = axum::Error;
+
+        fn poll_ready(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.outgoing)
+                .poll_ready(cx)
+                .map_err(axum::Error::new)
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            Pin::new(&mut self.outgoing)
+                .start_send(item)
+                .map_err(axum::Error::new)
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.outgoing)
+                .poll_flush(cx)
+                .map_err(axum::Error::new)
+        }
+
+        fn poll_close(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.outgoing)
+                .poll_close(cx)
+                .map_err(axum::Error::new)
+        }
+    }
+
+    /// A realtime service whose store is never reached (the pool connects on first use).
+    fn realtime(settings: RealtimeSettings) -> (Arc<Realtime>, Arc<TokenKeys>) {
+        let url = "postgres://rowcast@127.0.0.1:1/never-connected";
+        let config = crate::config::Config::for_database(url);
+        let store = Store::new(
+            url,
+            PoolSettings {
+                pool_size: 2,
+                statement_timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(1),
+                ca_file: None,
+            },
+        )
+        .expect("a pool without connections");
+        let tokens = Arc::new(TokenKeys::hs256(
+            b"a unit test secret, long enough and irregular: 7f3a9c",
+            &config.auth.issuer,
+            &config.auth.audience,
+        ));
+        let auth = Auth::new(
+            store.clone(),
+            tokens.clone(),
+            &config.auth,
+            AuthRuntime {
+                mailer: Mailer::disabled(),
+                external_url: "http://127.0.0.1".into(),
+            },
+        )
+        .expect("auth");
+        let rt = Realtime::new(
+            settings,
+            store,
+            Arc::new(NoChanges),
+            tokens.clone(),
+            Arc::new(auth),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        (Arc::new(rt), tokens)
+    }
+
+    /// The peer's end: send frames, read what the server wrote.
+    struct Peer {
+        send: UnboundedSender<Message>,
+        recv: UnboundedReceiver<Message>,
+    }
+
+    impl Peer {
+        fn text(&self, json: &str) {
+            self.send
+                .unbounded_send(Message::Text(Utf8Bytes::from(json)))
+                .expect("the server reads");
+        }
+
+        /// The next protocol message the server sent, skipping WebSocket pings.
+        async fn message(&mut self) -> Option<ServerMessage> {
+            while let Some(m) = self.recv.next().await {
+                if let Message::Text(t) = m {
+                    return Some(serde_json::from_str(t.as_str()).expect("server messages parse"));
+                }
+            }
+            None
+        }
+    }
+
+    /// Run one connection's loop on a spawned task; returns the peer and the loop's result.
+    fn connect(rt: &Arc<Realtime>) -> (Peer, tokio::task::JoinHandle<Option<CloseCode>>) {
+        let (to_server, incoming) = unbounded();
+        let (outgoing, from_server) = unbounded();
+        let mut socket = MemorySocket { incoming, outgoing };
+        let slot = rt
+            .admit(std::net::IpAddr::from([127, 0, 0, 1]))
+            .expect("admitted");
+        let rt = rt.clone();
+        let task = tokio::spawn(async move {
+            let (mut session, mut queue, lagging) = Session::new(rt.clone(), slot);
+            run_session(&mut socket, &rt, &mut session, &mut queue, &lagging).await
+        });
+        (
+            Peer {
+                send: to_server,
+                recv: from_server,
+            },
+            task,
+        )
+    }
+
+    fn settings(interval: u64, timeout: u64) -> RealtimeSettings {
+        RealtimeSettings {
+            heartbeat_interval: Duration::from_secs(interval),
+            heartbeat_timeout: Duration::from_secs(timeout),
+            hello_timeout: Duration::from_secs(5),
+            ..RealtimeSettings::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_pinged_then_closed_after_the_heartbeat_timeout() {
+        let (rt, _) = realtime(settings(1, 3));
+        let start = Instant::now();
+        let (mut peer, task) = connect(&rt);
+        peer.text(r#"{"type":"hello","v":1}"#);
+        assert!(matches!(
+            peer.message().await,
+            Some(ServerMessage::Welcome { .. })
+        ));
+        let close = task.await.expect("the loop ends");
+        assert_eq!(close, Some(CloseCode::HeartbeatTimeout));
+        // Ticks at 1, 2, 3 s ping (3 s of silence is not yet over the timeout); at 4 s the
+        // silence is.
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        let mut pings = 0;
+        while let Ok(m) = peer.recv.try_recv() {
+            assert!(matches!(m, Message::Ping(_)), "{m:?}");
+            pings += 1;
+        }
+        assert_eq!(pings, 3);
+        assert_eq!(
+            rt.stats
+                .heartbeat_closes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_keeps_answering_stays_open() {
+        let (rt, _) = realtime(settings(1, 3));
+        let start = Instant::now();
+        let (mut peer, task) = connect(&rt);
+        peer.text(r#"{"type":"hello","v":1}"#);
+        assert!(matches!(
+            peer.message().await,
+            Some(ServerMessage::Welcome { .. })
+        ));
+        // Pongs every 2 s for 10 s, then silence.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            peer.send
+                .unbounded_send(Message::Pong(bytes::Bytes::new()))
+                .expect("open");
+        }
+        assert!(!task.is_finished(), "closed while the peer was answering");
+        assert_eq!(
+            task.await.expect("the loop ends"),
+            Some(CloseCode::HeartbeatTimeout)
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(14));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_stops_deliveries_until_auth_brings_a_fresh_one() {
+        // Heartbeats far apart: only the token's expiry happens in this test.
+        let (rt, tokens) = realtime(settings(600, 1800));
+        let user = Identity::user(
+            "00000000-0000-0000-0000-0000000000a1",
+            serde_json::json!({}),
+        );
+        let token = tokens.sign(&user, Duration::from_secs(10)).expect("signed");
+        let start = Instant::now();
+        let (mut peer, task) = connect(&rt);
+        peer.text(&format!(r#"{{"type":"hello","v":1,"token":"{token}"}}"#));
+        let Some(ServerMessage::Welcome { expires_at, .. }) = peer.message().await else {
+            panic!("no welcome");
+        };
+        assert!(expires_at.is_some());
+
+        let expired = peer.message().await;
+        let Some(ServerMessage::Error { id: None, error }) = expired else {
+            panic!("expected the expiry error, got {expired:?}");
+        };
+        assert_eq!(error.code, crate::protocol::ErrorCode::TokenExpired);
+        // Whole seconds: the token's `exp` is 10 s after it was signed.
+        let at = start.elapsed();
+        assert!(
+            at >= Duration::from_secs(9) && at <= Duration::from_secs(10),
+            "{at:?}"
+        );
+
+        // Expired: no new subscription until `auth`.
+        peer.text(r#"{"type":"subscribe","id":"a","table":"todos"}"#);
+        let refused = peer.message().await;
+        assert!(
+            matches!(&refused, Some(ServerMessage::Error { id: Some(id), error }) if id == "a" && error.code == crate::protocol::ErrorCode::TokenExpired),
+            "{refused:?}"
+        );
+
+        // A fresh token re-arms the expiry.
+        let fresh = tokens.sign(&user, Duration::from_secs(30)).expect("signed");
+        peer.text(&format!(r#"{{"type":"auth","token":"{fresh}"}}"#));
+        assert!(matches!(
+            peer.message().await,
+            Some(ServerMessage::Authenticated { .. })
+        ));
+        let renewed = Instant::now();
+        let again = peer.message().await;
+        assert!(
+            matches!(&again, Some(ServerMessage::Error { id: None, error }) if error.code == crate::protocol::ErrorCode::TokenExpired),
+            "{again:?}"
+        );
+        let at = renewed.elapsed();
+        assert!(
+            at >= Duration::from_secs(29) && at <= Duration::from_secs(30),
+            "{at:?}"
+        );
+
+        drop(peer);
+        assert_eq!(
+            task.await.expect("the loop ends"),
+            None,
+            "the peer went away"
+        );
+    }
 }
