@@ -235,6 +235,7 @@ pub enum Refused {
 }
 
 impl Realtime {
+    #[allow(clippy::too_many_arguments)] // each is one service the app hands over, once
     pub fn new(
         settings: RealtimeSettings,
         store: Store,
