@@ -615,24 +615,29 @@ async fn a_late_commit_with_a_smaller_xid_is_delayed_not_skipped() {
         .get(0);
     assert!(xid_a.parse::<u64>().unwrap() < xid_b.parse::<u64>().unwrap());
     tb.commit().await.unwrap();
+    let reads_at_commit = h.capture.stats().snapshot().reads;
 
-    // B committed, but A (smaller xid) is open: nothing may be delivered past A yet.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // B committed, but A (smaller xid) is open. Once the reader has read the log twice
+    // since B's commit and the stall is visible (naming A's backend), nothing may have
+    // been delivered past A.
+    support::eventually(
+        Duration::from_secs(20),
+        "the reader read past B's commit and the lag names the blocking pid",
+        || {
+            let s = h.capture.stats().snapshot();
+            async move {
+                s.reads >= reads_at_commit + 2
+                    && s.blocking_pid == Some(a_pid)
+                    && s.oldest_undelivered_ms > 0
+            }
+        },
+    )
+    .await;
     assert!(read_all(&h.capture, start).await.is_empty());
     assert!(
         sub.events.try_recv().is_err(),
         "delivered past an open transaction"
     );
-    // The stall is visible, naming A's backend.
-    support::eventually(
-        Duration::from_secs(20),
-        "lag names the blocking pid",
-        || {
-            let s = h.capture.stats().snapshot();
-            async move { s.blocking_pid == Some(a_pid) && s.oldest_undelivered_ms > 0 }
-        },
-    )
-    .await;
 
     ta.commit().await.unwrap();
     let batches = read_at_least(&h.capture, start, 2).await;
