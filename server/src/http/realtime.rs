@@ -448,6 +448,8 @@ mod tests {
             Arc::new(NoChanges),
             tokens.clone(),
             Arc::new(auth),
+            // No schema reloads here: the generation never moves.
+            tokio::sync::watch::channel(0).1,
             TaskTracker::new(),
             CancellationToken::new(),
         );

@@ -36,7 +36,7 @@ use crate::{
 
 /// What the client asked for.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(super) struct Request {
     pub id: String,
     pub table: String,
     pub filter: Option<Value>,
@@ -46,7 +46,7 @@ pub struct Request {
 
 /// The session's view of a running subscription.
 #[derive(Debug, Clone)]
-pub struct Handle {
+pub(super) struct Handle {
     /// The router key once registered (0 before).
     pub key: Arc<AtomicU64>,
     /// Set when the subscription ended before going live (error or resync).
@@ -56,7 +56,7 @@ pub struct Handle {
 
 /// Where the task sends frames.
 #[derive(Debug, Clone)]
-pub struct Outlet {
+pub(super) struct Outlet {
     pub conn: ConnId,
     pub tx: mpsc::Sender<Outbound>,
     /// Snapshot/catch-up frames may occupy at most this many queue slots.
@@ -98,7 +98,12 @@ impl Outlet {
 }
 
 /// Start a subscription task on the realtime task tracker.
-pub fn spawn(rt: Arc<Realtime>, outlet: Outlet, identity: Arc<Identity>, req: Request) -> Handle {
+pub(super) fn spawn(
+    rt: Arc<Realtime>,
+    outlet: Outlet,
+    identity: Arc<Identity>,
+    req: Request,
+) -> Handle {
     let handle = Handle {
         key: Arc::new(AtomicU64::new(0)),
         ended: Arc::new(AtomicBool::new(false)),
