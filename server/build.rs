@@ -22,7 +22,7 @@ fn main() {
     }
     files.sort();
     let mut out = String::from(
-        "/// Server migrations, sorted by file name.\npub static EMBEDDED: &[(&str, &str)] = &[\n",
+        "/// Server migrations, sorted by file name.\npub(super) static EMBEDDED: &[(&str, &str)] = &[\n",
     );
     for (name, path) in files {
         out.push_str(&format!(

@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Arc::new(capture.clone()),
         tokens.clone(),
         auth.clone(),
+        rest.schema.generation(),
         tasks.clone(),
         shutdown.clone(),
     ));

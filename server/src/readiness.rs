@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use crate::store::{migrate, migrate::Migration, Store};
+use crate::store::{migrate::Migration, Store};
 
 /// Shared between the start-up task and `/ready`.
 #[derive(Debug, Default)]
@@ -61,11 +61,7 @@ impl Readiness {
                 migrations: "unknown",
             };
         }
-        let probe = async {
-            let client = store.client().await?;
-            migrate::is_current(&client, migrations).await
-        };
-        match tokio::time::timeout(timeout, probe).await {
+        match tokio::time::timeout(timeout, store.migrations_current(migrations)).await {
             Ok(Ok(true)) => ReadinessReport {
                 ready: true,
                 database: "ok",

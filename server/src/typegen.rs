@@ -154,8 +154,7 @@ async fn generate_at(
 
 /// Read the catalog of `schemas` and render the TypeScript file.
 pub async fn generate(store: &Store, schemas: &[String]) -> Result<String, StoreError> {
-    let client = store.client().await?;
-    let columns = crate::store::typegen::catalog_columns(&**client, schemas).await?;
+    let columns = store.catalog_columns(schemas).await?;
     Ok(render(schemas, &columns))
 }
 

@@ -16,9 +16,9 @@ use crate::{
 };
 
 /// The channel the doorbell trigger notifies (see migration 0002).
-pub const CHANNEL: &str = "rowcast_changes";
+pub(super) const CHANNEL: &str = "rowcast_changes";
 /// `application_name` of the listener's backend, so operators (and tests) can find it.
-pub const APPLICATION_NAME: &str = "rowcast-listen";
+pub(super) const APPLICATION_NAME: &str = "rowcast-listen";
 
 pub(super) async fn run(
     shared: Arc<Shared>,

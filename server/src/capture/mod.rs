@@ -59,7 +59,7 @@ pub use stats::{CaptureStats, StatsSnapshot};
 use crate::{
     protocol::{ApiError, ErrorCode},
     readiness::Readiness,
-    store::{changes, Store, StoreError},
+    store::{cursors, Store, StoreError},
 };
 
 pub use crate::config::CaptureConfig;
@@ -294,14 +294,12 @@ impl Capture {
     /// The current watermark as a cursor: every change before it has committed and is
     /// readable; nothing can still appear before it.
     pub async fn watermark(&self) -> Result<Cursor, CaptureError> {
-        let client = self.shared.store.client().await?;
-        Ok(Cursor::before_xid(changes::snapshot_xmin(&**client).await?))
+        Ok(Cursor::before_xid(self.shared.store.watermark().await?))
     }
 
     /// The retention floor: cursors below it get [`CaptureError::ResyncRequired`].
     pub async fn floor(&self) -> Result<Cursor, CaptureError> {
-        let client = self.shared.store.client().await?;
-        let (x, i) = changes::floor(&**client).await?;
+        let (x, i) = self.shared.store.change_floor().await?;
         Ok(Cursor::new(x, i))
     }
 
@@ -315,7 +313,7 @@ impl Capture {
 /// The cursor of a snapshot: call inside a `REPEATABLE READ` transaction; replaying
 /// changes after it covers every transaction the snapshot cannot see.
 pub async fn snapshot_cursor(tx: &tokio_postgres::Transaction<'_>) -> Result<Cursor, CaptureError> {
-    Ok(Cursor::before_xid(changes::snapshot_xmin(tx).await?))
+    Ok(Cursor::before_xid(cursors::snapshot_watermark(tx).await?))
 }
 
 /// One page of the log read as whole transactions.
@@ -333,14 +331,13 @@ async fn read_batches(
     until: Cursor,
     page_size: i64,
 ) -> Result<Read, CaptureError> {
-    let client = store.client().await?;
-    let page = changes::read_page(
-        &client,
-        (after.xid(), after.id()),
-        (until.xid(), until.id()),
-        page_size,
-    )
-    .await?;
+    let page = store
+        .read_changes(
+            (after.xid(), after.id()),
+            (until.xid(), until.id()),
+            page_size,
+        )
+        .await?;
     let floor = Cursor::new(page.floor.0, page.floor.1);
     if floor > after {
         return Err(CaptureError::ResyncRequired {
@@ -348,28 +345,10 @@ async fn read_batches(
             floor,
         });
     }
-    let full = page.rows.len() as i64 >= page_size;
-    let mut rows = page.rows;
-    if full {
-        // The page may end inside a transaction: read the rest of it so it is not split.
-        if let Some(last) = rows.last() {
-            let (xid, mut last_id) = (last.xid, last.id);
-            loop {
-                let more =
-                    changes::read_rest_of_transaction(&client, xid, last_id, page_size).await?;
-                let n = more.len() as i64;
-                if let Some(l) = more.last() {
-                    last_id = l.id;
-                }
-                rows.extend(more);
-                if n < page_size {
-                    break;
-                }
-            }
-        }
-    }
-    drop(client);
-    let batches = change::group(rows)?;
+    // A full page may end inside a transaction: the store read the rest of it, so no
+    // transaction is split across reads.
+    let full = page.full;
+    let batches = change::group(page.rows)?;
     let mut position = batches.last().map(|b| b.cursor()).unwrap_or(after);
     if !full {
         // Everything in (after, until] below the watermark has been read.

@@ -13,7 +13,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use super::{CaptureError, Cursor, Shared, READER_TTL};
-use crate::{readiness::Readiness, store::changes};
+use crate::readiness::Readiness;
 
 const BATCH: i64 = 1000;
 
@@ -57,11 +57,7 @@ pub(super) async fn run(
 
 /// Refresh the log-size and floor numbers behind `/metrics`; failures only skip a sample.
 async fn sample_size(shared: &Shared) {
-    let sampled = async {
-        let client = shared.store.client().await?;
-        changes::log_size(&**client).await
-    };
-    if let Ok((rows, floor)) = sampled.await {
+    if let Ok((rows, floor)) = shared.store.change_log_size().await {
         shared.stats.log_rows.store(rows, Relaxed);
         shared.stats.floor_id.store(floor, Relaxed);
     }
@@ -75,18 +71,17 @@ pub(super) async fn prune_all(shared: &Shared) -> Result<u64, CaptureError> {
         // by their registrations in rowcast.live_readers).
         let cap =
             (*shared.position.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or(Cursor::END);
-        let client = shared.store.client().await?;
-        let pruned = changes::prune(
-            &**client,
-            shared.config.retention,
-            shared.config.retention_max_changes,
-            BATCH,
-            (cap.xid(), cap.id()),
-            READER_TTL,
-            shared.instance,
-        )
-        .await?;
-        drop(client);
+        let pruned = shared
+            .store
+            .prune_changes(
+                shared.config.retention,
+                shared.config.retention_max_changes,
+                BATCH,
+                (cap.xid(), cap.id()),
+                READER_TTL,
+                shared.instance,
+            )
+            .await?;
         total += pruned.deleted;
         shared.stats.pruned.fetch_add(pruned.deleted, Relaxed);
         if pruned.deleted < BATCH as u64 {

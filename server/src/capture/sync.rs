@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{changes, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// A synced table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,21 +50,19 @@ impl From<StoreError> for SyncError {
 
 /// Enable sync on `table` (`todos`, `public.todos`, `"Mixed Case"`). Idempotent.
 pub async fn enable(store: &Store, table: &str) -> Result<(), SyncError> {
-    let client = store.client().await?;
-    changes::enable_sync(&**client, table).await?;
+    store.enable_sync(table).await?;
     Ok(())
 }
 
 /// Disable sync on `table`: removes the triggers and the `_v` column. Idempotent.
 pub async fn disable(store: &Store, table: &str) -> Result<(), SyncError> {
-    let client = store.client().await?;
-    changes::disable_sync(&**client, table).await?;
+    store.disable_sync(table).await?;
     Ok(())
 }
 
 pub async fn list(store: &Store) -> Result<Vec<SyncedTable>, SyncError> {
-    let client = store.client().await?;
-    Ok(changes::synced_tables(&**client)
+    Ok(store
+        .synced_tables()
         .await?
         .into_iter()
         .map(|r| SyncedTable {

@@ -11,7 +11,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use super::{read_batches, CaptureError, Cursor, LiveEvent, Shared};
-use crate::{backoff::Backoff, readiness::Readiness, store::changes};
+use crate::{backoff::Backoff, readiness::Readiness};
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -20,10 +20,9 @@ pub(super) async fn run(
 ) {
     follow(&shared, &readiness, &shutdown).await;
     // Stop holding count-based retention back (best effort: the registration expires anyway).
-    let leave = async {
-        let client = shared.store.client().await?;
-        changes::unregister_reader(&**client, shared.instance, super::READER_TTL).await
-    };
+    let leave = shared
+        .store
+        .unregister_reader(shared.instance, super::READER_TTL);
     let _ = tokio::time::timeout(Duration::from_secs(1), leave).await;
 }
 
@@ -123,19 +122,13 @@ async fn catch_up(shared: &Shared) -> Result<(), CaptureError> {
 
 /// First read after start: apply the doorbell setting and start "live from now".
 async fn initialize(shared: &Shared) -> Result<Cursor, CaptureError> {
-    let mut client = shared.store.client().await?;
-    let switched = async {
-        let tx = client.transaction().await?;
-        changes::set_doorbell(&tx, shared.config.notify).await?;
-        tx.commit().await?;
-        Ok::<_, crate::store::StoreError>(())
-    };
-    if let Err(e) = switched.await {
+    let started = shared.store.start_tail(shared.config.notify).await?;
+    if let Err(e) = started.doorbell {
         // Only the owner of rowcast.change_log may switch it; capture still works (the poll
         // interval bounds latency), so say so and carry on.
         tracing::warn!(error = %e, notify = shared.config.notify, "cannot switch the NOTIFY doorbell");
     }
-    let start = Cursor::before_xid(changes::snapshot_xmin(&**client).await?);
+    let start = Cursor::before_xid(started.watermark);
     {
         let mut p = lock(shared);
         *p = Some(start);
@@ -161,7 +154,6 @@ const REFRESH: Duration = Duration::from_secs(20);
 /// not see (no superuser at migration time), and count the tables capture is broken on.
 async fn check_tables(shared: &Shared, registered: &mut Option<(Instant, Cursor)>) {
     let checked = async {
-        let client = shared.store.client().await?;
         // About once a second and only when it moved: each registration is a small write
         // transaction (an xid that briefly holds every reader's watermark).
         if let Some(pos) = current(shared) {
@@ -169,12 +161,15 @@ async fn check_tables(shared: &Shared, registered: &mut Option<(Instant, Cursor)
                 at.elapsed() >= Duration::from_secs(1) && (p != pos || at.elapsed() >= REFRESH)
             });
             if due {
-                changes::register_reader(&**client, shared.instance, (pos.xid(), pos.id())).await?;
+                shared
+                    .store
+                    .register_reader(shared.instance, (pos.xid(), pos.id()))
+                    .await?;
                 *registered = Some((Instant::now(), pos));
             }
         }
-        let events = changes::check_synced(&**client).await?;
-        let broken = changes::broken_synced(&**client).await?;
+        let events = shared.store.check_synced().await?;
+        let broken = shared.store.broken_synced().await?;
         Ok::<_, crate::store::StoreError>((events, broken))
     };
     match checked.await {
@@ -202,11 +197,7 @@ async fn check_tables(shared: &Shared, registered: &mut Option<(Instant, Cursor)
 }
 
 async fn probe_lag(shared: &Shared, last_warning: &mut Option<Instant>) {
-    let probe = async {
-        let client = shared.store.client().await?;
-        changes::lag_probe(&**client).await
-    };
-    match probe.await {
+    match shared.store.lag_probe().await {
         Ok(p) => {
             let held = p.held_age.map(|d| d.as_millis() as u64).unwrap_or(0);
             shared.stats.oldest_undelivered_ms.store(held, Relaxed);

@@ -1,11 +1,14 @@
 //! The realtime WebSocket protocol: every message a client sends and the server sends, the
 //! close codes, and the protocol version. `docs/protocol.md` ("Realtime") mirrors this file;
-//! a test checks that every message type and close code is documented there.
+//! a test checks that every message type and close code is documented there. How the hot
+//! path writes `changes` frames without building a `ServerMessage` is [`changes`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{ApiError, ErrorCode};
+
+pub mod changes;
 
 /// The protocol version spoken by this server; clients send it in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,23 +1,28 @@
 //! Deciding what one transaction means for each candidate subscription: which changes it
 //! sees as insert, update, delete or remove (evaluating the filter and the visibility rule
-//! on the old and the new row image), and the pre-serialized `changes` frame it gets.
-//! Used by the live router and by catch-up alike, so both paths give the same answer.
+//! on the old and the new row image), each item serialized once and shared by the
+//! subscriptions with the same projection ([`ItemCache`]). How items and frames are written
+//! is `protocol::realtime::changes`. Used by the live router and by catch-up alike, so both
+//! paths give the same answer.
 
-use std::{collections::HashMap, fmt::Write, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::{
     feed::{Change, Cursor, Op},
+    rows::RowSource,
     SubPlan,
 };
 use crate::{
     policy::{compile::Visibility, Lookup},
-    protocol::realtime::ChangeOp,
+    protocol::realtime::{
+        changes::{changes_frame, EncodedItem, RowImage},
+        ChangeOp,
+    },
     realtime::catalog::{TableCatalog, VERSION_COLUMN},
-    store::{realtime::VisibilityCheck, SessionIdentity, Store, StoreError},
+    store::{realtime::VisibilityCheck, SessionIdentity, StoreError},
 };
 
 /// What a subscription gets from one transaction.
@@ -60,7 +65,7 @@ impl SqlAnswers {
     /// distinct identity of that role (see `Store::visible_rows` for when they share one
     /// statement).
     pub async fn fetch(
-        store: &Store,
+        rows: &dyn RowSource,
         table: &TableCatalog,
         changes: &[&Change],
         plans: &[&Arc<SubPlan>],
@@ -95,10 +100,10 @@ impl SqlAnswers {
             Some(v @ Value::Object(_)) => v.clone(),
             _ => Value::Object(Map::new()),
         };
-        let mut rows = Vec::with_capacity(changes.len() * 2);
+        let mut images = Vec::with_capacity(changes.len() * 2);
         for c in changes {
-            rows.push(image(&c.old_row));
-            rows.push(image(&c.new_row));
+            images.push(image(&c.old_row));
+            images.push(image(&c.new_row));
         }
         let checks: Vec<VisibilityCheck> = groups
             .iter()
@@ -108,7 +113,7 @@ impl SqlAnswers {
                     .map(|(_, i)| SessionIdentity::from(&**i))
                     .collect(),
                 expr: expr.clone(),
-                rows: rows.clone(),
+                rows: images.clone(),
             })
             .collect();
         out.statements = checks
@@ -123,7 +128,7 @@ impl SqlAnswers {
                 }
             })
             .sum();
-        let flags = store.visible_rows(table.table(), &checks).await?;
+        let flags = rows.visible_rows(table.table(), &checks).await?;
         for (((_, expr), ids), per_identity) in groups.into_iter().zip(flags) {
             for ((ik, _), f) in ids.into_iter().zip(per_identity) {
                 let pairs = f
@@ -152,7 +157,7 @@ fn object(v: &Option<Value>) -> Option<&Map<String, Value>> {
 /// Serialized items shared by every subscription with the same projection.
 #[derive(Default)]
 pub struct ItemCache {
-    items: HashMap<(usize, ChangeOp, usize), Arc<str>>,
+    items: HashMap<(usize, ChangeOp, usize), EncodedItem>,
 }
 
 /// The referenced tables' rows as relational policies see them: before the transaction
@@ -175,7 +180,7 @@ pub fn evaluate(
         Err(reason) => Outcome::Resync(reason),
         Ok(items) if items.is_empty() => Outcome::Nothing,
         Ok(items) => Outcome::Frame(
-            changes_frame(&plan.id_json, plan.log.wire(cursor), &items),
+            changes_frame(&plan.encoded_id, plan.log.wire(cursor), &items),
             items.len(),
         ),
     }
@@ -202,7 +207,7 @@ pub fn move_items(
     changed: &std::collections::HashSet<String>,
     rel: &Rel<'_>,
     floor: i64,
-) -> Vec<Arc<str>> {
+) -> Vec<EncodedItem> {
     let Visibility::Fast(p) = &plan.visibility else {
         return Vec::new();
     };
@@ -230,16 +235,15 @@ pub fn move_items(
             .iter()
             .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
             .collect();
-        let item = ItemRef {
+        out.push(EncodedItem::new(
             op,
-            pk: &pk,
+            &pk,
             v,
-            row: (op == ChangeOp::Insert).then_some(Projected {
+            Some(RowImage {
                 row,
                 columns: plan.columns.as_deref(),
             }),
-        };
-        out.push(serde_json::to_string(&item).unwrap_or_default().into());
+        ));
     }
     out
 }
@@ -252,8 +256,8 @@ pub fn evaluate_items(
     sql: &SqlAnswers,
     rel: &Rel<'_>,
     cache: &mut ItemCache,
-) -> Result<Vec<Arc<str>>, &'static str> {
-    let mut items: Vec<Arc<str>> = Vec::new();
+) -> Result<Vec<EncodedItem>, &'static str> {
+    let mut items: Vec<EncodedItem> = Vec::new();
     for (i, c) in changes.iter().enumerate() {
         if c.op == Op::Truncate {
             return Err("truncate");
@@ -292,71 +296,15 @@ pub fn evaluate_items(
         let item = cache
             .items
             .entry((i, op, projection))
-            .or_insert_with(|| serialize_item(c, op, plan.columns.as_deref()).into());
+            .or_insert_with(|| serialize_item(c, op, plan.columns.as_deref()));
         items.push(item.clone());
     }
     Ok(items)
 }
 
-/// `{"type":"changes","id":…,"cursor":…,"changes":[…]}` from pre-serialized items.
-pub fn changes_frame(id_json: &str, cursor: impl std::fmt::Display, items: &[Arc<str>]) -> Bytes {
-    let len: usize = items.iter().map(|i| i.len() + 1).sum::<usize>() + id_json.len() + 80;
-    let mut s = String::with_capacity(len);
-    let _ = write!(
-        s,
-        r#"{{"type":"changes","id":{id_json},"cursor":"{cursor}","changes":["#
-    );
-    for (n, item) in items.iter().enumerate() {
-        if n > 0 {
-            s.push(',');
-        }
-        s.push_str(item);
-    }
-    s.push_str("]}");
-    Bytes::from(s)
-}
-
 /// One item as the wire's `ChangeItem`, projected to `columns`.
-pub fn serialize_item(c: &Change, op: ChangeOp, columns: Option<&[String]>) -> String {
-    let row = match op {
-        ChangeOp::Insert | ChangeOp::Update => object(&c.new_row),
-        ChangeOp::Delete | ChangeOp::Remove => None,
-    };
-    let item = ItemRef {
-        op,
-        pk: &c.pk,
-        v: c.version,
-        row: row.map(|r| Projected { row: r, columns }),
-    };
-    serde_json::to_string(&item).unwrap_or_default()
-}
-
-#[derive(serde::Serialize)]
-struct ItemRef<'a> {
-    op: ChangeOp,
-    pk: &'a Map<String, Value>,
-    v: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    row: Option<Projected<'a>>,
-}
-
-/// A row image limited to the subscription's columns.
-pub struct Projected<'a> {
-    pub row: &'a Map<String, Value>,
-    pub columns: Option<&'a [String]>,
-}
-
-impl Serialize for Projected<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.columns {
-            None => self.row.serialize(s),
-            Some(cols) => {
-                let mut m = s.serialize_map(Some(cols.len()))?;
-                for c in cols {
-                    m.serialize_entry(c, self.row.get(c).unwrap_or(&Value::Null))?;
-                }
-                m.end()
-            }
-        }
-    }
+/// (The row image, written for `insert` and `update` only, is the new one.)
+pub fn serialize_item(c: &Change, op: ChangeOp, columns: Option<&[String]>) -> EncodedItem {
+    let row = object(&c.new_row).map(|row| RowImage { row, columns });
+    EncodedItem::new(op, &c.pk, c.version, row)
 }

@@ -3,7 +3,8 @@
 //! ([`session`]), the snapshot → catch-up → live hand-off of each subscription
 //! ([`subscription`]), filters ([`filter`]) and the evaluation of changes against filters and
 //! visibility rules ([`evaluate`]). The WebSocket transport itself is `http::realtime`; SQL
-//! is in `store::realtime`, whose catalog facts [`catalog`] compiles (with `policy`).
+//! is in `store::realtime`, whose catalog facts [`catalog`] compiles (with `policy`) and
+//! whose row reads the router takes through [`rows::RowSource`].
 //!
 //! Guarantees (see docs/realtime.md): a subscription sees every change after its snapshot or
 //! cursor exactly in log order, grouped by transaction; nothing is skipped silently (a
@@ -17,6 +18,7 @@ pub mod filter;
 pub mod live;
 pub mod relation;
 pub mod router;
+pub mod rows;
 pub mod session;
 mod subscription;
 
@@ -38,7 +40,7 @@ use crate::{
     auth::{service::Auth, token::TokenKeys, Identity},
     capture::LogId,
     policy::{compile::Visibility, Pred},
-    protocol::ApiError,
+    protocol::{realtime::changes::EncodedId, ApiError},
     store::{Store, StoreError},
 };
 use feed::{ChangeBatch, Cursor, TableName};
@@ -119,7 +121,7 @@ pub struct SubPlan {
     /// The client's id for the subscription.
     pub id: String,
     /// `id` as a JSON string literal, ready to splice into frames.
-    pub id_json: String,
+    pub encoded_id: EncodedId,
     pub table: TableName,
     pub catalog: Arc<TableCatalog>,
     pub filter: Pred,
@@ -144,6 +146,9 @@ pub struct Realtime {
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     catalog_cache: Mutex<CatalogCache>,
+    /// The schema-cache generation, bumped by every reload (the DDL doorbell, or
+    /// `reload-schema`): cached catalog facts read under an older generation are stale.
+    catalog_generation: tokio::sync::watch::Receiver<u64>,
     /// This database's change-log id, read once (see [`Realtime::log_id`]).
     log_id: tokio::sync::OnceCell<LogId>,
     /// Open connections per client address (see [`Realtime::admit`]).
@@ -155,8 +160,8 @@ pub struct Realtime {
     pub reads: Arc<tokio::sync::Semaphore>,
 }
 
-/// (schema, table) → when read, and what.
-type CatalogCache = HashMap<(String, String), (Instant, Arc<TableCatalog>)>;
+/// (schema, table) → the generation and time it was read under, and what.
+type CatalogCache = HashMap<(String, String), (u64, Instant, Arc<TableCatalog>)>;
 
 impl std::fmt::Debug for Realtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,9 +171,11 @@ impl std::fmt::Debug for Realtime {
     }
 }
 
-/// How long a table's catalog facts are reused across subscribes (policy or grant changes
-/// apply to new subscriptions after at most this long).
-const CATALOG_TTL: Duration = Duration::from_secs(2);
+/// How long a table's catalog facts are reused at most. The rule is the schema generation
+/// (a policy, grant or column change rings the DDL doorbell, which reloads the schema and
+/// bumps it); this bound is the safety net for a database where the event trigger could
+/// not be installed and nobody ran `reload-schema`.
+const CATALOG_TTL: Duration = Duration::from_secs(30);
 
 /// Holds one slot of `max_connections` (and of its address's share) until dropped.
 #[derive(Debug)]
@@ -230,12 +237,14 @@ pub enum Refused {
 }
 
 impl Realtime {
+    #[allow(clippy::too_many_arguments)] // each is one service the app hands over, once
     pub fn new(
         settings: RealtimeSettings,
         store: Store,
         source: Arc<dyn ChangeSource>,
         tokens: Arc<TokenKeys>,
         auth: Arc<Auth>,
+        catalog_generation: tokio::sync::watch::Receiver<u64>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Realtime {
@@ -246,7 +255,7 @@ impl Realtime {
         // A buffering subscription may hold up to half a queue of frames; beyond that it
         // falls back to the log (bounded memory whatever the snapshot takes).
         let router = Arc::new(Router::new(
-            store.clone(),
+            Arc::new(store.clone()),
             stats.clone(),
             (settings.queue_len / 2).max(1),
         ));
@@ -261,6 +270,7 @@ impl Realtime {
             tasks,
             shutdown,
             catalog_cache: Mutex::new(HashMap::new()),
+            catalog_generation,
             log_id: tokio::sync::OnceCell::new(),
             addresses: Arc::new(Mutex::new(HashMap::new())),
             paths_logged: Mutex::new(HashMap::new()),
@@ -369,17 +379,20 @@ impl Realtime {
         }
     }
 
-    /// The catalog facts of a table, briefly cached.
+    /// The catalog facts of a table, cached until the schema generation moves on.
     pub async fn catalog(
         &self,
         schema: &str,
         name: &str,
     ) -> Result<Option<Arc<TableCatalog>>, StoreError> {
         let key = (schema.to_string(), name.to_string());
+        // Read before the catalog: a reload that lands during the read leaves the entry
+        // marked with the older generation, so the next subscribe reads again.
+        let generation = *self.catalog_generation.borrow();
         {
             let cache = self.catalog_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, c)) = cache.get(&key) {
-                if at.elapsed() < CATALOG_TTL {
+            if let Some((g, at, c)) = cache.get(&key) {
+                if *g == generation && at.elapsed() < CATALOG_TTL {
                     return Ok(Some(c.clone()));
                 }
             }
@@ -398,7 +411,8 @@ impl Realtime {
         if cache.len() > 1000 {
             cache.clear();
         }
-        cache.insert(key, (Instant::now(), c.clone()));
+        cache.retain(|_, (g, _, _)| *g == generation);
+        cache.insert(key, (generation, Instant::now(), c.clone()));
         Ok(Some(c))
     }
 }

@@ -20,23 +20,26 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    evaluate::{changes_frame, evaluate_items, move_items, pk_text, ItemCache, Rel, SqlAnswers},
+    evaluate::{evaluate_items, move_items, pk_text, ItemCache, Rel, SqlAnswers},
     feed::{Change, ChangeBatch, Cursor, TableName},
-    relation::{self, Before, Relations, Route, TableKey},
+    relation::{self, Before, Prior, Relations, Route, TableKey},
+    rows::{LinkValues, RowSource, RowsAt},
     RealtimeStats, SubPlan,
 };
 use crate::{
     policy::{compile::Visibility, ColumnKind, Pred},
-    protocol::realtime::ServerMessage,
+    protocol::realtime::{
+        changes::{changes_frame, EncodedItem},
+        ServerMessage,
+    },
     realtime::catalog::RefTable,
-    store::Store,
 };
 
 pub type ConnId = u64;
 pub type SubKey = u64;
 
 /// A subscription's items from one transaction, or why it must resync.
-type ItemsOr = Result<Vec<Arc<str>>, &'static str>;
+type ItemsOr = Result<Vec<EncodedItem>, &'static str>;
 
 /// The subscriptions one table's changes may concern (index into the batch's tables).
 type Candidates = Vec<(usize, Vec<(SubKey, Arc<SubPlan>)>)>;
@@ -145,7 +148,8 @@ pub struct Router {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
     stats: Arc<RealtimeStats>,
-    store: Store,
+    /// Table rows as of a position, and SQL visibility checks.
+    rows: Arc<dyn RowSource>,
     /// Frames a buffering subscription may hold before it falls back to the log.
     buffer_limit: usize,
     ready: tokio::sync::watch::Sender<bool>,
@@ -166,12 +170,12 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    pub fn new(store: Store, stats: Arc<RealtimeStats>, buffer_limit: usize) -> Router {
+    pub fn new(rows: Arc<dyn RowSource>, stats: Arc<RealtimeStats>, buffer_limit: usize) -> Router {
         Router {
             registry: Mutex::new(Registry::default()),
             next_id: AtomicU64::new(1),
             stats,
-            store,
+            rows,
             buffer_limit: buffer_limit.max(1),
             ready: tokio::sync::watch::Sender::new(false),
             relations: tokio::sync::RwLock::new(Relations::default()),
@@ -212,14 +216,14 @@ impl Router {
         let position = self.position();
         for t in wanted {
             let rows = self
-                .store
-                .rows_at(
-                    &t.schema,
-                    &t.name,
-                    &t.primary_key,
-                    (position.xid(), position.id()),
-                    None,
-                )
+                .rows
+                .rows_at(RowsAt {
+                    schema: &t.schema,
+                    name: &t.name,
+                    primary_key: &t.primary_key,
+                    at: position,
+                    only: None,
+                })
                 .await
                 .map_err(|e| match e {
                     crate::store::realtime::RowsAtError::Store(e) => e,
@@ -438,37 +442,14 @@ impl Router {
     pub async fn dispatch(&self, batch: &ChangeBatch) {
         let cursor = batch.cursor();
         let mut rel = self.relations.write().await;
-        if let Err(e) = self.load_missing(&mut rel).await {
-            // Without the index, relational subscriptions cannot be judged: they resync.
-            tracing::warn!(error = %e, "membership index load failed; resyncing relational subscriptions");
-            self.resync_relational(None, "membership index unavailable");
-        }
-        let mut by_table: Vec<(&TableName, Vec<&Change>)> = Vec::new();
-        for c in &batch.changes {
-            match by_table.iter_mut().find(|(t, _)| **t == c.table) {
-                Some((_, list)) => list.push(c),
-                None => by_table.push((&c.table, vec![c])),
-            }
-        }
+        self.load_index_or_resync(&mut rel).await;
+        let by_table = group_by_table(batch);
         let tracked: Vec<&Change> = batch
             .changes
             .iter()
             .filter(|c| rel.has(&(c.table.schema.clone(), c.table.name.clone())))
             .collect();
-        let mut truncated = Vec::new();
-        let prior = if tracked.is_empty() {
-            HashMap::new()
-        } else {
-            rel.apply(&tracked, &mut truncated)
-        };
-        for t in &truncated {
-            self.resync_relational(Some(t), "truncate");
-        }
-        if !tracked.is_empty() {
-            self.stats
-                .relation_rows
-                .store(rel.row_count() as u64, Relaxed);
-        }
+        let prior = self.apply_to_index(&mut rel, &tracked);
         let rel: &Relations = &rel;
         let before = Before {
             now: rel,
@@ -481,191 +462,139 @@ impl Router {
         // The referenced changes' largest version: moved rows carry at least this one.
         let floor = tracked.iter().map(|c| c.version).max().unwrap_or(0);
 
-        // Collect candidates under the lock, and advance the position in the same critical
-        // section: a subscription registered after this point catches this transaction up
-        // from the log; one registered before is a candidate here.
-        let mut work: Candidates = Vec::new();
-        // (subscription, link column) → values of the link column whose rows may move.
-        let mut moves: HashMap<(SubKey, String), (Arc<SubPlan>, HashSet<String>)> = HashMap::new();
-        let mut sql_resync: HashSet<SubKey> = HashSet::new();
-        {
-            let mut reg = self.lock();
-            reg.position = cursor.max(reg.position);
-            if !reg.sql_reads.is_empty() {
-                for c in &batch.changes {
-                    let t = (c.table.schema.clone(), c.table.name.clone());
-                    if let Some(set) = reg.sql_reads.get(&t) {
-                        sql_resync.extend(set.iter().copied());
-                    }
-                }
-            }
-            for (ti, (table, changes)) in by_table.iter().enumerate() {
-                let Some(ts) = reg.tables.get(*table) else {
-                    continue;
-                };
-                let mut keys: HashSet<SubKey> = ts.scan.clone();
-                for c in changes {
-                    for row in [&c.old_row, &c.new_row].into_iter().flatten() {
-                        let Some(obj) = row.as_object() else { continue };
-                        for (col, (kind, _)) in &ts.eq_columns {
-                            if let Some(k) = obj.get(col).and_then(|v| kind.index_key(v)) {
-                                if let Some(set) = ts.by_eq.get(&(col.clone(), k)) {
-                                    keys.extend(set.iter().copied());
-                                }
-                            }
-                        }
-                        for (route, by_key) in &ts.by_rel {
-                            for lookup in [view.before, view.after] {
-                                for k in relation::row_keys(lookup, route, obj) {
-                                    if let Some(set) = by_key.get(&k) {
-                                        keys.extend(set.iter().copied());
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                let subs: Vec<(SubKey, Arc<SubPlan>)> = keys
-                    .into_iter()
-                    .filter(|k| !sql_resync.contains(k))
-                    .filter_map(|k| reg.subs.get(&k).map(|s| (k, s.plan.clone())))
-                    .collect();
-                if !subs.is_empty() {
-                    work.push((ti, subs));
-                }
-            }
-            if !tracked.is_empty() {
-                for (route, by_key) in &reg.movers {
-                    for (h, hop) in route.hops.iter().enumerate() {
-                        for c in tracked.iter().filter(|c| {
-                            c.table.schema == hop.table.0 && c.table.name == hop.table.1
-                        }) {
-                            for img in [&c.old_row, &c.new_row].into_iter().flatten() {
-                                let Some(img) = img.as_object() else { continue };
-                                for lookup in [view.before, view.after] {
-                                    let (ks, vals) = relation::affected(lookup, route, h, img);
-                                    if vals.is_empty() {
-                                        continue;
-                                    }
-                                    let subs: Vec<SubKey> = match ks {
-                                        None => by_key
-                                            .get(&None)
-                                            .map(|s| s.iter().copied().collect())
-                                            .unwrap_or_default(),
-                                        Some(ks) => ks
-                                            .into_iter()
-                                            .filter_map(|k| by_key.get(&Some(k)))
-                                            .flat_map(|s| s.iter().copied())
-                                            .collect(),
-                                    };
-                                    for sk in subs {
-                                        let Some(sub) = reg.subs.get(&sk) else {
-                                            continue;
-                                        };
-                                        moves
-                                            .entry((sk, route.hops[0].outer.clone()))
-                                            .or_insert_with(|| (sub.plan.clone(), HashSet::new()))
-                                            .1
-                                            .extend(vals.iter().cloned());
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for key in &sql_resync {
+        let found = self.collect_candidates(batch, &by_table, &tracked, &view);
+        for key in &found.sql_resync {
             self.resync(*key, "policy input changed");
         }
-        if work.is_empty() && moves.is_empty() {
+        if found.work.is_empty() && found.moves.is_empty() {
             return;
         }
+        self.record_lag(batch);
+        let moved = self.read_moved_rows(cursor, &found.moves).await;
+        let mut out = self.evaluate_candidates(&by_table, found.work, &view).await;
+        self.add_move_items(&mut out, &found.moves, &moved, &by_table, &view, floor);
+        if !out.is_empty() {
+            self.deliver(cursor, out);
+        }
+    }
+
+    /// Bring the membership index up to date with the tables subscriptions need; without
+    /// it relational subscriptions cannot be judged, so they resync.
+    async fn load_index_or_resync(&self, rel: &mut Relations) {
+        if let Err(e) = self.load_missing(rel).await {
+            tracing::warn!(error = %e, "membership index load failed; resyncing relational subscriptions");
+            self.resync_relational(None, "membership index unavailable");
+        }
+    }
+
+    /// Apply the transaction's changes to referenced tables to the membership index;
+    /// returns those rows as they were before it. A truncated referenced table resyncs the
+    /// subscriptions whose policy reads it.
+    fn apply_to_index(&self, rel: &mut Relations, tracked: &[&Change]) -> Prior {
+        if tracked.is_empty() {
+            return Prior::new();
+        }
+        let mut truncated = Vec::new();
+        let prior = rel.apply(tracked, &mut truncated);
+        for t in &truncated {
+            self.resync_relational(Some(t), "truncate");
+        }
+        self.stats
+            .relation_rows
+            .store(rel.row_count() as u64, Relaxed);
+        prior
+    }
+
+    /// Collect candidates under the lock, and advance the position in the same critical
+    /// section: a subscription registered after this point catches this transaction up
+    /// from the log; one registered before is a candidate here.
+    fn collect_candidates(
+        &self,
+        batch: &ChangeBatch,
+        by_table: &ByTable<'_>,
+        tracked: &[&Change],
+        view: &Rel<'_>,
+    ) -> Found {
+        let mut reg = self.lock();
+        reg.position = batch.cursor().max(reg.position);
+        let sql_resync = sql_policy_inputs_changed(&reg, batch);
+        let work = table_candidates(&reg, by_table, &sql_resync, view);
+        let moves = if tracked.is_empty() {
+            Moves::new()
+        } else {
+            move_candidates(&reg, tracked, view)
+        };
+        Found {
+            work,
+            moves,
+            sql_resync,
+        }
+    }
+
+    fn record_lag(&self, batch: &ChangeBatch) {
         let lag_ms = (chrono::Utc::now() - batch.started_at)
             .num_milliseconds()
             .max(0) as u64;
         self.stats.lag_ms.store(lag_ms, Relaxed);
+    }
 
-        // Rows of the subscribed tables that may move, as of this position: one read per
-        // table and link column.
-        let mut moved_rows: HashMap<
-            (TableName, String),
-            Vec<serde_json::Map<String, serde_json::Value>>,
-        > = HashMap::new();
-        let mut failed_moves: HashSet<(TableName, String)> = HashSet::new();
-        {
-            let mut wanted: HashMap<(TableName, String), (Arc<SubPlan>, HashSet<String>)> =
-                HashMap::new();
-            for ((_, col), (plan, vals)) in &moves {
-                wanted
-                    .entry((plan.table.clone(), col.clone()))
-                    .or_insert_with(|| (plan.clone(), HashSet::new()))
-                    .1
-                    .extend(vals.iter().cloned());
-            }
-            for ((table, col), (plan, vals)) in wanted {
-                let sql_type = plan
-                    .catalog
-                    .column(&col)
-                    .map(|c| c.sql_type.clone())
-                    .unwrap_or_else(|| "text".into());
-                let vals: Vec<String> = vals.into_iter().collect();
-                self.stats.move_reads.fetch_add(1, Relaxed);
-                match self
-                    .store
-                    .rows_at(
-                        &table.schema,
-                        &table.name,
-                        &plan.catalog.primary_key,
-                        (cursor.xid(), cursor.id()),
-                        Some((&col, &sql_type, &vals)),
-                    )
-                    .await
-                {
-                    Ok(rows) => {
-                        moved_rows.insert((table, col), rows);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading rows that moved failed; resyncing their subscribers");
-                        failed_moves.insert((table, col));
-                    }
+    /// Rows of the subscribed tables that may move, as of this position: one read per
+    /// table and link column. A failed read is recorded, so its subscribers resync.
+    async fn read_moved_rows(&self, cursor: Cursor, moves: &Moves) -> MovedRows {
+        let mut wanted: HashMap<(TableName, String), (Arc<SubPlan>, HashSet<String>)> =
+            HashMap::new();
+        for ((_, col), (plan, vals)) in moves {
+            wanted
+                .entry((plan.table.clone(), col.clone()))
+                .or_insert_with(|| (plan.clone(), HashSet::new()))
+                .1
+                .extend(vals.iter().cloned());
+        }
+        let mut moved = MovedRows::default();
+        for ((table, col), (plan, vals)) in wanted {
+            let sql_type = plan
+                .catalog
+                .column(&col)
+                .map(|c| c.sql_type.clone())
+                .unwrap_or_else(|| "text".into());
+            let vals: Vec<String> = vals.into_iter().collect();
+            self.stats.move_reads.fetch_add(1, Relaxed);
+            let query = RowsAt {
+                schema: &table.schema,
+                name: &table.name,
+                primary_key: &plan.catalog.primary_key,
+                at: cursor,
+                only: Some(LinkValues {
+                    column: &col,
+                    sql_type: &sql_type,
+                    values: &vals,
+                }),
+            };
+            match self.rows.rows_at(query).await {
+                Ok(rows) => {
+                    moved.rows.insert((table, col), rows);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading rows that moved failed; resyncing their subscribers");
+                    moved.failed.insert((table, col));
                 }
             }
         }
+        moved
+    }
 
+    /// Each candidate's items for its table's changes (visibility checked in SQL, in one
+    /// batch per table, for policies outside the fast path).
+    async fn evaluate_candidates(
+        &self,
+        by_table: &ByTable<'_>,
+        work: Candidates,
+        view: &Rel<'_>,
+    ) -> Vec<(SubKey, ItemsOr)> {
         let mut out: Vec<(SubKey, ItemsOr)> = Vec::new();
         for (ti, subs) in work {
             let changes = &by_table[ti].1;
-            let slow: Vec<&Arc<SubPlan>> = subs
-                .iter()
-                .map(|(_, p)| p)
-                .filter(|p| matches!(p.visibility, Visibility::Sql(_)))
-                .collect();
-            let answers = match slow.first() {
-                None => SqlAnswers::default(),
-                Some(first) => {
-                    self.stats.sql_checks.fetch_add(1, Relaxed);
-                    match SqlAnswers::fetch(&self.store, &first.catalog, changes, &slow).await {
-                        Ok(a) => {
-                            self.stats
-                                .sql_statements
-                                .fetch_add(a.statements as u64, Relaxed);
-                            a
-                        }
-                        Err(e) => {
-                            // Without an answer nothing may be sent to these subscribers, and
-                            // skipping silently would lose changes: they resync instead.
-                            tracing::warn!(error = %e, "visibility check failed; resyncing its subscribers");
-                            for (key, plan) in &subs {
-                                if matches!(plan.visibility, Visibility::Sql(_)) {
-                                    out.push((*key, Err("visibility check failed")));
-                                }
-                            }
-                            SqlAnswers::default()
-                        }
-                    }
-                }
-            };
+            let answers = self.sql_answers(changes, &subs, &mut out).await;
             let mut cache = ItemCache::default();
             for (key, plan) in &subs {
                 if matches!(plan.visibility, Visibility::Sql(_)) {
@@ -680,19 +609,70 @@ impl Router {
                         .fast_evaluations
                         .fetch_add(changes.len() as u64, Relaxed);
                 }
-                let items = evaluate_items(plan, changes, &answers, &view, &mut cache);
+                let items = evaluate_items(plan, changes, &answers, view, &mut cache);
                 if !matches!(&items, Ok(i) if i.is_empty()) {
                     out.push((*key, items));
                 }
             }
         }
-        for ((key, col), (plan, vals)) in &moves {
+        out
+    }
+
+    /// The SQL visibility answers for the candidates whose policy is checked in SQL. If the
+    /// check fails, nothing may be sent to them, and skipping silently would lose changes:
+    /// they resync instead (pushed to `out`).
+    async fn sql_answers(
+        &self,
+        changes: &[&Change],
+        subs: &[(SubKey, Arc<SubPlan>)],
+        out: &mut Vec<(SubKey, ItemsOr)>,
+    ) -> SqlAnswers {
+        let slow: Vec<&Arc<SubPlan>> = subs
+            .iter()
+            .map(|(_, p)| p)
+            .filter(|p| matches!(p.visibility, Visibility::Sql(_)))
+            .collect();
+        let Some(first) = slow.first() else {
+            return SqlAnswers::default();
+        };
+        self.stats.sql_checks.fetch_add(1, Relaxed);
+        match SqlAnswers::fetch(&*self.rows, &first.catalog, changes, &slow).await {
+            Ok(a) => {
+                self.stats
+                    .sql_statements
+                    .fetch_add(a.statements as u64, Relaxed);
+                a
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "visibility check failed; resyncing its subscribers");
+                for (key, plan) in subs {
+                    if matches!(plan.visibility, Visibility::Sql(_)) {
+                        out.push((*key, Err("visibility check failed")));
+                    }
+                }
+                SqlAnswers::default()
+            }
+        }
+    }
+
+    /// The rows that moved in (`insert`) or out (`remove`) of each subscription a
+    /// membership change concerns, appended to its items.
+    fn add_move_items(
+        &self,
+        out: &mut Vec<(SubKey, ItemsOr)>,
+        moves: &Moves,
+        moved: &MovedRows,
+        by_table: &ByTable<'_>,
+        view: &Rel<'_>,
+        floor: i64,
+    ) {
+        for ((key, col), (plan, vals)) in moves {
             let slot = (plan.table.clone(), col.clone());
-            if failed_moves.contains(&slot) {
+            if moved.failed.contains(&slot) {
                 out.push((*key, Err("visibility check failed")));
                 continue;
             }
-            let Some(rows) = moved_rows.get(&slot) else {
+            let Some(rows) = moved.rows.get(&slot) else {
                 continue;
             };
             let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
@@ -713,7 +693,7 @@ impl Router {
             self.stats
                 .fast_evaluations
                 .fetch_add(rows.len() as u64, Relaxed);
-            let items = move_items(plan, &rows, &changed, &view, floor);
+            let items = move_items(plan, &rows, &changed, view, floor);
             if items.is_empty() {
                 continue;
             }
@@ -723,9 +703,12 @@ impl Router {
                 None => out.push((*key, Ok(items))),
             }
         }
-        if out.is_empty() {
-            return;
-        }
+    }
+
+    /// Write each subscription's frame: held while it is buffering, queued when it is live
+    /// (never waiting: a full queue closes that connection with "lagging"), or
+    /// `resync-required` in its place.
+    fn deliver(&self, cursor: Cursor, out: Vec<(SubKey, ItemsOr)>) {
         let mut reg = self.lock();
         let mut lagging: Vec<ConnId> = Vec::new();
         let mut resync: Vec<(SubKey, &str)> = Vec::new();
@@ -742,7 +725,7 @@ impl Router {
                 Ok(items) => items,
             };
             let n = items.len() as u64;
-            let frame = changes_frame(&sub.plan.id_json, sub.plan.log.wire(cursor), &items);
+            let frame = changes_frame(&sub.plan.encoded_id, sub.plan.log.wire(cursor), &items);
             match &mut sub.state {
                 State::Buffering { frames, overflowed } => {
                     if *overflowed {
@@ -853,6 +836,150 @@ impl Router {
     }
 }
 
+/// One transaction's changes grouped by table, tables in order of first appearance.
+type ByTable<'a> = Vec<(&'a TableName, Vec<&'a Change>)>;
+
+/// (subscription, link column) → values of the link column whose rows may move.
+type Moves = HashMap<(SubKey, String), (Arc<SubPlan>, HashSet<String>)>;
+
+/// What one transaction concerns, collected under the registry lock.
+struct Found {
+    /// Subscriptions of each changed table the changes may reach.
+    work: Candidates,
+    /// Subscriptions rows may move in or out of.
+    moves: Moves,
+    /// Subscriptions whose SQL-checked policy reads a changed table.
+    sql_resync: HashSet<SubKey>,
+}
+
+/// Rows read for the moves, per (subscribed table, link column); reads that failed.
+#[derive(Default)]
+struct MovedRows {
+    rows: HashMap<(TableName, String), Vec<serde_json::Map<String, serde_json::Value>>>,
+    failed: HashSet<(TableName, String)>,
+}
+
+fn group_by_table(batch: &ChangeBatch) -> ByTable<'_> {
+    let mut by_table: ByTable<'_> = Vec::new();
+    for c in &batch.changes {
+        match by_table.iter_mut().find(|(t, _)| **t == c.table) {
+            Some((_, list)) => list.push(c),
+            None => by_table.push((&c.table, vec![c])),
+        }
+    }
+    by_table
+}
+
+/// Subscriptions checked in SQL whose policy's sub-selects read a table this transaction
+/// changed: what they see may have changed without any change to their own table.
+fn sql_policy_inputs_changed(reg: &Registry, batch: &ChangeBatch) -> HashSet<SubKey> {
+    let mut out = HashSet::new();
+    if reg.sql_reads.is_empty() {
+        return out;
+    }
+    for c in &batch.changes {
+        let t = (c.table.schema.clone(), c.table.name.clone());
+        if let Some(set) = reg.sql_reads.get(&t) {
+            out.extend(set.iter().copied());
+        }
+    }
+    out
+}
+
+/// Per changed table, the subscriptions its changes may concern: those on the scan list,
+/// those filed under an equality a row image carries, and those filed under an identity a
+/// row reaches through a relational route (before or after the transaction).
+fn table_candidates(
+    reg: &Registry,
+    by_table: &ByTable<'_>,
+    skip: &HashSet<SubKey>,
+    view: &Rel<'_>,
+) -> Candidates {
+    let mut work: Candidates = Vec::new();
+    for (ti, (table, changes)) in by_table.iter().enumerate() {
+        let Some(ts) = reg.tables.get(*table) else {
+            continue;
+        };
+        let mut keys: HashSet<SubKey> = ts.scan.clone();
+        for c in changes {
+            for row in [&c.old_row, &c.new_row].into_iter().flatten() {
+                let Some(obj) = row.as_object() else { continue };
+                for (col, (kind, _)) in &ts.eq_columns {
+                    if let Some(k) = obj.get(col).and_then(|v| kind.index_key(v)) {
+                        if let Some(set) = ts.by_eq.get(&(col.clone(), k)) {
+                            keys.extend(set.iter().copied());
+                        }
+                    }
+                }
+                for (route, by_key) in &ts.by_rel {
+                    for lookup in [view.before, view.after] {
+                        for k in relation::row_keys(lookup, route, obj) {
+                            if let Some(set) = by_key.get(&k) {
+                                keys.extend(set.iter().copied());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let subs: Vec<(SubKey, Arc<SubPlan>)> = keys
+            .into_iter()
+            .filter(|k| !skip.contains(k))
+            .filter_map(|k| reg.subs.get(&k).map(|s| (k, s.plan.clone())))
+            .collect();
+        if !subs.is_empty() {
+            work.push((ti, subs));
+        }
+    }
+    work
+}
+
+/// The subscriptions whose rows a change to a referenced table may move in or out, with
+/// the link-column values of the rows to re-check.
+fn move_candidates(reg: &Registry, tracked: &[&Change], view: &Rel<'_>) -> Moves {
+    let mut moves = Moves::new();
+    for (route, by_key) in &reg.movers {
+        for (h, hop) in route.hops.iter().enumerate() {
+            for c in tracked
+                .iter()
+                .filter(|c| c.table.schema == hop.table.0 && c.table.name == hop.table.1)
+            {
+                for img in [&c.old_row, &c.new_row].into_iter().flatten() {
+                    let Some(img) = img.as_object() else { continue };
+                    for lookup in [view.before, view.after] {
+                        let (ks, vals) = relation::affected(lookup, route, h, img);
+                        if vals.is_empty() {
+                            continue;
+                        }
+                        let subs: Vec<SubKey> = match ks {
+                            None => by_key
+                                .get(&None)
+                                .map(|s| s.iter().copied().collect())
+                                .unwrap_or_default(),
+                            Some(ks) => ks
+                                .into_iter()
+                                .filter_map(|k| by_key.get(&Some(k)))
+                                .flat_map(|s| s.iter().copied())
+                                .collect(),
+                        };
+                        for sk in subs {
+                            let Some(sub) = reg.subs.get(&sk) else {
+                                continue;
+                            };
+                            moves
+                                .entry((sk, route.hops[0].outer.clone()))
+                                .or_insert_with(|| (sub.plan.clone(), HashSet::new()))
+                                .1
+                                .extend(vals.iter().cloned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    moves
+}
+
 /// The equality condition to file a subscription under: one that every row it can see
 /// satisfies (from the visibility rule first, which is usually the most selective, e.g. the
 /// owner), so a change only reaches subscriptions whose key it carries.
@@ -951,5 +1078,595 @@ fn remove_conn(reg: &mut Registry, id: ConnId, stats: &RealtimeStats) {
         for key in conn.subs {
             remove_sub(reg, key, stats);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests of the router over a fake [`RowSource`] (no Postgres): delivery of a
+    //! transaction to the subscriptions its changes concern on the fast path, closing the one
+    //! connection whose queue overflowed, and rows moving in and out of a subscription when a
+    //! membership its policy reads changes.
+
+    use std::{
+        collections::HashMap,
+        sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    };
+
+    use bytes::Bytes;
+    use futures::future::BoxFuture;
+    use serde_json::{json, Map, Value};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{ConnId, GoLive, Outbound, Router, SubKey};
+    use crate::{
+        auth::Identity,
+        capture::LogId,
+        protocol::realtime::{changes::EncodedId, ChangeItem, ChangeOp, ServerMessage},
+        realtime::{
+            catalog::{TableCatalog, VERSION_COLUMN},
+            feed::{Change, ChangeBatch, Cursor, Op, TableName},
+            filter::compile_filter,
+            rows::{RowSource, RowsAt},
+            RealtimeStats, SubPlan,
+        },
+        store::{
+            realtime::{ColumnFacts, PolicyFacts, RowsAtError, TableFacts, VisibilityCheck},
+            StoreError,
+        },
+    };
+
+    const U1: &str = "00000000-0000-0000-0000-0000000000a1";
+    const U2: &str = "00000000-0000-0000-0000-0000000000a2";
+    const U3: &str = "00000000-0000-0000-0000-0000000000a3";
+    const OWNER_RULE: &str = "(owner = rowcast.uid())";
+    const MEMBER_OF_LIST: &str = "(EXISTS ( SELECT 1 FROM public.members m WHERE ((m.list_id = todos.list_id) AND (m.user_id = rowcast.uid()))))";
+
+    fn log() -> LogId {
+        LogId::new(1, 1)
+    }
+
+    /// Tables as of now (the fake ignores the position: each test sets the rows a read at that
+    /// point would see), and every read made.
+    #[derive(Default)]
+    struct FakeRows {
+        tables: Mutex<HashMap<String, Vec<Map<String, Value>>>>,
+        reads: Mutex<Vec<(String, Option<Vec<String>>)>>,
+    }
+
+    impl FakeRows {
+        fn set(&self, table: &str, rows: Vec<Value>) {
+            let rows = rows.into_iter().map(object).collect();
+            self.lock_tables().insert(table.to_string(), rows);
+        }
+
+        fn lock_tables(
+            &self,
+        ) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Map<String, Value>>>> {
+            self.tables.lock().unwrap()
+        }
+
+        fn reads(&self) -> Vec<(String, Option<Vec<String>>)> {
+            self.reads.lock().unwrap().clone()
+        }
+    }
+
+    /// A JSON value as the text the router compares link values by.
+    fn text(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    impl RowSource for FakeRows {
+        fn rows_at<'a>(
+            &'a self,
+            q: RowsAt<'a>,
+        ) -> BoxFuture<'a, Result<Vec<Map<String, Value>>, RowsAtError>> {
+            let mut values = q.only.map(|o| o.values.to_vec());
+            if let Some(v) = values.as_mut() {
+                v.sort();
+            }
+            self.reads
+                .lock()
+                .unwrap()
+                .push((q.name.to_string(), values));
+            let rows: Vec<Map<String, Value>> = self
+                .lock_tables()
+                .get(q.name)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| {
+                    q.only.is_none_or(|o| {
+                        r.get(o.column).is_some_and(|v| o.values.contains(&text(v)))
+                    })
+                })
+                .collect();
+            Box::pin(async move { Ok(rows) })
+        }
+
+        fn visible_rows<'a>(
+            &'a self,
+            _table: (&'a str, &'a str),
+            _checks: &'a [VisibilityCheck],
+        ) -> BoxFuture<'a, Result<Vec<Vec<Vec<bool>>>, StoreError>> {
+            // Every policy in these tests is on the fast path.
+            Box::pin(async { Err(StoreError::Config("no SQL checks in these tests".into())) })
+        }
+    }
+
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn column(name: &str, typname: &str) -> ColumnFacts {
+        ColumnFacts {
+            name: name.into(),
+            sql_type: typname.into(),
+            typname: typname.into(),
+            deterministic: true,
+            selectable: [true; 3],
+        }
+    }
+
+    fn table(name: &str, columns: Vec<ColumnFacts>, policy: &str) -> TableFacts {
+        TableFacts {
+            schema: "public".into(),
+            name: name.into(),
+            plain: true,
+            rls: true,
+            synced: true,
+            bypass: [false, false, true],
+            columns,
+            primary_key: vec!["id".into()],
+            policies: vec![PolicyFacts {
+                name: "rule".into(),
+                permissive: true,
+                sql: policy.into(),
+                applies: [true; 3],
+            }],
+        }
+    }
+
+    fn todos(policy: &str) -> TableFacts {
+        table(
+            "todos",
+            vec![
+                column("id", "int8"),
+                column("list_id", "int8"),
+                column("owner", "uuid"),
+                column("done", "bool"),
+                column(VERSION_COLUMN, "int8"),
+            ],
+            policy,
+        )
+    }
+
+    fn members() -> TableFacts {
+        table(
+            "members",
+            vec![
+                column("id", "int8"),
+                column("list_id", "int8"),
+                column("user_id", "uuid"),
+            ],
+            "(user_id = rowcast.uid())",
+        )
+    }
+
+    /// A subscription of `user` to `todos`, with its visibility rule bound and its filter
+    /// compiled as `subscribe` does.
+    fn plan(
+        id: &str,
+        catalog: &Arc<TableCatalog>,
+        user: &str,
+        filter: Option<Value>,
+    ) -> Arc<SubPlan> {
+        let identity = Arc::new(Identity::user(user, json!({})));
+        let visibility = catalog
+            .access(identity.role)
+            .visibility(&identity)
+            .expect("the role reads todos");
+        assert!(
+            matches!(visibility, crate::policy::compile::Visibility::Fast(_)),
+            "the rule takes the fast path"
+        );
+        Arc::new(SubPlan {
+            id: id.into(),
+            encoded_id: EncodedId::new(id),
+            table: TableName {
+                schema: "public".into(),
+                name: "todos".into(),
+            },
+            catalog: catalog.clone(),
+            filter: compile_filter(filter.as_ref(), catalog).expect("a valid filter"),
+            visibility,
+            identity,
+            columns: None,
+            log: log(),
+        })
+    }
+
+    /// A connection as the session holds it: its queue and its "lagging" signal.
+    struct Client {
+        conn: ConnId,
+        rx: mpsc::Receiver<Outbound>,
+        lagging: CancellationToken,
+    }
+
+    fn connect(router: &Router, queue: usize) -> Client {
+        let conn = router.next_id();
+        let (tx, rx) = mpsc::channel(queue);
+        let lagging = CancellationToken::new();
+        router.add_connection(conn, tx, lagging.clone());
+        Client { conn, rx, lagging }
+    }
+
+    /// Register `plan` and switch it to live at the router's position (nothing to catch up).
+    fn subscribe(router: &Router, client: &Client, plan: &Arc<SubPlan>) -> SubKey {
+        let (key, position) = router
+            .register(client.conn, plan.clone())
+            .expect("the connection is registered");
+        let marker = Bytes::from(
+            ServerMessage::Live {
+                id: plan.id.clone(),
+                cursor: log().wire(position).to_string(),
+            }
+            .to_json(),
+        );
+        assert_eq!(router.go_live(key, position, marker), GoLive::Done);
+        key
+    }
+
+    /// What the client has been sent so far.
+    fn received(client: &mut Client) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while let Ok(o) = client.rx.try_recv() {
+            let text = std::str::from_utf8(&o.frame).expect("frames are UTF-8");
+            out.push(serde_json::from_str(text).expect("frames parse as server messages"));
+        }
+        out
+    }
+
+    /// Drop the `live` marker each subscription starts with.
+    fn skip_live(client: &mut Client) {
+        for m in received(client) {
+            assert!(matches!(m, ServerMessage::Live { .. }), "{m:?}");
+        }
+    }
+
+    fn router(rows: Arc<FakeRows>) -> (Router, Arc<RealtimeStats>) {
+        let stats = Arc::new(RealtimeStats::default());
+        let router = Router::new(rows, stats.clone(), 8);
+        router.set_position(Cursor::new(1, 0));
+        router.set_ready();
+        (router, stats)
+    }
+
+    fn change(table: &str, op: Op, old: Option<Value>, new: Option<Value>, version: i64) -> Change {
+        let image = new.as_ref().or(old.as_ref()).expect("an image");
+        Change {
+            table: TableName {
+                schema: "public".into(),
+                name: table.into(),
+            },
+            op,
+            pk: object(json!({ "id": image["id"] })),
+            version,
+            new_row: new,
+            old_row: old,
+            cursor: Cursor::START,
+        }
+    }
+
+    /// One transaction with id `xid`, its changes at consecutive positions.
+    fn batch(xid: u64, changes: Vec<Change>) -> ChangeBatch {
+        let changes = changes
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                c.cursor = Cursor::new(xid, i as i64 + 1);
+                c
+            })
+            .collect();
+        ChangeBatch {
+            xid,
+            started_at: chrono::Utc::now(),
+            changes,
+        }
+    }
+
+    fn todo(id: i64, list: i64, owner: &str, done: bool, v: i64) -> Value {
+        json!({ "id": id, "list_id": list, "owner": owner, "done": done, "_v": v })
+    }
+
+    fn item(op: ChangeOp, id: i64, v: i64, row: Option<Value>) -> ChangeItem {
+        ChangeItem {
+            op,
+            pk: json!({ "id": id }),
+            v,
+            row,
+        }
+    }
+
+    fn changes(id: &str, b: &ChangeBatch, items: Vec<ChangeItem>) -> ServerMessage {
+        ServerMessage::Changes {
+            id: id.into(),
+            cursor: log().wire(b.cursor()).to_string(),
+            changes: items,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_reaches_each_subscription_as_its_filter_and_owner_rule_see_it() {
+        let rows = Arc::new(FakeRows::default());
+        let (router, stats) = router(rows.clone());
+        let catalog = Arc::new(TableCatalog::build(todos(OWNER_RULE), vec![]));
+        let mut c1 = connect(&router, 16);
+        let mut c2 = connect(&router, 16);
+        let open = plan(
+            "open",
+            &catalog,
+            U1,
+            Some(json!({ "column": "done", "op": "eq", "value": false })),
+        );
+        let finished = plan(
+            "finished",
+            &catalog,
+            U1,
+            Some(json!({ "column": "done", "op": "eq", "value": true })),
+        );
+        let all = plan("all", &catalog, U2, None);
+        subscribe(&router, &c1, &open);
+        subscribe(&router, &c1, &finished);
+        subscribe(&router, &c2, &all);
+        skip_live(&mut c1);
+        skip_live(&mut c2);
+
+        let new1 = todo(1, 1, U1, false, 10);
+        let new2 = todo(2, 1, U2, false, 11);
+        let (old3, new3) = (todo(3, 1, U1, false, 5), todo(3, 1, U1, true, 12));
+        let old4 = todo(4, 1, U2, true, 6);
+        let b = batch(
+            10,
+            vec![
+                change("todos", Op::Insert, None, Some(new1.clone()), 10),
+                change("todos", Op::Insert, None, Some(new2.clone()), 11),
+                change("todos", Op::Update, Some(old3), Some(new3.clone()), 12),
+                change("todos", Op::Delete, Some(old4), None, 13),
+                // Nobody subscribed sees another user's rows.
+                change(
+                    "todos",
+                    Op::Insert,
+                    None,
+                    Some(todo(5, 1, U3, false, 14)),
+                    14,
+                ),
+            ],
+        );
+        router.dispatch(&b).await;
+
+        let mut got = received(&mut c1);
+        got.sort_by_key(|m| format!("{m:?}"));
+        assert_eq!(
+            got,
+            [
+                changes(
+                    "finished",
+                    &b,
+                    vec![item(ChangeOp::Insert, 3, 12, Some(new3))]
+                ),
+                changes(
+                    "open",
+                    &b,
+                    vec![
+                        item(ChangeOp::Insert, 1, 10, Some(new1)),
+                        item(ChangeOp::Remove, 3, 12, None),
+                    ]
+                ),
+            ]
+        );
+        assert_eq!(
+            received(&mut c2),
+            [changes(
+                "all",
+                &b,
+                vec![
+                    item(ChangeOp::Insert, 2, 11, Some(new2)),
+                    item(ChangeOp::Delete, 4, 13, None),
+                ]
+            )]
+        );
+        assert_eq!(stats.frames_sent.load(Relaxed), 3);
+        assert_eq!(stats.changes_delivered.load(Relaxed), 5);
+        assert_eq!(stats.sql_checks.load(Relaxed), 0);
+        assert!(rows.reads().is_empty(), "the fast path reads nothing");
+
+        // The owner index: a transaction touching only another user's rows concerns no
+        // subscription, so none is even evaluated.
+        let evaluated = stats.fast_evaluations.load(Relaxed);
+        let other = batch(
+            11,
+            vec![change(
+                "todos",
+                Op::Insert,
+                None,
+                Some(todo(6, 1, U3, false, 15)),
+                15,
+            )],
+        );
+        router.dispatch(&other).await;
+        assert_eq!(stats.fast_evaluations.load(Relaxed), evaluated);
+        assert!(received(&mut c1).is_empty());
+        assert!(received(&mut c2).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_queue_overflows_is_closed_as_lagging_while_others_still_receive() {
+        let (router, stats) = router(Arc::new(FakeRows::default()));
+        let catalog = Arc::new(TableCatalog::build(todos(OWNER_RULE), vec![]));
+        // Room for the `live` marker only, which the slow client never reads.
+        let mut slow = connect(&router, 1);
+        let mut fast = connect(&router, 16);
+        let slow_key = subscribe(&router, &slow, &plan("s", &catalog, U1, None));
+        let fast_key = subscribe(&router, &fast, &plan("f", &catalog, U1, None));
+        skip_live(&mut fast);
+
+        for xid in [10, 11] {
+            let row = todo(xid as i64, 1, U1, false, xid as i64);
+            let b = batch(
+                xid,
+                vec![change(
+                    "todos",
+                    Op::Insert,
+                    None,
+                    Some(row.clone()),
+                    xid as i64,
+                )],
+            );
+            router.dispatch(&b).await;
+            assert_eq!(
+                received(&mut fast),
+                [changes(
+                    "f",
+                    &b,
+                    vec![item(ChangeOp::Insert, xid as i64, xid as i64, Some(row))]
+                )],
+                "transaction {xid}"
+            );
+        }
+        assert!(
+            slow.lagging.is_cancelled(),
+            "the slow connection is told to close as lagging"
+        );
+        assert!(!fast.lagging.is_cancelled());
+        assert!(!router.contains(slow_key), "its subscriptions are gone");
+        assert!(router.contains(fast_key));
+        assert_eq!(stats.lagging_closes.load(Relaxed), 1);
+        // It holds what it had; nothing was dropped silently in between: it resumes from there.
+        assert!(matches!(
+            received(&mut slow)[..],
+            [ServerMessage::Live { .. }]
+        ));
+    }
+
+    #[tokio::test]
+    async fn rows_move_in_and_out_when_a_membership_changes() {
+        let rows = Arc::new(FakeRows::default());
+        rows.set(
+            "members",
+            vec![json!({ "id": 1, "list_id": 1, "user_id": U1 })],
+        );
+        let (router, stats) = router(rows.clone());
+        let catalog = Arc::new(TableCatalog::build(todos(MEMBER_OF_LIST), vec![members()]));
+        assert_eq!(catalog.refs.len(), 1, "members is mirrored");
+        router.track(&catalog.refs).await.expect("the index loads");
+        assert_eq!(rows.reads(), [("members".to_string(), None)]);
+        assert_eq!(stats.relation_rows.load(Relaxed), 1);
+
+        let mut u1 = connect(&router, 16);
+        let mut u2 = connect(&router, 16);
+        subscribe(&router, &u1, &plan("mine", &catalog, U1, None));
+        subscribe(&router, &u2, &plan("theirs", &catalog, U2, None));
+        skip_live(&mut u1);
+        skip_live(&mut u2);
+
+        // The rows of list 2 as of the join (the move read), one with a version older than the
+        // membership change.
+        let in_list2 = todo(20, 2, U3, false, 4);
+        rows.set("todos", vec![todo(10, 1, U3, false, 3), in_list2.clone()]);
+        let joined = batch(
+            10,
+            vec![change(
+                "members",
+                Op::Insert,
+                None,
+                Some(json!({ "id": 2, "list_id": 2, "user_id": U1 })),
+                7,
+            )],
+        );
+        router.dispatch(&joined).await;
+        assert_eq!(
+            received(&mut u1),
+            // Versioned at least as the membership change, so it is not taken for an older state.
+            [changes(
+                "mine",
+                &joined,
+                vec![item(ChangeOp::Insert, 20, 7, Some(in_list2))]
+            )]
+        );
+        assert!(
+            received(&mut u2).is_empty(),
+            "another user's membership moves nothing for u2"
+        );
+        assert_eq!(
+            rows.reads().last(),
+            Some(&("todos".to_string(), Some(vec!["2".to_string()])))
+        );
+
+        // Now a member of list 2: its changes reach u1 through the index.
+        let edited = todo(20, 2, U3, true, 8);
+        let edit = batch(
+            11,
+            vec![change(
+                "todos",
+                Op::Update,
+                Some(todo(20, 2, U3, false, 4)),
+                Some(edited.clone()),
+                8,
+            )],
+        );
+        router.dispatch(&edit).await;
+        assert_eq!(
+            received(&mut u1),
+            [changes(
+                "mine",
+                &edit,
+                vec![item(ChangeOp::Update, 20, 8, Some(edited))]
+            )]
+        );
+
+        // Leaving list 1 removes its rows (they still exist: `remove`, not `delete`).
+        let left = batch(
+            12,
+            vec![change(
+                "members",
+                Op::Delete,
+                Some(json!({ "id": 1, "list_id": 1, "user_id": U1 })),
+                None,
+                9,
+            )],
+        );
+        router.dispatch(&left).await;
+        assert_eq!(
+            received(&mut u1),
+            [changes(
+                "mine",
+                &left,
+                vec![item(ChangeOp::Remove, 10, 9, None)]
+            )]
+        );
+        assert_eq!(stats.relation_rows.load(Relaxed), 1);
+
+        // And list 1's changes no longer reach u1.
+        let later = batch(
+            13,
+            vec![change(
+                "todos",
+                Op::Insert,
+                None,
+                Some(todo(11, 1, U3, false, 10)),
+                10,
+            )],
+        );
+        router.dispatch(&later).await;
+        assert!(received(&mut u1).is_empty());
+        assert!(received(&mut u2).is_empty());
     }
 }

@@ -10,7 +10,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::{
+    sync::{mpsc, Semaphore},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -42,6 +45,9 @@ pub struct Session {
     identity: Option<Arc<Identity>>,
     /// Seconds since the epoch when the token expires.
     expires_at: Option<u64>,
+    /// The same moment on the runtime's clock (what the transport's timer waits for), fixed
+    /// when the token arrives.
+    expiry_deadline: Option<Instant>,
     /// Deliveries are stopped because the token expired; only `auth`/`ping`/`unsubscribe`.
     expired: bool,
     subs: HashMap<String, Handle>,
@@ -102,6 +108,7 @@ impl Session {
                 outlet,
                 identity: None,
                 expires_at: None,
+                expiry_deadline: None,
                 expired: false,
                 subs: HashMap::new(),
                 slot,
@@ -135,8 +142,18 @@ impl Session {
         if self.expired {
             return None;
         }
-        let at = self.expires_at?;
-        Some(Duration::from_secs(at.saturating_sub(now_secs())))
+        Some(
+            self.expiry_deadline?
+                .saturating_duration_since(Instant::now()),
+        )
+    }
+
+    /// Take the token's expiry (from a verified identity).
+    fn set_expiry(&mut self, identity: &Identity) {
+        self.expires_at = expiry_of(identity);
+        self.expiry_deadline = self
+            .expires_at
+            .map(|at| Instant::now() + Duration::from_secs(at.saturating_sub(now_secs())));
     }
 
     /// Whether `hello` has been accepted.
@@ -285,7 +302,7 @@ impl Session {
             self.error(None, e.into());
             return Control::Continue;
         }
-        self.expires_at = expiry_of(&identity);
+        self.set_expiry(&identity);
         self.send(&ServerMessage::Welcome {
             v: PROTOCOL_VERSION,
             role: identity.role.claim().to_string(),
@@ -332,7 +349,7 @@ impl Session {
                 }
             }
         }
-        self.expires_at = expiry_of(&identity);
+        self.set_expiry(&identity);
         self.expired = false;
         self.send(&ServerMessage::Authenticated {
             role: identity.role.claim().to_string(),

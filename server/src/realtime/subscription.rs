@@ -27,16 +27,16 @@ use crate::{
     capture::{LogId, WireCursor},
     policy::{compile::Visibility, Pred},
     protocol::{
-        realtime::{ChangeItem, ChangeOp, ServerMessage},
+        realtime::{changes::EncodedId, ChangeItem, ChangeOp, ServerMessage},
         ApiError, ErrorCode,
     },
-    realtime::catalog::VERSION_COLUMN,
+    realtime::catalog::{TableCatalog, VERSION_COLUMN},
     store::{realtime::SnapshotError, SessionIdentity},
 };
 
 /// What the client asked for.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(super) struct Request {
     pub id: String,
     pub table: String,
     pub filter: Option<Value>,
@@ -46,7 +46,7 @@ pub struct Request {
 
 /// The session's view of a running subscription.
 #[derive(Debug, Clone)]
-pub struct Handle {
+pub(super) struct Handle {
     /// The router key once registered (0 before).
     pub key: Arc<AtomicU64>,
     /// Set when the subscription ended before going live (error or resync).
@@ -56,7 +56,7 @@ pub struct Handle {
 
 /// Where the task sends frames.
 #[derive(Debug, Clone)]
-pub struct Outlet {
+pub(super) struct Outlet {
     pub conn: ConnId,
     pub tx: mpsc::Sender<Outbound>,
     /// Snapshot/catch-up frames may occupy at most this many queue slots.
@@ -98,7 +98,12 @@ impl Outlet {
 }
 
 /// Start a subscription task on the realtime task tracker.
-pub fn spawn(rt: Arc<Realtime>, outlet: Outlet, identity: Arc<Identity>, req: Request) -> Handle {
+pub(super) fn spawn(
+    rt: Arc<Realtime>,
+    outlet: Outlet,
+    identity: Arc<Identity>,
+    req: Request,
+) -> Handle {
     let handle = Handle {
         key: Arc::new(AtomicU64::new(0)),
         ended: Arc::new(AtomicBool::new(false)),
@@ -178,6 +183,7 @@ fn pred_columns(p: &Pred, out: &mut Vec<String>) {
     }
 }
 
+/// A subscription's start, step by step: everything is validated before any data is read.
 async fn run(
     rt: &Arc<Realtime>,
     outlet: &Outlet,
@@ -185,20 +191,7 @@ async fn run(
     req: Request,
     handle: &Handle,
 ) -> Result<(), End> {
-    // Resolve and validate everything before touching data.
-    let (schema, name) = match req.table.split_once('.') {
-        Some((s, n)) => (s.to_string(), n.to_string()),
-        None => (rt.default_schema().to_string(), req.table.clone()),
-    };
-    if schema.is_empty() || name.is_empty() || req.table.len() > 128 {
-        return Err(not_found("no such table".into()));
-    }
-    let shown: String = req.table.chars().take(64).collect();
-    // Outside the exposed schemas every name is unknown, whether or not it exists
-    // (`pg_catalog.pg_authid` answers like a made-up name): the catalog is not probed.
-    if !rt.settings.schemas.contains(&schema) {
-        return Err(not_found(format!("no table `{shown}`")));
-    }
+    let table = resolve_table(rt, &req.table)?;
     // Held through snapshot and catch-up (released before going live).
     let _reading = rt
         .reads
@@ -206,15 +199,80 @@ async fn run(
         .acquire_owned()
         .await
         .map_err(|_| End::Gone)?;
-    let catalog = rt
-        .catalog(&schema, &name)
+    let catalog = load_catalog(rt, &table).await?;
+    let visibility = check_access(&catalog, &identity, &table.shown)?;
+    let filter = compile_filter(req.filter.as_ref(), &catalog)?;
+    let columns = check_columns(&catalog, &identity, &filter, &req.columns, &table)?;
+    let cursor = parse_cursor(req.cursor.as_deref())?;
+    let log = rt.log_id().await.map_err(ApiError::from)?;
+    let start = match cursor {
+        Some(wire) => Some(place(rt, log, wire).await?),
+        None => None,
+    };
+    let plan = Arc::new(SubPlan {
+        id: req.id.clone(),
+        encoded_id: EncodedId::new(&req.id),
+        table: table.name,
+        catalog,
+        filter,
+        visibility,
+        identity,
+        columns: columns.sent,
+        log,
+    });
+    track_referenced_tables(rt, &plan).await?;
+    let from = match start {
+        Some(c) => c,
+        None => send_snapshot(rt, outlet, &plan, &columns.needed, handle).await?,
+    };
+    register_and_go_live(rt, outlet, &plan, from, handle).await
+}
+
+/// The subscribed table as the client named it, resolved against the exposed schemas.
+struct Target {
+    name: TableName,
+    /// The client's name, shortened for messages.
+    shown: String,
+}
+
+fn resolve_table(rt: &Realtime, table: &str) -> Result<Target, End> {
+    let (schema, name) = match table.split_once('.') {
+        Some((s, n)) => (s.to_string(), n.to_string()),
+        None => (rt.default_schema().to_string(), table.to_string()),
+    };
+    if schema.is_empty() || name.is_empty() || table.len() > 128 {
+        return Err(not_found("no such table".into()));
+    }
+    let shown: String = table.chars().take(64).collect();
+    // Outside the exposed schemas every name is unknown, whether or not it exists
+    // (`pg_catalog.pg_authid` answers like a made-up name): the catalog is not probed.
+    if !rt.settings.schemas.contains(&schema) {
+        return Err(not_found(format!("no table `{shown}`")));
+    }
+    Ok(Target {
+        name: TableName { schema, name },
+        shown,
+    })
+}
+
+async fn load_catalog(rt: &Realtime, table: &Target) -> Result<Arc<TableCatalog>, End> {
+    rt.catalog(&table.name.schema, &table.name.name)
         .await
         .map_err(ApiError::from)?
-        .ok_or_else(|| not_found(format!("no table `{shown}`")))?;
+        .ok_or_else(|| not_found(format!("no table `{}`", table.shown)))
+}
+
+/// The identity's visibility rule for the table, once it is known that the role may read
+/// it, that it is synced, and that the row version is readable.
+fn check_access(
+    catalog: &TableCatalog,
+    identity: &Identity,
+    shown: &str,
+) -> Result<Visibility, End> {
     let role = identity.role;
     let visibility = catalog
         .access(role)
-        .visibility(&identity)
+        .visibility(identity)
         .ok_or_else(|| forbidden(format!("the {} role may not read `{shown}`", role.claim())))?;
     if !catalog.synced {
         return Err(End::Error(
@@ -240,10 +298,30 @@ async fn run(
             )),
         ));
     }
-    let filter = compile_filter(req.filter.as_ref(), &catalog)?;
+    Ok(visibility)
+}
+
+/// The columns a subscription sends and reads.
+struct Columns {
+    /// The columns to send (`None`: all).
+    sent: Option<Arc<[String]>>,
+    /// Every column it reads: key, filter, requested.
+    needed: Vec<String>,
+}
+
+/// The subscription's [`Columns`], each checked against the role's column grants.
+fn check_columns(
+    catalog: &TableCatalog,
+    identity: &Identity,
+    filter: &Pred,
+    requested: &Option<Vec<String>>,
+    table: &Target,
+) -> Result<Columns, End> {
+    let role = identity.role;
+    let shown = &table.shown;
     let mut needed: Vec<String> = catalog.primary_key.clone();
-    pred_columns(&filter, &mut needed);
-    let columns: Option<Arc<[String]>> = match &req.columns {
+    pred_columns(filter, &mut needed);
+    let columns: Option<Arc<[String]>> = match requested {
         None => {
             for c in &catalog.columns {
                 if !catalog.can_select(role, &c.name) {
@@ -282,131 +360,145 @@ async fn run(
             )));
         }
     }
-    let start = match &req.cursor {
-        Some(c) => Some(c.parse::<WireCursor>().map_err(|_| {
-            End::Error(
-                ApiError::new(
-                    ErrorCode::InvalidField,
-                    "`cursor` is not a cursor this server issued",
-                )
-                .with_hint("omit the cursor to start from a snapshot"),
-            )
-        })?),
-        None => None,
-    };
-    let log = rt.log_id().await.map_err(ApiError::from)?;
-    let start = match start {
-        Some(wire) => Some(place(rt, log, wire).await?),
-        None => None,
-    };
-    let plan = Arc::new(SubPlan {
-        id: req.id.clone(),
-        id_json: serde_json::to_string(&req.id).unwrap_or_else(|_| "\"\"".into()),
-        table: TableName {
-            schema: schema.clone(),
-            name: name.clone(),
-        },
-        catalog: catalog.clone(),
-        filter,
-        visibility,
-        identity: identity.clone(),
-        columns,
-        log,
-    });
+    Ok(Columns {
+        sent: columns,
+        needed,
+    })
+}
 
-    // Relational policies: the membership index must hold the tables they read before the
-    // router evaluates anything for this subscription.
+/// The client's cursor, if it sent one and it is one this server's format issued.
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<WireCursor>, End> {
+    let Some(c) = cursor else {
+        return Ok(None);
+    };
+    c.parse::<WireCursor>().map(Some).map_err(|_| {
+        End::Error(
+            ApiError::new(
+                ErrorCode::InvalidField,
+                "`cursor` is not a cursor this server issued",
+            )
+            .with_hint("omit the cursor to start from a snapshot"),
+        )
+    })
+}
+
+/// Relational policies: the membership index must hold the tables they read before the
+/// router evaluates anything for this subscription.
+async fn track_referenced_tables(rt: &Realtime, plan: &SubPlan) -> Result<(), End> {
     if matches!(&plan.visibility, Visibility::Fast(p) if p.is_relational()) {
         // Loaded at the router's position, so the router must be following the tail.
         rt.router.wait_ready().await;
         rt.router
-            .track(&catalog.refs)
+            .track(&plan.catalog.refs)
             .await
             .map_err(|e| End::Error(e.into()))?;
     }
+    Ok(())
+}
 
-    // Snapshot, if there is no cursor.
-    let mut from = match start {
-        Some(c) => c,
-        None => {
-            let mut select_cols: Vec<String> = match &plan.columns {
-                None => catalog.columns.iter().map(|c| c.name.clone()).collect(),
-                Some(_) => needed.clone(),
-            };
-            // The version orders the snapshot's rows against the live changes after it.
-            if catalog.column(VERSION_COLUMN).is_some()
-                && !select_cols.iter().any(|c| c == VERSION_COLUMN)
-            {
-                select_cols.push(VERSION_COLUMN.to_string());
-            }
-            let pushed = pushdown(&plan.filter, &catalog);
-            let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<Value>>(1);
-            let session_identity = SessionIdentity::from(&*identity);
-            let read = rt.store.snapshot(
-                &session_identity,
-                catalog.table(),
-                &select_cols,
-                &pushed,
-                SNAPSHOT_CHUNK_ROWS,
-                chunk_tx,
-            );
-            let max_rows = rt.settings.snapshot_max_rows;
-            let forward = async {
-                // Owned here: returning early drops it, which stops the read.
-                let mut chunk_rx = chunk_rx;
-                let mut sent = 0usize;
-                while let Some(rows) = chunk_rx.recv().await {
-                    let items = snapshot_items(&plan, rows);
-                    if items.is_empty() {
-                        continue;
-                    }
-                    sent += items.len();
-                    if sent > max_rows {
-                        return Err(End::Error(
-                            ApiError::new(
-                                ErrorCode::LimitExceeded,
-                                format!("the snapshot has more than {max_rows} rows"),
-                            )
-                            .with_hint("narrow the filter"),
-                        ));
-                    }
-                    rt.stats
-                        .snapshot_rows
-                        .fetch_add(items.len() as u64, Relaxed);
-                    let msg = ServerMessage::Snapshot {
-                        id: plan.id.clone(),
-                        rows: items,
-                    };
-                    if !outlet
-                        .send_bulk(Bytes::from(msg.to_json()), &handle.cancel)
-                        .await
-                    {
-                        return Err(End::Gone);
-                    }
-                }
-                Ok(())
-            };
-            let (read, forwarded) = tokio::join!(read, forward);
-            forwarded?;
-            let cursor = read.map(Cursor::before_xid).map_err(|e| match e {
-                SnapshotError::Store(e) => End::Error(e.into()),
-                SnapshotError::Stopped => End::Gone,
-            })?;
-            let end = ServerMessage::SnapshotEnd {
-                id: plan.id.clone(),
-                cursor: log.wire(cursor).to_string(),
-            };
-            if !outlet
-                .send_bulk(Bytes::from(end.to_json()), &handle.cancel)
-                .await
-            {
-                return Err(End::Gone);
-            }
-            cursor
-        }
+/// Send the rows the subscription sees now, then `snapshot-end`; returns the snapshot's
+/// cursor (changes after it follow).
+async fn send_snapshot(
+    rt: &Realtime,
+    outlet: &Outlet,
+    plan: &SubPlan,
+    needed: &[String],
+    handle: &Handle,
+) -> Result<Cursor, End> {
+    let catalog = &plan.catalog;
+    let mut select_cols: Vec<String> = match &plan.columns {
+        None => catalog.columns.iter().map(|c| c.name.clone()).collect(),
+        Some(_) => needed.to_vec(),
     };
+    // The version orders the snapshot's rows against the live changes after it.
+    if catalog.column(VERSION_COLUMN).is_some() && !select_cols.iter().any(|c| c == VERSION_COLUMN)
+    {
+        select_cols.push(VERSION_COLUMN.to_string());
+    }
+    let pushed = pushdown(&plan.filter, catalog);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<Value>>(1);
+    let session_identity = SessionIdentity::from(&*plan.identity);
+    let read = rt.store.snapshot(
+        &session_identity,
+        catalog.table(),
+        &select_cols,
+        &pushed,
+        SNAPSHOT_CHUNK_ROWS,
+        chunk_tx,
+    );
+    let forward = forward_snapshot(rt, outlet, plan, chunk_rx, handle);
+    let (read, forwarded) = tokio::join!(read, forward);
+    forwarded?;
+    let cursor = read.map(Cursor::before_xid).map_err(|e| match e {
+        SnapshotError::Store(e) => End::Error(e.into()),
+        SnapshotError::Stopped => End::Gone,
+    })?;
+    let end = ServerMessage::SnapshotEnd {
+        id: plan.id.clone(),
+        cursor: plan.log.wire(cursor).to_string(),
+    };
+    if !outlet
+        .send_bulk(Bytes::from(end.to_json()), &handle.cancel)
+        .await
+    {
+        return Err(End::Gone);
+    }
+    Ok(cursor)
+}
 
-    // Register; everything after `position` reaches us through the router.
+/// Send the snapshot's chunks as `snapshot` frames, as they are read, up to the row limit.
+/// Returning early drops `chunks`, which stops the read.
+async fn forward_snapshot(
+    rt: &Realtime,
+    outlet: &Outlet,
+    plan: &SubPlan,
+    mut chunks: mpsc::Receiver<Vec<Value>>,
+    handle: &Handle,
+) -> Result<(), End> {
+    let max_rows = rt.settings.snapshot_max_rows;
+    let mut sent = 0usize;
+    while let Some(rows) = chunks.recv().await {
+        let items = snapshot_items(plan, rows);
+        if items.is_empty() {
+            continue;
+        }
+        sent += items.len();
+        if sent > max_rows {
+            return Err(End::Error(
+                ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("the snapshot has more than {max_rows} rows"),
+                )
+                .with_hint("narrow the filter"),
+            ));
+        }
+        rt.stats
+            .snapshot_rows
+            .fetch_add(items.len() as u64, Relaxed);
+        let msg = ServerMessage::Snapshot {
+            id: plan.id.clone(),
+            rows: items,
+        };
+        if !outlet
+            .send_bulk(Bytes::from(msg.to_json()), &handle.cancel)
+            .await
+        {
+            return Err(End::Gone);
+        }
+    }
+    Ok(())
+}
+
+/// Register with the router (everything after its position reaches us through it), catch
+/// up from `from` to that position, and switch to live; again from where catch-up ended
+/// if the router's buffer overflowed meanwhile.
+async fn register_and_go_live(
+    rt: &Arc<Realtime>,
+    outlet: &Outlet,
+    plan: &Arc<SubPlan>,
+    mut from: Cursor,
+    handle: &Handle,
+) -> Result<(), End> {
     rt.router.wait_ready().await;
     let (key, mut until) = rt
         .router
@@ -419,12 +511,12 @@ async fn run(
     }
     loop {
         if from < until {
-            catch_up(rt, outlet, &plan, from, until, &handle.cancel).await?;
+            catch_up(rt, outlet, plan, from, until, &handle.cancel).await?;
         }
         let covered = from.max(until);
         let marker = ServerMessage::Live {
             id: plan.id.clone(),
-            cursor: log.wire(covered).to_string(),
+            cursor: plan.log.wire(covered).to_string(),
         };
         match rt
             .router

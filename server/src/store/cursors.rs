@@ -1,6 +1,9 @@
 //! SQL that places a client's cursor in this database's change log: the log's identity
-//! (cluster system identifier and database oid) and, for one position, the watermark, the
-//! retention floor and whether a change with exactly that position exists.
+//! (cluster system identifier and database oid), the watermark (now, or of a caller's
+//! snapshot) and, for one position, the watermark, the retention floor and whether a change
+//! with exactly that position exists.
+
+use tokio_postgres::GenericClient;
 
 use super::{Store, StoreError};
 
@@ -20,7 +23,29 @@ fn parse_xid(s: &str) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Decode(format!("not an xid8: {s:?}")))
 }
 
+/// The watermark of the caller's snapshot: `pg_snapshot_xmin(pg_current_snapshot())`. In a
+/// REPEATABLE READ transaction this is the xmin of the transaction's snapshot, whichever
+/// statement calls it, so changes after it cover every transaction the snapshot cannot see.
+pub async fn snapshot_watermark(tx: &tokio_postgres::Transaction<'_>) -> Result<u64, StoreError> {
+    snapshot_xmin(tx).await
+}
+
+/// `pg_snapshot_xmin(pg_current_snapshot())` on any connection.
+pub(super) async fn snapshot_xmin(client: &impl GenericClient) -> Result<u64, StoreError> {
+    let row = client
+        .query_one("select pg_snapshot_xmin(pg_current_snapshot())::text", &[])
+        .await?;
+    parse_xid(&row.try_get::<_, String>(0)?)
+}
+
 impl Store {
+    /// The watermark now: `pg_snapshot_xmin` of a fresh snapshot (every transaction below
+    /// it has ended).
+    pub async fn watermark(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        snapshot_xmin(&**client).await
+    }
+
     /// The cluster's system identifier (`None` where the role may not call
     /// `pg_control_system()`) and the current database's oid.
     pub async fn log_identity(&self) -> Result<(Option<i64>, u32), StoreError> {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::StoreError;
+use super::{Store, StoreError};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -238,8 +238,17 @@ fn verify_unchanged(migrations: &[Migration], applied: &[AppliedRow]) -> Result<
     Ok(())
 }
 
+impl Store {
+    /// Whether every migration in `migrations` is applied with an unchanged checksum (the
+    /// readiness check).
+    pub async fn migrations_current(&self, migrations: &[Migration]) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        is_current(&client, migrations).await
+    }
+}
+
 /// Whether every migration in `migrations` is applied with an unchanged checksum.
-pub async fn is_current(
+async fn is_current(
     client: &tokio_postgres::Client,
     migrations: &[Migration],
 ) -> Result<bool, StoreError> {

@@ -154,7 +154,10 @@ impl Store {
         &self.pg_config
     }
 
-    pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// A pooled connection, for `store`'s own statements only: every statement the server
+    /// runs goes through a `Store` method, so the SQL and how it is batched into
+    /// transactions (the consistency callers rely on) stay in one layer.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use tokio_postgres::{IsolationLevel, Transaction};
 
-use super::{quote_ident, SessionIdentity, Store, StoreError, SET_IDENTITY};
+use super::{quote_ident, set_identity, SessionIdentity, Store, StoreError};
 
 /// The row-version column change capture keeps on every synced table.
 pub const VERSION_COLUMN: &str = "_v";
@@ -280,16 +280,14 @@ impl Store {
             .start()
             .await
             .map_err(StoreError::from)?;
-        // The first statement fixes the transaction's snapshot; its xmin is the watermark.
+        // The first statement fixes the transaction's snapshot (REPEATABLE READ keeps it);
+        // its xmin is the watermark.
+        set_identity(&tx, identity).await?;
         let row = tx
-            .query_one(
-                "select set_config('role', $1, true), set_config('rowcast.claims', $2, true),
-                        pg_snapshot_xmin(pg_current_snapshot())::text",
-                &[&identity.role, &identity.claims.to_string()],
-            )
+            .query_one("select pg_snapshot_xmin(pg_current_snapshot())::text", &[])
             .await
             .map_err(StoreError::from)?;
-        let xmin: String = row.try_get(2).map_err(StoreError::from)?;
+        let xmin: String = row.try_get(0).map_err(StoreError::from)?;
         let xmin: u64 = xmin
             .parse()
             .map_err(|_| StoreError::Config(format!("unexpected xmin {xmin:?}")))?;
@@ -364,8 +362,7 @@ impl Store {
             };
             let mut per_identity = vec![vec![false; check.rows.len()]; check.identities.len()];
             let batched = check.identities.len() > 1 && identity_free(&check.expr).is_some();
-            tx.execute(SET_IDENTITY, &[&first.role, &first.claims.to_string()])
-                .await?;
+            set_identity(&tx, first).await?;
             if batched {
                 let expr = identity_free(&check.expr).unwrap_or_default();
                 let claims: Vec<String> = check
@@ -409,11 +406,7 @@ impl Store {
             );
             for (n, identity) in check.identities.iter().enumerate() {
                 if n > 0 {
-                    tx.execute(
-                        SET_IDENTITY,
-                        &[&identity.role, &identity.claims.to_string()],
-                    )
-                    .await?;
+                    set_identity(&tx, identity).await?;
                 }
                 for r in tx.query(&sql, &[&rows]).await? {
                     let i: i64 = r.try_get(0)?;

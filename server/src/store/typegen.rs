@@ -2,9 +2,7 @@
 //! given schemas, with what the TypeScript rendering needs (type, nullability, defaults,
 //! generated/identity, enum labels, array element type).
 
-use tokio_postgres::GenericClient;
-
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// One column of a table or view, as the catalog describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,14 +24,17 @@ pub struct CatalogColumn {
     pub enum_labels: Vec<String>,
 }
 
-/// Columns of every table and view in `schemas`, ordered by schema, relation and position.
-pub async fn catalog_columns(
-    client: &impl GenericClient,
-    schemas: &[String],
-) -> Result<Vec<CatalogColumn>, StoreError> {
-    let rows = client
-        .query(
-            "select n.nspname::text, c.relname::text, c.relkind::text, a.attname::text,
+impl Store {
+    /// Columns of every table and view in `schemas`, ordered by schema, relation and
+    /// position.
+    pub async fn catalog_columns(
+        &self,
+        schemas: &[String],
+    ) -> Result<Vec<CatalogColumn>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select n.nspname::text, c.relname::text, c.relkind::text, a.attname::text,
                     coalesce(et.typname, t.typname)::text, et.oid is not null,
                     a.attnotnull, (a.atthasdef or a.attidentity <> '' or a.attgenerated <> ''),
                     (a.attidentity = 'a' or a.attgenerated <> ''),
@@ -46,25 +47,26 @@ pub async fn catalog_columns(
                left join pg_type et on et.oid = t.typelem and t.typcategory = 'A'
               where n.nspname = any($1) and c.relkind in ('r', 'p', 'v', 'm', 'f')
               order by n.nspname, c.relname, a.attnum",
-            &[&schemas],
-        )
-        .await?;
-    rows.iter()
-        .map(|r| {
-            let kind: String = r.try_get(2)?;
-            Ok(CatalogColumn {
-                schema: r.try_get(0)?,
-                relation: r.try_get(1)?,
-                kind: kind.chars().next().unwrap_or('r'),
-                name: r.try_get(3)?,
-                type_name: r.try_get(4)?,
-                is_array: r.try_get(5)?,
-                not_null: r.try_get(6)?,
-                has_default: r.try_get(7)?,
-                always_generated: r.try_get(8)?,
-                enum_labels: r.try_get(9)?,
+                &[&schemas],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(2)?;
+                Ok(CatalogColumn {
+                    schema: r.try_get(0)?,
+                    relation: r.try_get(1)?,
+                    kind: kind.chars().next().unwrap_or('r'),
+                    name: r.try_get(3)?,
+                    type_name: r.try_get(4)?,
+                    is_array: r.try_get(5)?,
+                    not_null: r.try_get(6)?,
+                    has_default: r.try_get(7)?,
+                    always_generated: r.try_get(8)?,
+                    enum_labels: r.try_get(9)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-        .map_err(StoreError::from)
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(StoreError::from)
+    }
 }

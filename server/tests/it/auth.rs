@@ -1154,8 +1154,9 @@ async fn owner_only_policy_sees_the_callers_rows_and_leaves_no_identity_behind()
     assert_eq!(owners(&hostile).await.len(), 4);
     assert_eq!(owners(&Identity::service()).await.len(), 6);
 
-    // After the transactions, the pooled connection carries no identity.
-    let client = store.client().await.unwrap();
+    // After the transactions, the pooled connection carries no identity (checked on the
+    // pool's own connection: a new one could not show a leak).
+    let client = store.pool().get().await.unwrap();
     let row = client
         .query_one(
             "select current_user::text, session_user::text, \

@@ -615,24 +615,29 @@ async fn a_late_commit_with_a_smaller_xid_is_delayed_not_skipped() {
         .get(0);
     assert!(xid_a.parse::<u64>().unwrap() < xid_b.parse::<u64>().unwrap());
     tb.commit().await.unwrap();
+    let reads_at_commit = h.capture.stats().snapshot().reads;
 
-    // B committed, but A (smaller xid) is open: nothing may be delivered past A yet.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // B committed, but A (smaller xid) is open. Once the reader has read the log twice
+    // since B's commit and the stall is visible (naming A's backend), nothing may have
+    // been delivered past A.
+    support::eventually(
+        Duration::from_secs(20),
+        "the reader read past B's commit and the lag names the blocking pid",
+        || {
+            let s = h.capture.stats().snapshot();
+            async move {
+                s.reads >= reads_at_commit + 2
+                    && s.blocking_pid == Some(a_pid)
+                    && s.oldest_undelivered_ms > 0
+            }
+        },
+    )
+    .await;
     assert!(read_all(&h.capture, start).await.is_empty());
     assert!(
         sub.events.try_recv().is_err(),
         "delivered past an open transaction"
     );
-    // The stall is visible, naming A's backend.
-    support::eventually(
-        Duration::from_secs(20),
-        "lag names the blocking pid",
-        || {
-            let s = h.capture.stats().snapshot();
-            async move { s.blocking_pid == Some(a_pid) && s.oldest_undelivered_ms > 0 }
-        },
-    )
-    .await;
 
     ta.commit().await.unwrap();
     let batches = read_at_least(&h.capture, start, 2).await;
@@ -1758,4 +1763,104 @@ async fn enable_sync_grants_v_to_roles_with_column_level_select() {
         err.code(),
         Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
     );
+}
+
+/// The change log's positions, in log order.
+async fn log_positions(db: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    db.query(
+        "select xid::text, id from rowcast.change_log order by xid, id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+    .collect()
+}
+
+/// Register `reader` as a live reader at log position `at`.
+async fn place_reader(db: &tokio_postgres::Client, reader: uuid::Uuid, at: &(String, i64)) {
+    db.execute(
+        "insert into rowcast.live_readers (instance, xid, id, seen_at)
+         values ($1, $2::text::xid8, $3, now())
+         on conflict (instance) do update set xid = excluded.xid, id = excluded.id, seen_at = now()",
+        &[&reader, &at.0, &at.1],
+    )
+    .await
+    .unwrap();
+}
+
+/// Prune until the log holds exactly `all[k + 1..]`, checking on every round that nothing
+/// after position `k` went (the log's xmin is cluster-wide, so other tests' open
+/// transactions may hold a round back, never push it further).
+async fn prune_to(
+    pruner: &Capture,
+    db: &tokio_postgres::Client,
+    all: &[(String, i64)],
+    k: usize,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        pruner.prune_now().await.unwrap();
+        let left = log_positions(db).await;
+        assert!(
+            all[k + 1..].iter().all(|c| left.contains(c)),
+            "{what}: pruned past position {k}: {left:?}"
+        );
+        if left == all[k + 1..] {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: stuck at {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Count-based retention never prunes past a live reader registered by another instance
+/// (`rowcast.live_readers`), follows it as it advances, and ignores a registration that went
+/// stale (an instance that died without unregistering).
+#[tokio::test]
+async fn count_retention_stops_at_the_slowest_live_reader() {
+    let url = support::migrated_db().await;
+    let db = connect(&url).await;
+    db.batch_execute(
+        "create table kept (id int primary key);
+         select rowcast.enable_sync('kept');
+         insert into kept select generate_series(1, 10);",
+    )
+    .await
+    .unwrap();
+    // Retention keeps only the newest change; this handle runs no tail of its own, so only
+    // the registration below holds pruning back.
+    let pruner = Capture::new(
+        Store::new(&url, &Config::for_database(&url).database).unwrap(),
+        CaptureConfig {
+            retention: None,
+            retention_max_changes: Some(1),
+            ..fast()
+        },
+    );
+    let all = log_positions(&db).await;
+    assert!(all.len() >= 10, "{all:?}");
+    let reader = uuid::Uuid::new_v4();
+    place_reader(&db, reader, &all[2]).await;
+    prune_to(&pruner, &db, &all, 2, "behind a reader at the third change").await;
+    place_reader(&db, reader, &all[6]).await;
+    prune_to(&pruner, &db, &all, 6, "after the reader advanced").await;
+    // A registration not refreshed for longer than the reader TTL no longer holds it back:
+    // only the newest change is kept.
+    db.execute(
+        "update rowcast.live_readers set seen_at = now() - interval '1 hour' where instance = $1",
+        &[&reader],
+    )
+    .await
+    .unwrap();
+    prune_to(
+        &pruner,
+        &db,
+        &all,
+        all.len() - 2,
+        "with the reader gone stale",
+    )
+    .await;
 }

@@ -211,7 +211,9 @@ async fn as_identity_sets_role_and_claims_for_one_transaction_only() {
     assert_eq!(seen_uid, uid);
     assert_eq!(tenant, "x'); drop table t; --");
 
-    let client = store.client().await.unwrap();
+    // The pool's own (single) connection, not a new one: the identity must not outlive
+    // the transaction on the backend the pool hands out next.
+    let client = store.pool().get().await.unwrap();
     let row = client
         .query_one("select current_user::text, rowcast.uid()", &[])
         .await

@@ -713,3 +713,40 @@ async fn converge(c: &mut Client, expect: &HashMap<String, Value>, what: &str) {
         let _ = tokio::time::timeout(Duration::from_millis(500), c.next()).await;
     }
 }
+
+/// Policies read by realtime follow DDL at once: a new policy reaches the next subscribe
+/// through the DDL doorbell's schema reload, not after the cache's 30 s safety-net age.
+#[tokio::test]
+async fn a_policy_change_reaches_the_realtime_catalog_through_the_ddl_doorbell() {
+    use rowcast::{auth::Role, policy::compile::Access};
+    let app = lists_app("owner = rowcast.uid()").await;
+    let policies =
+        |c: &rowcast::realtime::catalog::TableCatalog| match c.access(Role::Authenticated) {
+            Access::Policies(ps) => ps.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+    let rt = app.realtime().clone();
+    let before = rt.catalog("public", "todos").await.unwrap().unwrap();
+    assert_eq!(policies(&before), ["read_todos"]);
+    // Cached: the same facts come back without a change.
+    let again = rt.catalog("public", "todos").await.unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&before, &again));
+    app.db()
+        .await
+        .batch_execute("create policy shared on public.todos for select using (list_id = 1)")
+        .await
+        .unwrap();
+    support::eventually(
+        Duration::from_secs(15),
+        "the new policy in the catalog",
+        || {
+            let rt = rt.clone();
+            async move {
+                let c = rt.catalog("public", "todos").await.unwrap().unwrap();
+                policies(&c) == ["read_todos", "shared"]
+            }
+        },
+    )
+    .await;
+    app.shutdown().await;
+}

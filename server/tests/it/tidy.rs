@@ -1,6 +1,7 @@
 //! The layering ARCHITECTURE.md promises, checked against the source tree: `store` and
-//! `config` import no domain module, SQL text appears only in `store`, axum only in `http`,
-//! and every `.rs` file opens with a `//!` header. No Postgres needed.
+//! `config` import no domain module, SQL text appears only in `store`, no connection leaves
+//! `store`, axum only in `http`, and every `.rs` file opens with a `//!` header. No Postgres
+//! needed.
 //!
 //! The checks read the source as text with a small lexer (string literals, comments), which
 //! is enough for the rules: they are about where words appear, not what code means.
@@ -245,6 +246,29 @@ fn crate_modules(code: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// Lines of `code` that take a database connection out of a store (`.client()`, or a
+/// connection straight from `.pool().get()`), however rustfmt splits the chain.
+fn connection_grabs(code: &str) -> Vec<usize> {
+    let (mut compact, mut lines) = (String::new(), Vec::new());
+    let mut line = 1;
+    for ch in code.chars() {
+        if ch == '\n' {
+            line += 1;
+        }
+        if !ch.is_whitespace() {
+            compact.push(ch);
+            lines.push(line);
+        }
+    }
+    let mut out: Vec<usize> = [".client()", ".pool().get("]
+        .iter()
+        .flat_map(|p| compact.match_indices(p).map(|(i, _)| i).collect::<Vec<_>>())
+        .map(|i| lines[compact[..i].chars().count()])
+        .collect();
+    out.sort();
+    out
+}
+
 /// Modules the leaves may name: themselves and the generic primitives below every layer.
 fn leaf_may_use(leaf: &str, module: &str) -> bool {
     module == leaf || module == "backoff"
@@ -315,6 +339,22 @@ fn sql_text_appears_only_in_store() {
 }
 
 #[test]
+fn connections_stay_in_store() {
+    let mut v = Violations::default();
+    for (path, text) in sources(&src_dir()) {
+        if path.starts_with("store/") {
+            continue;
+        }
+        for line in connection_grabs(&production(&text).code) {
+            v.0.push(format!(
+                "{path}:{line}: takes a connection out of the store; add a `Store` method"
+            ));
+        }
+    }
+    v.check();
+}
+
+#[test]
 fn only_http_knows_axum() {
     let mut v = Violations::default();
     for (path, text) in sources(&src_dir()) {
@@ -366,6 +406,13 @@ fn the_checks_catch_what_they_are_for() {
         "the char literal '\"' is not a string"
     );
     assert!(looks_like_sql(&lexed.strings[0].1));
+
+    let grabs = production("// store.client() in a comment\nlet s = \"x.client()\";\nlet c = shared\n    .store\n    .client()\n    .await?;\nlet p = store.pool().get().await?;\nlet n = store.pool().status();\n#[cfg(test)]\nmod tests { fn t() { store.client(); } }\n");
+    assert_eq!(
+        connection_grabs(&grabs.code),
+        vec![5, 7],
+        "a split chain and a pool checkout count; comments, strings, tests and status do not"
+    );
 
     let raw = lex("let q = r#\"insert into t values (1)\"#;");
     assert!(looks_like_sql(&raw.strings[0].1));
