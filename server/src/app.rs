@@ -383,6 +383,8 @@ pub async fn shutdown_signal() {
 
 /// Realtime's numbers on `/metrics`, read from its atomics at each scrape.
 fn register_realtime_metrics(m: &Metrics, realtime: &Arc<Realtime>) {
+    // Set once here, where the registry is built; a second app would have its own stats.
+    let _ = realtime.stats.delivery_lag.set(m.delivery_lag());
     let s = realtime.stats.clone();
     m.gauge_fn(
         metrics::WS_CONNECTIONS.name,

@@ -69,8 +69,11 @@ pub struct RealtimeStats {
     pub catch_up_changes: AtomicU64,
     /// Snapshot rows sent.
     pub snapshot_rows: AtomicU64,
-    /// Milliseconds from the start of the last routed transaction to its routing.
+    /// Milliseconds from the start of the last routed transaction to its frames queued.
     pub lag_ms: AtomicU64,
+    /// The same, per delivered transaction, into `/metrics` (`rowcast_delivery_lag_seconds`);
+    /// set once by the app that owns the registry.
+    pub delivery_lag: std::sync::OnceLock<crate::metrics::Histogram>,
     /// Connections closed because their queue overflowed.
     pub lagging_closes: AtomicU64,
     /// Connections closed because the peer stopped answering.

@@ -469,12 +469,12 @@ impl Router {
         if found.work.is_empty() && found.moves.is_empty() {
             return;
         }
-        self.record_lag(batch);
         let moved = self.read_moved_rows(cursor, &found.moves).await;
         let mut out = self.evaluate_candidates(&by_table, found.work, &view).await;
         self.add_move_items(&mut out, &found.moves, &moved, &by_table, &view, floor);
         if !out.is_empty() {
             self.deliver(cursor, out);
+            self.record_lag(batch);
         }
     }
 
@@ -531,11 +531,18 @@ impl Router {
         }
     }
 
+    /// How long the transaction took from its start (the nearest to its commit that the
+    /// log knows) to its frames being queued for every subscriber.
     fn record_lag(&self, batch: &ChangeBatch) {
-        let lag_ms = (chrono::Utc::now() - batch.started_at)
-            .num_milliseconds()
-            .max(0) as u64;
-        self.stats.lag_ms.store(lag_ms, Relaxed);
+        let lag = (chrono::Utc::now() - batch.started_at)
+            .to_std()
+            .unwrap_or_default();
+        self.stats
+            .lag_ms
+            .store(lag.as_millis().try_into().unwrap_or(u64::MAX), Relaxed);
+        if let Some(h) = self.stats.delivery_lag.get() {
+            h.observe(lag.as_secs_f64());
+        }
     }
 
     /// Rows of the subscribed tables that may move, as of this position: one read per

@@ -855,3 +855,38 @@ async fn dead_connections_are_closed_after_the_heartbeat_timeout() {
     assert!(app.realtime().stats.heartbeat_closes.load(Relaxed) >= 1);
     app.shutdown().await;
 }
+
+/// `/metrics` has the commit-to-queued lag of live deliveries
+/// (`rowcast_delivery_lag_seconds`), observed once per delivered transaction.
+#[tokio::test]
+async fn live_deliveries_feed_the_delivery_lag_histogram() {
+    let app = todos_app("true", |_| {}).await;
+    let count = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("rowcast_delivery_lag_seconds_count "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let before = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(count(&before), Some(0.0), "{before}");
+    let mut c = Client::connect(&app, None).await;
+    c.subscribe("t", "todos", None, None).await;
+    c.until_live("t").await;
+    let db = app.db().await;
+    // Two transactions.
+    db.execute("insert into todos (id) values (1)", &[])
+        .await
+        .unwrap();
+    db.execute("insert into todos (id) values (2)", &[])
+        .await
+        .unwrap();
+    c.until("both rows live", Duration::from_secs(20), |v| {
+        v["t"].visible().len() == 2
+    })
+    .await;
+    support::eventually(Duration::from_secs(10), "two lag observations", || async {
+        let m = app.get("/metrics").await.text().await.unwrap();
+        count(&m) == Some(2.0)
+    })
+    .await;
+    app.shutdown().await;
+}
