@@ -31,6 +31,7 @@ use super::{
     Identity, Role,
 };
 use crate::{
+    backoff::Backoff,
     config::{AccountsConfig, AuthConfig},
     protocol::{ApiError, ErrorCode},
     store::{
@@ -683,14 +684,28 @@ impl Auth {
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first pass runs at start-up, when the database may not be migrated yet:
+            // a failed pass is retried with backoff rather than a whole period later.
+            let mut retry = Backoff::new(Duration::from_secs(1), every);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = auth.maintain().await {
-                    tracing::warn!(error = %e, "auth maintenance failed; retrying later");
+                let mut failures = 0u32;
+                while let Err(e) = auth.maintain().await {
+                    failures += 1;
+                    // Quiet while start-up migrates; loud when it keeps failing.
+                    if failures >= 5 {
+                        tracing::warn!(error = %e, "auth maintenance keeps failing; retrying");
+                    } else {
+                        tracing::debug!(error = %e, "auth maintenance failed; retrying");
+                    }
+                    if !retry.wait(&shutdown).await {
+                        return;
+                    }
                 }
+                retry.reset();
             }
         });
     }
