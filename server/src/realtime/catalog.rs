@@ -251,12 +251,12 @@ impl RefFacts {
     }
 }
 
+/// Catalog facts for unit tests (here and in the router's).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::realtime::PolicyFacts;
+pub(super) mod fixtures {
+    use crate::store::realtime::{ColumnFacts, PolicyFacts, TableFacts};
 
-    fn column(name: &str, typname: &str) -> ColumnFacts {
+    pub(in crate::realtime) fn column(name: &str, typname: &str) -> ColumnFacts {
         ColumnFacts {
             name: name.into(),
             sql_type: typname.into(),
@@ -266,7 +266,7 @@ mod tests {
         }
     }
 
-    fn policy(name: &str, sql: &str, permissive: bool) -> PolicyFacts {
+    pub(in crate::realtime) fn policy(name: &str, sql: &str, permissive: bool) -> PolicyFacts {
         PolicyFacts {
             name: name.into(),
             permissive,
@@ -275,7 +275,11 @@ mod tests {
         }
     }
 
-    fn table(name: &str, columns: Vec<ColumnFacts>, policies: Vec<PolicyFacts>) -> TableFacts {
+    pub(in crate::realtime) fn table(
+        name: &str,
+        columns: Vec<ColumnFacts>,
+        policies: Vec<PolicyFacts>,
+    ) -> TableFacts {
         TableFacts {
             schema: "public".into(),
             name: name.into(),
@@ -288,6 +292,13 @@ mod tests {
             policies,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{column, policy, table};
+    use super::*;
+    use crate::store::realtime::PolicyFacts;
 
     const MEMBER_OF_LIST: &str = "(EXISTS ( SELECT 1 FROM public.members m WHERE ((m.list_id = todos.list_id) AND (m.user_id = rowcast.uid()))))";
 

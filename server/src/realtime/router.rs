@@ -1112,14 +1112,17 @@ mod tests {
         capture::LogId,
         protocol::realtime::{changes::EncodedId, ChangeItem, ChangeOp, ServerMessage},
         realtime::{
-            catalog::{TableCatalog, VERSION_COLUMN},
+            catalog::{
+                fixtures::{column, policy as policy_facts, table},
+                TableCatalog, VERSION_COLUMN,
+            },
             feed::{Change, ChangeBatch, Cursor, Op, TableName},
             filter::compile_filter,
             rows::{RowSource, RowsAt},
             RealtimeStats, SubPlan,
         },
         store::{
-            realtime::{ColumnFacts, PolicyFacts, RowsAtError, TableFacts, VisibilityCheck},
+            realtime::{RowsAtError, TableFacts, VisibilityCheck},
             StoreError,
         },
     };
@@ -1212,36 +1215,7 @@ mod tests {
         }
     }
 
-    fn column(name: &str, typname: &str) -> ColumnFacts {
-        ColumnFacts {
-            name: name.into(),
-            sql_type: typname.into(),
-            typname: typname.into(),
-            deterministic: true,
-            selectable: [true; 3],
-        }
-    }
-
-    fn table(name: &str, columns: Vec<ColumnFacts>, policy: &str) -> TableFacts {
-        TableFacts {
-            schema: "public".into(),
-            name: name.into(),
-            plain: true,
-            rls: true,
-            synced: true,
-            bypass: [false, false, true],
-            columns,
-            primary_key: vec!["id".into()],
-            policies: vec![PolicyFacts {
-                name: "rule".into(),
-                permissive: true,
-                sql: policy.into(),
-                applies: [true; 3],
-            }],
-        }
-    }
-
-    fn todos(policy: &str) -> TableFacts {
+    fn todos(rule: &str) -> TableFacts {
         table(
             "todos",
             vec![
@@ -1251,7 +1225,7 @@ mod tests {
                 column("done", "bool"),
                 column(VERSION_COLUMN, "int8"),
             ],
-            policy,
+            vec![policy_facts("rule", rule, true)],
         )
     }
 
@@ -1263,7 +1237,7 @@ mod tests {
                 column("list_id", "int8"),
                 column("user_id", "uuid"),
             ],
-            "(user_id = rowcast.uid())",
+            vec![policy_facts("rule", "(user_id = rowcast.uid())", true)],
         )
     }
 
