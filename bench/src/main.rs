@@ -35,6 +35,11 @@ struct Settings {
     rounds: usize,
     clients: Vec<u32>,
     latency_seconds: u64,
+    /// Which parts run (`BENCH_PARTS`, comma-separated: throughput, bulk, latency).
+    parts: Vec<String>,
+    /// Where to write each delivered change's commit time and latency (`BENCH_LATENCY_TRACE`),
+    /// to see when in a run the tail happens.
+    trace: Option<PathBuf>,
 }
 
 fn settings() -> Settings {
@@ -49,6 +54,12 @@ fn settings() -> Settings {
         rounds: env("BENCH_ROUNDS", 3) as usize,
         clients: vec![1, 8, 32],
         latency_seconds: env("BENCH_LATENCY_SECONDS", 10),
+        parts: std::env::var("BENCH_PARTS")
+            .unwrap_or_else(|_| "throughput,bulk,latency".into())
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .collect(),
+        trace: std::env::var_os("BENCH_LATENCY_TRACE").map(PathBuf::from),
     }
 }
 
@@ -99,31 +110,33 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
     )
     .await?;
 
-    println!("# capture write throughput (single-row INSERT transactions, pgbench, {}s x {} rounds, fsync on)", s.seconds, s.rounds);
-    println!("writers | plain tps | capture, NOTIFY off | capture, doorbell (default) | doorbell vs capture alone | capture, NOTIFY per commit (0002) | per-row AFTER trigger, NOTIFY off");
-    println!("---|---|---|---|---|---|---");
-    for &c in &s.clients {
-        let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
-        for _ in 0..s.rounds {
-            for (name, table, doorbell) in [
-                ("plain", "bench_plain", Doorbell::Off),
-                ("off", "bench_synced", Doorbell::Off),
-                ("on", "bench_synced", Doorbell::Coalesced),
-                ("every", "bench_synced", Doorbell::EveryCommit),
-                ("rowlevel", "bench_rowlevel", Doorbell::Off),
-            ] {
-                set_doorbell(&db, doorbell).await?;
-                db.batch_execute("checkpoint").await?;
-                let tps = pgbench(bindir, pg, table, c, s.seconds)?;
-                results.entry(name).or_default().push(tps);
+    let part = |p: &str| s.parts.iter().any(|x| x == p);
+    if part("throughput") {
+        println!("# capture write throughput (single-row INSERT transactions, pgbench, {}s x {} rounds, fsync on)", s.seconds, s.rounds);
+        println!("writers | plain tps | capture, NOTIFY off | capture, doorbell (default) | doorbell vs capture alone | capture, NOTIFY per commit (0002) | per-row AFTER trigger, NOTIFY off");
+        println!("---|---|---|---|---|---|---");
+        for &c in &s.clients {
+            let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
+            for _ in 0..s.rounds {
+                for (name, table, doorbell) in [
+                    ("plain", "bench_plain", Doorbell::Off),
+                    ("off", "bench_synced", Doorbell::Off),
+                    ("on", "bench_synced", Doorbell::Coalesced),
+                    ("every", "bench_synced", Doorbell::EveryCommit),
+                    ("rowlevel", "bench_rowlevel", Doorbell::Off),
+                ] {
+                    set_doorbell(&db, doorbell).await?;
+                    db.batch_execute("checkpoint").await?;
+                    let tps = pgbench(bindir, pg, table, c, s.seconds)?;
+                    results.entry(name).or_default().push(tps);
+                }
             }
-        }
-        let plain = median(&results["plain"]);
-        let off = median(&results["off"]);
-        let on = median(&results["on"]);
-        let every = median(&results["every"]);
-        let rowlevel = median(&results["rowlevel"]);
-        println!(
+            let plain = median(&results["plain"]);
+            let off = median(&results["off"]);
+            let on = median(&results["on"]);
+            let every = median(&results["every"]);
+            let rowlevel = median(&results["rowlevel"]);
+            println!(
             "{c} | {plain:.0} | {off:.0} ({:.0}%) | {on:.0} ({:.0}%) | {:.1}% | {every:.0} ({:.0}%) | {rowlevel:.0} ({:.0}%)",
             100.0 * off / plain,
             100.0 * on / plain,
@@ -131,10 +144,24 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
             100.0 * every / plain,
             100.0 * rowlevel / plain
         );
+        }
     }
     set_doorbell(&db, Doorbell::Off).await?;
 
-    bulk(&db, s.rounds).await?;
+    if part("bulk") {
+        bulk(&db, s.rounds).await?;
+    }
+    if !part("latency") {
+        return Ok(());
+    }
+    if std::env::var_os("BENCH_VACUUM_FIRST").is_some() {
+        let t = Instant::now();
+        db.batch_execute("vacuum analyze").await?;
+        println!(
+            "(vacuum analyze before the latency part: {:.1}s)",
+            t.elapsed().as_secs_f64()
+        );
+    }
 
     println!();
     println!(
@@ -145,7 +172,14 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
     println!("---|---|---|---|---|---");
     // The first row is the default configuration (doorbell on, 50 ms poll).
     for (notify, poll_ms) in [(true, 50), (true, 200), (false, 50)] {
-        let (n, p50, p99, max) = latency(&url, &store, notify, poll_ms, s.latency_seconds).await?;
+        let trace = s.trace.as_ref().map(|t| {
+            t.with_extension(format!(
+                "{}-{poll_ms}ms.csv",
+                if notify { "on" } else { "off" }
+            ))
+        });
+        let (n, p50, p99, max) =
+            latency(&url, &store, notify, poll_ms, s.latency_seconds, trace).await?;
         println!(
             "{} | {poll_ms}ms | {n} | {p50:.1} | {p99:.1} | {max:.1}",
             if notify { "on" } else { "off" }
@@ -278,6 +312,7 @@ async fn latency(
     notify: bool,
     poll_ms: u64,
     seconds: u64,
+    trace: Option<PathBuf>,
 ) -> Result<(usize, f64, f64, f64), Error> {
     let capture = Capture::new(
         store.clone(),
@@ -355,6 +390,24 @@ async fn latency(
 
     let committed = committed.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let received = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(path) = trace {
+        // One line per delivered change: commit time since the first commit, and latency.
+        let first = committed.values().min().copied();
+        let mut rows: Vec<(f64, f64)> = committed
+            .iter()
+            .filter_map(|(id, c)| {
+                let r = received.get(id)?;
+                let at = c.saturating_duration_since(first?).as_secs_f64() * 1000.0;
+                Some((at, r.saturating_duration_since(*c).as_secs_f64() * 1000.0))
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text: String = rows
+            .iter()
+            .map(|(at, ms)| format!("{at:.2},{ms:.2}\n"))
+            .collect();
+        std::fs::write(&path, format!("commit_ms,latency_ms\n{text}"))?;
+    }
     let mut ms: Vec<f64> = committed
         .iter()
         .filter_map(|(id, c)| {

@@ -37,6 +37,7 @@
 
 mod change;
 mod cursor;
+mod health;
 mod listener;
 mod retention;
 mod stats;
@@ -155,10 +156,7 @@ impl Shared {
 
     /// How long the reader may wait before its next look at the log.
     fn next_wait(&self) -> Duration {
-        let base = self
-            .config
-            .poll_interval
-            .min(self.config.lag_probe_interval);
+        let base = self.config.poll_interval;
         let hot = *self.hot_until.lock().unwrap_or_else(|p| p.into_inner());
         match hot {
             Some(t) if t > std::time::Instant::now() => base.min(HOT_POLL),
@@ -187,8 +185,8 @@ impl Capture {
         }
     }
 
-    /// Start this instance's background tasks on `tasks`: the reader (live tail), the
-    /// LISTEN connection (when NOTIFY is on) and retention. They wait until `readiness`
+    /// Start this instance's background tasks on `tasks`: the reader (live tail), its health
+    /// checks and registration, the LISTEN connection (when NOTIFY is on) and retention. They wait until `readiness`
     /// says the schema is current, and stop when `shutdown` is cancelled.
     pub fn spawn(
         &self,
@@ -198,6 +196,7 @@ impl Capture {
     ) {
         let s = &self.shared;
         tasks.spawn(tail::run(s.clone(), readiness.clone(), shutdown.clone()));
+        tasks.spawn(health::run(s.clone(), readiness.clone(), shutdown.clone()));
         if s.config.notify {
             tasks.spawn(listener::run(
                 s.clone(),
