@@ -67,7 +67,11 @@ pub async fn websocket(
     // Frames a little over the limit get an error frame and the socket stays open; beyond
     // twice the limit tungstenite refuses to buffer them and the socket closes with 1009.
     let hard = rt.settings.max_message_bytes.saturating_mul(2);
-    ws.read_buffer_size(8 * 1024)
+    // The read buffer is allocated (and zero-filled) per socket for its whole life: client
+    // frames are small (hello, subscribe, ping), and a longer one is read in several reads
+    // into a buffer sized for it, so 2 KiB keeps idle sockets cheap (8 KiB measured 20.3
+    // KiB per idle subscribed connection, 2 KiB 14.6 KiB; docs/benchmarks.md).
+    ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(hard)
@@ -88,6 +92,9 @@ impl<T> Socket for T where
     T: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin
 {
 }
+
+/// Bytes read from a socket at a time (see `websocket`).
+const READ_BUFFER: usize = 2 * 1024;
 
 /// One connection: run the session until something ends it, then close with the code that
 /// says why.
