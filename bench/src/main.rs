@@ -7,7 +7,12 @@
 //!    NOTIFY per writing transaction (migration 0002's doorbell, for comparison), at 1, 8 and
 //!    32 writers, interleaved over several rounds; the median of each is reported with its
 //!    ratio to the plain table, and the doorbell's cost over capture alone.
-//! 2. Commit-to-reader latency at a steady 1,000 changes/s from plain SQL writers through
+//! 2. Backend CPU per single-row INSERT transaction (one pgbench client, synchronous_commit
+//!    off so the commit's flush is not in it): what the postmaster's reaped backends spent,
+//!    read from /proc (Linux), for a plain table and a synced one with the doorbell off and
+//!    on. Throughput at several writers mixes this with WAL flushes; this is the CPU alone.
+//! 3. Bulk statements (10,000 rows).
+//! 4. Commit-to-reader latency at a steady 1,000 changes/s from plain SQL writers through
 //!    the live tail: the default configuration, a 200 ms poll, and NOTIFY off (p50, p99).
 
 use std::{
@@ -35,7 +40,7 @@ struct Settings {
     rounds: usize,
     clients: Vec<u32>,
     latency_seconds: u64,
-    /// Which parts run (`BENCH_PARTS`, comma-separated: throughput, bulk, latency).
+    /// Which parts run (`BENCH_PARTS`, comma-separated: cpu, throughput, bulk, latency).
     parts: Vec<String>,
     /// Where to write each delivered change's commit time and latency (`BENCH_LATENCY_TRACE`),
     /// to see when in a run the tail happens.
@@ -55,7 +60,7 @@ fn settings() -> Settings {
         clients: vec![1, 8, 32],
         latency_seconds: env("BENCH_LATENCY_SECONDS", 10),
         parts: std::env::var("BENCH_PARTS")
-            .unwrap_or_else(|_| "throughput,bulk,latency".into())
+            .unwrap_or_else(|_| "cpu,throughput,bulk,latency".into())
             .split(',')
             .map(|p| p.trim().to_string())
             .collect(),
@@ -111,6 +116,9 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
     .await?;
 
     let part = |p: &str| s.parts.iter().any(|x| x == p);
+    if part("cpu") {
+        cpu(&db, bindir, pg, s.rounds).await?;
+    }
     if part("throughput") {
         println!("# capture write throughput (single-row INSERT transactions, pgbench, {}s x {} rounds, fsync on)", s.seconds, s.rounds);
         println!("writers | plain tps | capture, NOTIFY off | capture, doorbell (default) | doorbell vs capture alone | capture, NOTIFY per commit (0002) | per-row AFTER trigger, NOTIFY off");
@@ -253,6 +261,109 @@ fn pgbench(
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no tps in pgbench output: {text}").into())
+}
+
+/// Backend CPU per single-row INSERT transaction: plain, captured with the doorbell off,
+/// captured with the default doorbell; medians of `rounds`, interleaved.
+async fn cpu(
+    db: &tokio_postgres::Client,
+    bindir: &std::path::Path,
+    pg: &EmbeddedPostgres,
+    rounds: usize,
+) -> Result<(), Error> {
+    const TRANSACTIONS: u32 = 20_000;
+    println!("# backend CPU per single-row INSERT transaction (1 client, synchronous_commit off, {TRANSACTIONS} transactions x {rounds} rounds, median)");
+    println!("plain µs | capture, NOTIFY off µs | capture, doorbell (default) µs");
+    println!("---|---|---");
+    let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
+    for _ in 0..rounds {
+        for (name, table, doorbell) in [
+            ("plain", "bench_plain", Doorbell::Off),
+            ("off", "bench_synced", Doorbell::Off),
+            ("on", "bench_synced", Doorbell::Coalesced),
+        ] {
+            set_doorbell(db, doorbell).await?;
+            let us = backend_cpu_per_transaction(bindir, pg, table, TRANSACTIONS)?;
+            results.entry(name).or_default().push(us);
+        }
+    }
+    set_doorbell(db, Doorbell::Off).await?;
+    let plain = median(&results["plain"]);
+    let off = median(&results["off"]);
+    let on = median(&results["on"]);
+    println!(
+        "{plain:.0} | {off:.0} ({:.2}x) | {on:.0} ({:.2}x)",
+        off / plain,
+        on / plain
+    );
+    println!();
+    Ok(())
+}
+
+/// CPU the backends spent per transaction over `transactions` single-row INSERTs from one
+/// pgbench client: the growth of the postmaster's reaped-children CPU time
+/// (`/proc/<pid>/stat`), which includes the backend once pgbench disconnects.
+fn backend_cpu_per_transaction(
+    bindir: &std::path::Path,
+    pg: &EmbeddedPostgres,
+    table: &str,
+    transactions: u32,
+) -> Result<f64, Error> {
+    let pid_file = std::fs::read_to_string(pg.data_dir().join("postmaster.pid"))?;
+    let pid = pid_file
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let ticks_per_s: f64 =
+        String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
+            .trim()
+            .parse()?;
+    let children_ticks = || -> Result<f64, Error> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which is in parentheses and may contain spaces;
+        // cutime and cstime are fields 16 and 17 of the whole line.
+        let rest = stat.rsplit_once(')').ok_or("unreadable /proc stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        match (f.get(13), f.get(14)) {
+            (Some(u), Some(s)) => Ok(u.parse::<f64>()? + s.parse::<f64>()?),
+            _ => Err("short /proc stat".into()),
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let script: PathBuf = dir.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        format!("insert into public.{table} (body) values (repeat('x', 100));\n"),
+    )?;
+    let before = children_ticks()?;
+    let out = Command::new(bindir.join("pgbench"))
+        .env("PGOPTIONS", "-c synchronous_commit=off")
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            "1",
+            "-t",
+            &transactions.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(pg.database_url())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    // The postmaster adds a backend's time when it reaps it, just after pgbench exits.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = children_ticks()?;
+    while after == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        after = children_ticks()?;
+    }
+    Ok((after - before) / ticks_per_s * 1e6 / f64::from(transactions))
 }
 
 /// A 10,000-row `INSERT … SELECT` and a 10,000-row `UPDATE`, timed on a plain table, a synced
