@@ -227,6 +227,18 @@ async fn set_doorbell(db: &tokio_postgres::Client, d: Doorbell) -> Result<(), Er
     Ok(())
 }
 
+/// A pgbench script of one single-row INSERT into `table` (100-byte body), in a temporary
+/// directory that lives as long as the returned handle.
+fn insert_script(table: &str) -> Result<(tempfile::TempDir, PathBuf), Error> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        format!("insert into public.{table} (body) values (repeat('x', 100));\n"),
+    )?;
+    Ok((dir, script))
+}
+
 fn pgbench(
     bindir: &std::path::Path,
     pg: &EmbeddedPostgres,
@@ -234,12 +246,7 @@ fn pgbench(
     clients: u32,
     seconds: u64,
 ) -> Result<f64, Error> {
-    let dir = tempfile::tempdir()?;
-    let script: PathBuf = dir.path().join("insert.sql");
-    std::fs::write(
-        &script,
-        format!("insert into public.{table} (body) values (repeat('x', 100));\n"),
-    )?;
+    let (_dir, script) = insert_script(table)?;
     let out = Command::new(bindir.join("pgbench"))
         .args(["-n", "-M", "prepared", "-f"])
         .arg(&script)
@@ -331,12 +338,7 @@ fn backend_cpu_per_transaction(
             _ => Err("short /proc stat".into()),
         }
     };
-    let dir = tempfile::tempdir()?;
-    let script: PathBuf = dir.path().join("insert.sql");
-    std::fs::write(
-        &script,
-        format!("insert into public.{table} (body) values (repeat('x', 100));\n"),
-    )?;
+    let (_dir, script) = insert_script(table)?;
     let before = children_ticks()?;
     let out = Command::new(bindir.join("pgbench"))
         .env("PGOPTIONS", "-c synchronous_commit=off")
