@@ -1,6 +1,6 @@
 -- Change capture, cheaper single-row INSERTs (issue 14). Measured per transaction on the
--- backend (docs/benchmarks.md, "Backend CPU per captured INSERT"), a captured single-row
--- INSERT cost about 4x a plain one with the default doorbell on; three parts of that were
+-- backend (docs/benchmarks.md, capture run 7), a captured single-row INSERT cost about 6x
+-- a plain one with the default doorbell on; three parts of that were
 -- not the log row itself: the doorbell's WHEN clause, the log's CHECK constraint and
 -- capture_insert's second query over the transition table.
 --
