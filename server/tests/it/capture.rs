@@ -1075,7 +1075,12 @@ async fn without_the_event_trigger_the_server_check_logs_schema_changes() {
         schema_events(&batches),
         [("nc".to_string(), "column-added".to_string())]
     );
-    assert!(h.capture.stats().schema_events.load(Ordering::Relaxed) >= 1);
+    // The check commits the event before it counts it, so the reader can see it first.
+    support::eventually(Duration::from_secs(20), "schema event counted", || {
+        let c = h.capture.clone();
+        async move { c.stats().schema_events.load(Ordering::Relaxed) >= 1 }
+    })
+    .await;
     h.stop().await;
 }
 
