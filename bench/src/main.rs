@@ -14,6 +14,9 @@
 //! 3. Bulk statements (10,000 rows).
 //! 4. Commit-to-reader latency at a steady 1,000 changes/s from plain SQL writers through
 //!    the live tail: the default configuration, a 200 ms poll, and NOTIFY off (p50, p99).
+//! 5. Only when asked (`BENCH_PARTS=…,logical`; it restarts the cluster with
+//!    `wal_level = logical`): logical decoding of the plain table's inserts through a
+//!    `pgoutput` slot against trigger capture, with and without their readers.
 
 use std::{
     collections::HashMap,
@@ -40,7 +43,8 @@ struct Settings {
     rounds: usize,
     clients: Vec<u32>,
     latency_seconds: u64,
-    /// Which parts run (`BENCH_PARTS`, comma-separated: cpu, throughput, bulk, latency).
+    /// Which parts run (`BENCH_PARTS`, comma-separated: cpu, throughput, bulk, latency,
+    /// logical; all but logical by default).
     parts: Vec<String>,
     /// Where to write each delivered change's commit time and latency (`BENCH_LATENCY_TRACE`),
     /// to see when in a run the tail happens.
@@ -80,7 +84,24 @@ fn main() -> Result<(), Error> {
     cluster::prepare_parent_dir(root.path())?;
     let pg = EmbeddedPostgres::start(&root.path().join("pg"), None)?;
     let bindir = cluster::find_bindir(None)?;
-    let result = tokio::runtime::Runtime::new()?.block_on(run(&pg, &bindir, &s));
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(run(&pg, &bindir, &s));
+    if result.is_err() || !s.parts.iter().any(|p| p == "logical") {
+        pg.stop()?;
+        return result;
+    }
+    // Logical decoding needs `wal_level = logical`, a restart; it runs last so the other
+    // parts keep the default WAL level.
+    rt.block_on(async {
+        let (db, conn) = tokio_postgres::connect(&pg.database_url(), NoTls).await?;
+        tokio::spawn(conn);
+        db.batch_execute("alter system set wal_level = logical")
+            .await?;
+        Ok::<_, Error>(())
+    })?;
+    pg.stop()?;
+    let pg = EmbeddedPostgres::start(&root.path().join("pg"), None)?;
+    let result = rt.block_on(logical(&pg, &bindir, &s));
     pg.stop()?;
     result
 }
@@ -323,21 +344,8 @@ fn backend_cpu_per_transaction(
         .unwrap_or_default()
         .trim()
         .to_string();
-    let ticks_per_s: f64 =
-        String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-            .trim()
-            .parse()?;
-    let children_ticks = || -> Result<f64, Error> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name, which is in parentheses and may contain spaces;
-        // cutime and cstime are fields 16 and 17 of the whole line.
-        let rest = stat.rsplit_once(')').ok_or("unreadable /proc stat")?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        match (f.get(13), f.get(14)) {
-            (Some(u), Some(s)) => Ok(u.parse::<f64>()? + s.parse::<f64>()?),
-            _ => Err("short /proc stat".into()),
-        }
-    };
+    let ticks_per_s = clock_ticks_per_second()?;
+    let children_ticks = || proc_ticks(&pid, ProcTicks::ReapedChildren);
     let (_dir, script) = insert_script(table)?;
     let before = children_ticks()?;
     let out = Command::new(bindir.join("pgbench"))
@@ -366,6 +374,39 @@ fn backend_cpu_per_transaction(
         after = children_ticks()?;
     }
     Ok((after - before) / ticks_per_s * 1e6 / f64::from(transactions))
+}
+
+/// Kernel clock ticks per second (the unit of CPU times in `/proc/<pid>/stat`).
+fn clock_ticks_per_second() -> Result<f64, Error> {
+    Ok(
+        String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
+            .trim()
+            .parse()?,
+    )
+}
+
+enum ProcTicks {
+    /// The process's own user + system time.
+    Own,
+    /// What the process's reaped children spent.
+    ReapedChildren,
+}
+
+/// CPU time of process `pid` in clock ticks, from `/proc/<pid>/stat` (Linux).
+fn proc_ticks(pid: &str, which: ProcTicks) -> Result<f64, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces;
+    // utime, stime, cutime and cstime are fields 14 to 17 of the whole line.
+    let rest = stat.rsplit_once(')').ok_or("unreadable /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (u, s) = match which {
+        ProcTicks::Own => (f.get(11), f.get(12)),
+        ProcTicks::ReapedChildren => (f.get(13), f.get(14)),
+    };
+    match (u, s) {
+        (Some(u), Some(s)) => Ok(u.parse::<f64>()? + s.parse::<f64>()?),
+        _ => Err("short /proc stat".into()),
+    }
 }
 
 /// A 10,000-row `INSERT … SELECT` and a 10,000-row `UPDATE`, timed on a plain table, a synced
@@ -540,4 +581,256 @@ async fn latency(
     ms.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p) as usize];
     Ok((ms.len(), pct(0.5), pct(0.99), pct(1.0)))
+}
+
+/// Logical decoding as the source instead of the capture triggers, measured to see whether
+/// it changes the picture (ADR 0001): single-row INSERT throughput into the plain table with
+/// no slot, and while a decoder drains a `pgoutput` slot, against trigger capture (default
+/// doorbell) without and with its live reader; one cluster with `wal_level = logical`,
+/// interleaved rounds, medians.
+async fn logical(
+    pg: &EmbeddedPostgres,
+    bindir: &std::path::Path,
+    s: &Settings,
+) -> Result<(), Error> {
+    let url = pg.database_url();
+    let (db, conn) = tokio_postgres::connect(&url, NoTls).await?;
+    tokio::spawn(conn);
+    let level: String = db.query_one("show wal_level", &[]).await?.get(0);
+    if level != "logical" {
+        return Err(format!("wal_level is {level} after the restart, not logical").into());
+    }
+    db.batch_execute("create publication rowcast_bench for table public.bench_plain")
+        .await?;
+    let store = Store::new(&url, &Config::for_database(&url).database)?;
+    println!();
+    println!("# logical decoding vs trigger capture (single-row INSERT transactions, wal_level = logical, pgbench, {}s x {} rounds, fsync on, median)", s.seconds, s.rounds);
+    println!(
+        "(tps median, then the median and range of each round's ratio to that round's plain run)"
+    );
+    println!("writers | plain tps | plain, pgoutput slot streamed (pg_recvlogical) | walsender µs per change | capture, doorbell | capture, doorbell, live reader");
+    println!("---|---|---|---|---|---");
+    for &c in &s.clients {
+        let mut tps: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut per_change = Vec::new();
+        for _ in 0..s.rounds {
+            for name in ["plain", "decoded", "capture", "reader"] {
+                db.batch_execute("checkpoint").await?;
+                let run = |table: &str| {
+                    tokio::task::block_in_place(|| pgbench(bindir, pg, table, c, s.seconds))
+                };
+                let t = match name {
+                    "plain" => run("bench_plain")?,
+                    "decoded" => {
+                        let (slots, conn) = tokio_postgres::connect(&url, NoTls).await?;
+                        tokio::spawn(conn);
+                        let decoder = Decoder::start(bindir, pg, slots).await?;
+                        let t = run("bench_plain")?;
+                        let d = decoder.finish().await?;
+                        if d.changes == 0 {
+                            return Err("no inserts were decoded".into());
+                        }
+                        per_change.push(d.cpu_seconds * 1e6 / d.changes as f64);
+                        t
+                    }
+                    "capture" => {
+                        set_doorbell(&db, Doorbell::Coalesced).await?;
+                        run("bench_synced")?
+                    }
+                    _ => {
+                        set_doorbell(&db, Doorbell::Coalesced).await?;
+                        let reader = LiveReader::start(&store).await;
+                        let t = run("bench_synced")?;
+                        reader.stop().await;
+                        t
+                    }
+                };
+                set_doorbell(&db, Doorbell::Off).await?;
+                tps.entry(name).or_default().push(t);
+            }
+        }
+        let plain = median(&tps["plain"]);
+        // This machine's throughput drifts between rounds: each variant's ratio is taken to
+        // the plain run of its own round, and the median and range of those are reported.
+        let pct = |name: &str| {
+            let ratios: Vec<f64> = tps[name]
+                .iter()
+                .zip(&tps["plain"])
+                .map(|(t, p)| 100.0 * t / p)
+                .collect();
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+            format!(
+                "{:.0} ({:.0}%, {lo:.0}–{hi:.0})",
+                median(&tps[name]),
+                median(&ratios)
+            )
+        };
+        println!(
+            "{c} | {plain:.0} | {} | {:.0} | {} | {}",
+            pct("decoded"),
+            median(&per_change),
+            pct("capture"),
+            pct("reader"),
+        );
+    }
+    Ok(())
+}
+
+/// `pg_recvlogical` streaming the logical slot `rowcast_bench` (`pgoutput`, the output plugin
+/// of built-in logical replication) over the replication protocol, as a replication-source
+/// reader would; what it spends is measured on the walsender backend that decodes.
+struct Decoder {
+    child: std::process::Child,
+    db: tokio_postgres::Client,
+    walsender: String,
+    ticks_before: f64,
+    rows_before: i64,
+}
+
+struct Decoded {
+    changes: u64,
+    cpu_seconds: f64,
+}
+
+impl Decoder {
+    async fn start(
+        bindir: &std::path::Path,
+        pg: &EmbeddedPostgres,
+        db: tokio_postgres::Client,
+    ) -> Result<Decoder, Error> {
+        db.batch_execute("select pg_create_logical_replication_slot('rowcast_bench', 'pgoutput')")
+            .await?;
+        let rows_before = inserted(&db).await?;
+        let child = Command::new(bindir.join("pg_recvlogical"))
+            .arg("-d")
+            .arg(pg.database_url())
+            .args(["--slot", "rowcast_bench", "--start", "-f", "/dev/null"])
+            .args([
+                "-o",
+                "proto_version=1",
+                "-o",
+                "publication_names=rowcast_bench",
+            ])
+            // Report progress every second, never fsync /dev/null.
+            .args(["-s", "1", "-F", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let walsender = loop {
+            let pid: Option<i32> = db
+                .query_one(
+                    "select active_pid from pg_replication_slots where slot_name = 'rowcast_bench'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            match pid {
+                Some(pid) => break pid.to_string(),
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                None => return Err("pg_recvlogical did not attach to the slot".into()),
+            }
+        };
+        let ticks_before = proc_ticks(&walsender, ProcTicks::Own)?;
+        Ok(Decoder {
+            child,
+            db,
+            walsender,
+            ticks_before,
+            rows_before,
+        })
+    }
+
+    /// Once the writers are done: wait until the slot has confirmed everything written,
+    /// then stop the stream and drop the slot.
+    async fn finish(mut self) -> Result<Decoded, Error> {
+        let end: String = self
+            .db
+            .query_one("select pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let done: bool = self
+                .db
+                .query_one(
+                    "select coalesce(confirmed_flush_lsn >= $1::text::pg_lsn, false)                      from pg_replication_slots where slot_name = 'rowcast_bench'",
+                    &[&end],
+                )
+                .await?
+                .get(0);
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the decoder did not catch up within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ticks = proc_ticks(&self.walsender, ProcTicks::Own)? - self.ticks_before;
+        let changes = (inserted(&self.db).await? - self.rows_before).max(0) as u64;
+        self.child.kill()?;
+        self.child.wait()?;
+        // The walsender ends shortly after its client; the slot can be dropped once it has.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = self
+            .db
+            .batch_execute("select pg_drop_replication_slot('rowcast_bench')")
+            .await
+        {
+            if Instant::now() > deadline {
+                return Err(e.into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Decoded {
+            changes,
+            cpu_seconds: ticks / clock_ticks_per_second()?,
+        })
+    }
+}
+
+/// How many rows have been inserted into the plain table (its key sequence).
+async fn inserted(db: &tokio_postgres::Client) -> Result<i64, Error> {
+    Ok(db
+        .query_one("select last_value from public.bench_plain_id_seq", &[])
+        .await?
+        .get(0))
+}
+
+/// The server's live tail (default doorbell on) reading the log while the writers write,
+/// its batches drained by one subscriber.
+struct LiveReader {
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    consumer: tokio::task::JoinHandle<()>,
+}
+
+impl LiveReader {
+    async fn start(store: &Store) -> LiveReader {
+        let capture = Capture::new(store.clone(), CaptureConfig::default());
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let readiness = Arc::new(Readiness::default());
+        readiness.mark_started();
+        capture.spawn(&tasks, &shutdown, readiness);
+        let mut sub = capture.subscribe().await;
+        let consumer = tokio::spawn(async move { while sub.events.recv().await.is_ok() {} });
+        LiveReader {
+            tasks,
+            shutdown,
+            consumer,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.consumer.abort();
+    }
 }
