@@ -122,8 +122,12 @@ impl Store {
         let mut pg_config = Connector::new(url, settings.ca_file.as_deref())?;
         pg_config.connect_timeout(settings.connect_timeout);
         pg_config.application_name("rowcast");
+        // JIT off: every statement the server runs is OLTP-sized, but the planner's
+        // estimates for the change log's range reads grow with the log, and past
+        // `jit_above_cost` each execution of the live tail's read (hundreds a second when
+        // hot) compiled LLVM code for tens of milliseconds (docs/benchmarks.md, run 8).
         pg_config.options(format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={} -c jit=off",
             settings.statement_timeout.as_millis()
         ));
         let manager = Manager::from_config(

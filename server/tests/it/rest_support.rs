@@ -56,6 +56,7 @@ create function posts_titled(q text) returns setof posts language sql stable
   as $$ select * from posts where title ilike '%' || q || '%' order by id $$;
 create function fail_loudly() returns int language plpgsql as $$ begin raise exception 'custom failure'; end $$;
 create function touch_nothing() returns void language sql as 'select null';
+create function server_setting(name text) returns text language sql stable as 'select current_setting(name)';
 "#;
 
 pub struct Rest {
