@@ -472,7 +472,12 @@ async fn rest_writes_insert_bulk_upsert_patch_delete_and_rpc() {
         .body(r#"{"name":"jit"}"#)
         .send()
         .await;
-    assert_eq!((r.status, r.body.clone()), (200, json!("off")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (200, json!("off")),
+        "{}",
+        r.text
+    );
     let r = t
         .request(Method::POST, "/rest/v1/rpc/posts_titled")
         .token(alice)
