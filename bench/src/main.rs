@@ -27,7 +27,7 @@ use std::{
 };
 
 use rowcast::{
-    capture::{Capture, CaptureConfig, LiveEvent},
+    capture::{Capture, CaptureConfig, LiveEvent, LiveSubscription},
     cluster::{self, EmbeddedPostgres},
     config::Config,
     readiness::Readiness,
@@ -468,21 +468,16 @@ async fn latency(
     seconds: u64,
     trace: Option<PathBuf>,
 ) -> Result<(usize, f64, f64, f64), Error> {
-    let capture = Capture::new(
-        store.clone(),
+    let (tasks, shutdown, mut sub) = spawn_live_tail(
+        store,
         CaptureConfig {
             notify,
             poll_interval: Duration::from_millis(poll_ms),
             live_capacity: 1 << 16,
             ..CaptureConfig::default()
         },
-    );
-    let tasks = TaskTracker::new();
-    let shutdown = CancellationToken::new();
-    let readiness = Arc::new(Readiness::default());
-    readiness.mark_started();
-    capture.spawn(&tasks, &shutdown, readiness);
-    let mut sub = capture.subscribe().await;
+    )
+    .await;
     // Let the listener connect before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -812,13 +807,7 @@ struct LiveReader {
 
 impl LiveReader {
     async fn start(store: &Store) -> LiveReader {
-        let capture = Capture::new(store.clone(), CaptureConfig::default());
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-        let readiness = Arc::new(Readiness::default());
-        readiness.mark_started();
-        capture.spawn(&tasks, &shutdown, readiness);
-        let mut sub = capture.subscribe().await;
+        let (tasks, shutdown, mut sub) = spawn_live_tail(store, CaptureConfig::default()).await;
         let consumer = tokio::spawn(async move { while sub.events.recv().await.is_ok() {} });
         LiveReader {
             tasks,
@@ -833,4 +822,19 @@ impl LiveReader {
         self.tasks.wait().await;
         self.consumer.abort();
     }
+}
+
+/// Start a live tail on `store` as the server does, with one subscription to it.
+async fn spawn_live_tail(
+    store: &Store,
+    config: CaptureConfig,
+) -> (TaskTracker, CancellationToken, LiveSubscription) {
+    let capture = Capture::new(store.clone(), config);
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let readiness = Arc::new(Readiness::default());
+    readiness.mark_started();
+    capture.spawn(&tasks, &shutdown, readiness);
+    let sub = capture.subscribe().await;
+    (tasks, shutdown, sub)
 }
