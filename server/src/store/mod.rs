@@ -125,7 +125,7 @@ impl Store {
         // JIT off: every statement the server runs is OLTP-sized, but the planner's
         // estimates for the change log's range reads grow with the log, and past
         // `jit_above_cost` each execution of the live tail's read (hundreds a second when
-        // hot) compiled LLVM code for tens of milliseconds (docs/benchmarks.md, run 8).
+        // hot) compiled LLVM code for tens of milliseconds (docs/benchmarks.md, capture run 9).
         pg_config.options(format!(
             "-c statement_timeout={} -c jit=off",
             settings.statement_timeout.as_millis()
