@@ -11,7 +11,7 @@
 //!    off so the commit's flush is not in it): what the postmaster's reaped backends spent,
 //!    read from /proc (Linux), for a plain table and a synced one with the doorbell off and
 //!    on. Throughput at several writers mixes this with WAL flushes; this is the CPU alone.
-//! 3. Bulk statements (10,000 rows).
+//! 3. Bulk statements (10,000 rows), with two tables that split capture's cost into parts.
 //! 4. Commit-to-reader latency at a steady 1,000 changes/s from plain SQL writers through
 //!    the live tail: the default configuration, a 200 ms poll, and NOTIFY off (p50, p99).
 //! 5. Only when asked (`BENCH_PARTS=…,logical`; it restarts the cluster with
@@ -409,15 +409,76 @@ fn proc_ticks(pid: &str, which: ProcTicks) -> Result<f64, Error> {
     }
 }
 
-/// A 10,000-row `INSERT … SELECT` and a 10,000-row `UPDATE`, timed on a plain table, a synced
-/// table (statement-level capture) and a synced table with 0002's per-row trigger; medians
-/// of `rounds`, each on a freshly emptied table.
+/// Two tables that split bulk capture's cost into its parts (created by [`bulk`]). Neither is
+/// synced, and neither is anything rowcast installs:
+/// - `bench_images`: the version column and BEFORE UPDATE trigger of a synced table, and
+///   statement-level AFTER triggers that only build the JSON image of every transition-table
+///   row (old and new for an UPDATE) and write nothing: what capture costs before its log.
+/// - `bench_static`: the same, writing the log rows capture writes (key object, version,
+///   images; one row per changed row), from triggers written for this one table: static
+///   column references, an UPDATE's old and new rows paired by joining on `id`, no key
+///   changes handled. What one log row per changed row costs without the generic machinery.
+const BULK_PARTS_SQL: &str = "
+create table if not exists public.bench_images (id bigserial primary key, body text not null,
+  _v bigint default nextval('rowcast.row_version_seq'));
+create or replace function public.bench_images_capture() returns trigger language plpgsql as $$
+begin
+  if tg_op = 'UPDATE' then
+    perform count(*) from (select to_jsonb(r) as j from rowcast_old r) x where j is not null;
+  end if;
+  perform count(*) from (select to_jsonb(r) as j from rowcast_new r) x where j is not null;
+  return null;
+end $$;
+create or replace trigger zz_version before update on public.bench_images
+  for each row execute function rowcast.bump_version();
+create or replace trigger zz_capture after insert on public.bench_images
+  referencing new table as rowcast_new for each statement execute function public.bench_images_capture();
+create or replace trigger zz_capture_update after update on public.bench_images
+  referencing old table as rowcast_old new table as rowcast_new
+  for each statement execute function public.bench_images_capture();
+
+create table if not exists public.bench_static (id bigserial primary key, body text not null,
+  _v bigint default nextval('rowcast.row_version_seq'));
+create or replace function public.bench_static_insert() returns trigger language plpgsql as $$
+begin
+  insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row)
+  select 'public', 'bench_static', 'I', jsonb_build_object('id', n.id),
+         nextval('rowcast.row_version_seq'), to_jsonb(n)
+  from rowcast_new n;
+  return null;
+end $$;
+create or replace function public.bench_static_update() returns trigger language plpgsql as $$
+begin
+  insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row, old_row)
+  select 'public', 'bench_static', 'U', jsonb_build_object('id', n.id), n._v, to_jsonb(n), to_jsonb(o)
+  from rowcast_new n join rowcast_old o using (id);
+  return null;
+end $$;
+create or replace trigger zz_version before update on public.bench_static
+  for each row execute function rowcast.bump_version();
+create or replace trigger zz_capture after insert on public.bench_static
+  referencing new table as rowcast_new for each statement execute function public.bench_static_insert();
+create or replace trigger zz_capture_update after update on public.bench_static
+  referencing old table as rowcast_old new table as rowcast_new
+  for each statement execute function public.bench_static_update();
+";
+
+/// A 10,000-row `INSERT … SELECT` and a 10,000-row `UPDATE`, timed on a plain table, the
+/// two tables of [`BULK_PARTS_SQL`], a synced table (statement-level capture) and a synced
+/// table with 0002's per-row trigger; medians of `rounds`, each on a freshly emptied table.
 async fn bulk(db: &tokio_postgres::Client, rounds: usize) -> Result<(), Error> {
+    db.batch_execute(BULK_PARTS_SQL).await?;
     println!();
     println!("# bulk statements, 10,000 rows ({rounds} rounds, median ms)");
-    println!("statement | plain | capture (statement-level) | capture (per-row AFTER trigger)");
-    println!("---|---|---|---");
-    let tables = ["bench_plain", "bench_synced", "bench_rowlevel"];
+    println!("statement | plain | images only, no log | log rows, static triggers | capture (statement-level) | capture (per-row AFTER trigger)");
+    println!("---|---|---|---|---|---");
+    let tables = [
+        "bench_plain",
+        "bench_images",
+        "bench_static",
+        "bench_synced",
+        "bench_rowlevel",
+    ];
     let mut times: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
     for _ in 0..rounds {
         for t in tables {
@@ -441,10 +502,14 @@ async fn bulk(db: &tokio_postgres::Client, rounds: usize) -> Result<(), Error> {
     }
     for name in ["insert", "update"] {
         let plain = median(&times[&(name, "bench_plain")]);
+        let images = median(&times[&(name, "bench_images")]);
+        let logged = median(&times[&(name, "bench_static")]);
         let stmt = median(&times[&(name, "bench_synced")]);
         let row = median(&times[&(name, "bench_rowlevel")]);
         println!(
-            "{name} | {plain:.0} | {stmt:.0} ({:.1}x) | {row:.0} ({:.1}x)",
+            "{name} | {plain:.0} | {images:.0} ({:.1}x) | {logged:.0} ({:.1}x) | {stmt:.0} ({:.1}x) | {row:.0} ({:.1}x)",
+            images / plain,
+            logged / plain,
             stmt / plain,
             row / plain
         );
