@@ -193,6 +193,22 @@ impl Server {
             .unwrap_or(0);
         (rss, ticks)
     }
+
+    /// System (kernel) CPU ticks of the server alone: the part of `proc_stat`'s ticks spent
+    /// in the kernel on its behalf (socket sends, wake-ups).
+    fn kernel_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(12)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Server {

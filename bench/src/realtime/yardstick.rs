@@ -4,8 +4,10 @@
 //! the same Postgres (one database per side and size), with the same clients and writers.
 //! Per size: the yardstick's rounds, then Rowcast's; per side the medians over the rounds of
 //! p50/p99 latency, server CPU per delivered message (`/proc/<pid>/stat` of the server
-//! process, Node or Rowcast, the same way), Postgres CPU and the load generator's own CPU
-//! (clients and writers share the cores with the servers); then the ratios Rowcast/yardstick.
+//! process, Node or Rowcast, the same way; its kernel part from stime), Postgres CPU and the
+//! load generator's own CPU (clients and writers share the cores with the servers); then the
+//! ratios Rowcast/yardstick, and Rowcast's kernel time over the yardstick's whole CPU (the
+//! ratio Rowcast would have if its own code cost nothing).
 //! The machine is shared, so the ratios are the result, not the absolute numbers.
 //!
 //! Env: `BENCH_YARD_SIZES` (subscribers x writes/s, comma-separated; default
@@ -43,6 +45,8 @@ struct Round {
     frames: u64,
     msgs_per_s: f64,
     server_us_per_msg: f64,
+    /// The kernel's part of `server_us_per_msg` (stime).
+    server_kernel_us_per_msg: f64,
     server_cpu_s: f64,
     loadgen_cpu_s: f64,
     pg_cpu_s: f64,
@@ -122,7 +126,7 @@ pub(super) async fn run(pg: &EmbeddedPostgres, bin: &Path) -> Result<String, Err
             let rounds = run_side(side, pg, &admin, bin, &z, conns, rate).await?;
             for (i, r) in rounds.iter().enumerate() {
                 eprintln!(
-                    "  {} {conns}x{rate} round {}: delivered {}/{} in {} frames, p50 {:.1} p99 {:.1} max {:.1} ms, {:.0} msgs/s, server {:.2} s = {:.2} µs/msg, load generator {:.2} s, Postgres {:.2} s",
+                    "  {} {conns}x{rate} round {}: delivered {}/{} in {} frames, p50 {:.1} p99 {:.1} max {:.1} ms, {:.0} msgs/s, server {:.2} s = {:.2} µs/msg (kernel {:.2}), load generator {:.2} s, Postgres {:.2} s",
                     side.name(),
                     i + 1,
                     r.delivered,
@@ -134,6 +138,7 @@ pub(super) async fn run(pg: &EmbeddedPostgres, bin: &Path) -> Result<String, Err
                     r.msgs_per_s,
                     r.server_cpu_s,
                     r.server_us_per_msg,
+                    r.server_kernel_us_per_msg,
                     r.loadgen_cpu_s,
                     r.pg_cpu_s,
                 );
@@ -161,7 +166,7 @@ fn report(conns: usize, rate: u64, z: &Settings, y: &[Round], r: &[Round]) -> St
         let delivered: u64 = rs.iter().map(|r| r.delivered).sum();
         let frames: u64 = rs.iter().map(|r| r.frames).sum();
         format!(
-            "\n  {name:<9}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms  loss {:>6} of {:>8}  {:>5.2} rows/frame  {:>7.0} msgs/s  server {:>6.2} µs/msg ({:.2} s)  load generator {:.2} s  Postgres {:.2} s  p99 by round {}",
+            "\n  {name:<9}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms  loss {:>6} of {:>8}  {:>5.2} rows/frame  {:>7.0} msgs/s  server {:>6.2} µs/msg ({:.2} s, kernel {:.2} µs/msg)  load generator {:.2} s  Postgres {:.2} s  p99 by round {}",
             m(rs, |r| r.p50_ms),
             m(rs, |r| r.p99_ms),
             m(rs, |r| r.max_ms),
@@ -171,6 +176,7 @@ fn report(conns: usize, rate: u64, z: &Settings, y: &[Round], r: &[Round]) -> St
             m(rs, |r| r.msgs_per_s),
             m(rs, |r| r.server_us_per_msg),
             m(rs, |r| r.server_cpu_s),
+            m(rs, |r| r.server_kernel_us_per_msg),
             m(rs, |r| r.loadgen_cpu_s),
             m(rs, |r| r.pg_cpu_s),
             rs.iter()
@@ -182,9 +188,13 @@ fn report(conns: usize, rate: u64, z: &Settings, y: &[Round], r: &[Round]) -> St
     let ratio = |f: fn(&Round) -> f64| m(r, f) / m(y, f);
     let cpu = ratio(|r| r.server_us_per_msg);
     let p99 = ratio(|r| r.p99_ms);
+    // What the CPU ratio would be if Rowcast's own (user-space) CPU cost nothing: the floor
+    // its kernel sends alone put under the ratio.
+    let kernel_floor = m(r, |r| r.server_kernel_us_per_msg) / m(y, |r| r.server_us_per_msg);
+    let user = ratio(|r| r.server_us_per_msg - r.server_kernel_us_per_msg);
     let mark = |ok: bool| if ok { "met" } else { "MISSED" };
     format!(
-        "scenario yardstick: {conns} subscribers x {rate} writes/s, {} x {} s rounds (medians){}{}\n  rowcast/yardstick: p50 {:.2}x, p99 {p99:.2}x, server CPU per delivery {cpu:.2}x, Postgres CPU {:.2}x (targets: CPU <= 0.5x {}, p99 <= 1x {})\n",
+        "scenario yardstick: {conns} subscribers x {rate} writes/s, {} x {} s rounds (medians){}{}\n  rowcast/yardstick: p50 {:.2}x, p99 {p99:.2}x, server CPU per delivery {cpu:.2}x (user space {user:.2}x; Rowcast's kernel time alone {kernel_floor:.2}x), Postgres CPU {:.2}x (targets: CPU <= 0.5x {}, p99 <= 1x {})\n",
         z.rounds,
         z.seconds,
         line("yardstick", y),
@@ -308,6 +318,7 @@ async fn round(
     let delivered0 = c.delivered.load(Relaxed);
     let frames0 = c.frames.load(Relaxed);
     let (_, server0) = server.proc_stat();
+    let kernel0 = server.kernel_ticks();
     let own0 = own_ticks();
     let pg0 = pg_ticks(pg.data_dir());
     let written = Arc::new(AtomicU64::new(0));
@@ -347,6 +358,7 @@ async fn round(
     }
     let elapsed = t0.elapsed();
     let (_, server1) = server.proc_stat();
+    let kernel1 = server.kernel_ticks();
     let own1 = own_ticks();
     let pg1 = pg_ticks(pg.data_dir());
     let delivered = c.delivered.load(Relaxed) - delivered0;
@@ -364,6 +376,8 @@ async fn round(
         frames: c.frames.load(Relaxed) - frames0,
         msgs_per_s: delivered as f64 / elapsed.as_secs_f64(),
         server_us_per_msg: server_cpu_s * 1e6 / delivered.max(1) as f64,
+        server_kernel_us_per_msg: kernel1.saturating_sub(kernel0) as f64 / ticks_per_sec() * 1e6
+            / delivered.max(1) as f64,
         server_cpu_s,
         loadgen_cpu_s: own1.saturating_sub(own0) as f64 / ticks_per_sec(),
         pg_cpu_s: pg1.saturating_sub(pg0) as f64 / ticks_per_sec(),
