@@ -12,6 +12,8 @@
 //!    read from /proc (Linux), for a plain table and a synced one with the doorbell off and
 //!    on. Throughput at several writers mixes this with WAL flushes; this is the CPU alone.
 //! 3. Bulk statements (10,000 rows), with two tables that split capture's cost into parts.
+//!    Only when asked (`BENCH_PARTS=…,rowparts`): the same split for single-row INSERT
+//!    throughput at 8 and 32 writers, from a bare second row up to capture.
 //! 4. Commit-to-reader latency at a steady 1,000 changes/s from plain SQL writers through
 //!    the live tail: the default configuration, a 200 ms poll, and NOTIFY off (p50, p99).
 //! 5. Only when asked (`BENCH_PARTS=…,logical`; it restarts the cluster with
@@ -43,8 +45,8 @@ struct Settings {
     rounds: usize,
     clients: Vec<u32>,
     latency_seconds: u64,
-    /// Which parts run (`BENCH_PARTS`, comma-separated: cpu, throughput, bulk, latency,
-    /// logical; all but logical by default).
+    /// Which parts run (`BENCH_PARTS`, comma-separated: cpu, throughput, rowparts, bulk,
+    /// latency, logical; cpu, throughput, bulk and latency by default).
     parts: Vec<String>,
     /// Where to write each delivered change's commit time and latency (`BENCH_LATENCY_TRACE`),
     /// to see when in a run the tail happens.
@@ -174,6 +176,9 @@ async fn run(pg: &EmbeddedPostgres, bindir: &std::path::Path, s: &Settings) -> R
             100.0 * rowlevel / plain
         );
         }
+    }
+    if part("rowparts") {
+        row_parts(&db, bindir, pg, s).await?;
     }
     set_doorbell(&db, Doorbell::Off).await?;
 
@@ -462,6 +467,89 @@ create or replace trigger zz_capture_update after update on public.bench_static
   referencing old table as rowcast_old new table as rowcast_new
   for each statement execute function public.bench_static_update();
 ";
+
+/// Tables that split a captured single-row INSERT's cost into parts, for the `rowparts`
+/// part (besides `bench_plain`, `bench_static` of [`BULK_PARTS_SQL`] and `bench_synced`):
+/// - `bench_second_row`: a per-row trigger writes one `bigint` into an unindexed table;
+///   what any second row in the writer's transaction costs.
+/// - `bench_skeleton`: a static statement-level trigger writes the log row capture writes,
+///   without the key object and the image (both null): the log's own row, identity,
+///   `(xid, id)` index entry, version and doorbell.
+const ROW_PARTS_SQL: &str = "
+create table if not exists public.bench_second_row_log (x bigint);
+create table if not exists public.bench_second_row (id bigserial primary key, body text not null);
+create or replace function public.bench_second_row_capture() returns trigger language plpgsql as $$
+begin
+  insert into public.bench_second_row_log values (1);
+  return null;
+end $$;
+create or replace trigger zz_capture after insert on public.bench_second_row
+  for each row execute function public.bench_second_row_capture();
+
+create table if not exists public.bench_skeleton (id bigserial primary key, body text not null,
+  _v bigint default nextval('rowcast.row_version_seq'));
+create or replace function public.bench_skeleton_insert() returns trigger language plpgsql as $$
+begin
+  insert into rowcast.change_log (table_schema, table_name, op, pk, version, new_row)
+  select 'public', 'bench_skeleton', 'I', null, nextval('rowcast.row_version_seq'), null
+  from rowcast_new n;
+  return null;
+end $$;
+create or replace trigger zz_capture after insert on public.bench_skeleton
+  referencing new table as rowcast_new for each statement execute function public.bench_skeleton_insert();
+";
+
+/// Single-row INSERT throughput at 8 and 32 writers, from a bare second row up to capture,
+/// every variant with the default doorbell on (it fires on any log insert), interleaved per
+/// round; medians and their ratio to the plain table.
+async fn row_parts(
+    db: &tokio_postgres::Client,
+    bindir: &std::path::Path,
+    pg: &EmbeddedPostgres,
+    s: &Settings,
+) -> Result<(), Error> {
+    db.batch_execute(BULK_PARTS_SQL).await?;
+    db.batch_execute(ROW_PARTS_SQL).await?;
+    set_doorbell(db, Doorbell::Coalesced).await?;
+    println!();
+    println!("# single-row INSERT capture split into parts (pgbench, {}s x {} rounds, fsync on, doorbell on, median tps)", s.seconds, s.rounds);
+    println!("writers | plain | second row (per-row trigger, unindexed) | log row, no key or image (static) | log row with key and image (static) | capture");
+    println!("---|---|---|---|---|---");
+    let tables = [
+        "bench_plain",
+        "bench_second_row",
+        "bench_skeleton",
+        "bench_static",
+        "bench_synced",
+    ];
+    for c in [8, 32] {
+        let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
+        for _ in 0..s.rounds {
+            for t in tables {
+                db.batch_execute("checkpoint").await?;
+                let tps = pgbench(bindir, pg, t, c, s.seconds)?;
+                results.entry(t).or_default().push(tps);
+            }
+        }
+        let plain = median(&results["bench_plain"]);
+        let cell = |t: &str| {
+            let v = median(&results[t]);
+            format!("{v:.0} ({:.0}%)", 100.0 * v / plain)
+        };
+        println!(
+            "{c} | {plain:.0} | {} | {} | {} | {}",
+            cell("bench_second_row"),
+            cell("bench_skeleton"),
+            cell("bench_static"),
+            cell("bench_synced")
+        );
+    }
+    // The skeleton's log rows have no key, which a reader rejects as a corrupt log; the
+    // latency part's live tail reads this log next.
+    db.batch_execute("delete from rowcast.change_log where table_name = 'bench_skeleton'")
+        .await?;
+    Ok(())
+}
 
 /// A 10,000-row `INSERT … SELECT` and a 10,000-row `UPDATE`, timed on a plain table, the
 /// two tables of [`BULK_PARTS_SQL`], a synced table (statement-level capture) and a synced
